@@ -1,0 +1,10 @@
+//! ringcast: a WebSocket pub/sub server that speaks the Pusher Channels protocol v7 and holds a
+//! million connections on one Linux box.
+//!
+//! The protocol cores ([`ws`], [`http`]) are sans-IO: they take bytes and a `now` and return
+//! events and bytes to send. Everything that touches a socket, a clock or a thread lives
+//! elsewhere. See `docs/architecture.md` for the shape of the whole.
+
+pub mod config;
+pub mod http;
+pub mod ws;

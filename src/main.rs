@@ -1,0 +1,5 @@
+//! The `ringcast` command line.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
