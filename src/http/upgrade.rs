@@ -1,0 +1,215 @@
+//! Validation of a WebSocket opening handshake (RFC 6455 section 4.2.1) and the status each
+//! refusal puts on the wire.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use super::{HttpConfig, HttpError, Request, StatusCode};
+
+/// The fields of a valid upgrade request that the WebSocket layer needs to answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgrade<'a> {
+    /// `Sec-WebSocket-Key`, whitespace trimmed: 24 base64 characters of 16 bytes, the input of
+    /// the `Sec-WebSocket-Accept` digest.
+    pub key: &'a [u8],
+    /// `Sec-WebSocket-Protocol` as sent (a comma-separated list, see
+    /// [`comma_separated`](super::comma_separated)).
+    pub protocols: Option<&'a str>,
+    /// `Sec-WebSocket-Extensions` as sent.
+    pub extensions: Option<&'a str>,
+    /// `Origin` as sent.
+    pub origin: Option<&'a str>,
+}
+
+/// Why an upgrade request is refused. Each variant maps to a status ([`status`](Self::status))
+/// and the header fields that must go with it ([`extra_headers`](Self::extra_headers)); write
+/// both with [`write_error`](super::write_error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// The head itself is unusable; its own status.
+    Http(HttpError),
+    /// No WebSocket route at this path (404). Routing is the caller's; the variant lets one
+    /// error type carry every answer of the handshake.
+    NotFound,
+    /// Method other than GET (405, with `Allow: GET`).
+    NotGet,
+    /// HTTP/1.0: RFC 6455 section 4.1 requires at least HTTP/1.1 (400).
+    HttpVersion,
+    /// No `Upgrade` field at all (426, with `Upgrade: websocket` and `Sec-WebSocket-Version: 13`):
+    /// a plain HTTP client reached a WebSocket route, and 426 tells it what the route needs
+    /// (RFC 9110 section 15.5.22).
+    MissingUpgrade,
+    /// An `Upgrade` field that does not list `websocket` (400).
+    UpgradeNotWebSocket,
+    /// No `Connection` field listing `upgrade` (400).
+    MissingConnectionUpgrade,
+    /// `Sec-WebSocket-Version` missing, repeated or not `13` (426, with
+    /// `Sec-WebSocket-Version: 13`, RFC 6455 section 4.4).
+    BadVersion,
+    /// `Host` missing or repeated (400, RFC 9112 section 3.2).
+    BadHost,
+    /// `Sec-WebSocket-Key` missing or not the base64 of exactly 16 bytes (400).
+    BadKey,
+    /// A field that must appear at most once appears more often: `Sec-WebSocket-Key`, `Origin`,
+    /// `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions` (400). Browsers send each once;
+    /// two keys or two origins are ambiguous, and refusing is safer than picking one.
+    DuplicateHeader,
+    /// `Origin`, `Sec-WebSocket-Protocol` or `Sec-WebSocket-Extensions` is not UTF-8 (400).
+    BadHeaderValue,
+    /// The request carries a body (`Content-Length` above 0 or `Transfer-Encoding`) (400).
+    /// Bytes after an upgrade head are WebSocket frames; a body would be read as frames.
+    BodyNotAllowed,
+    /// `Origin` present and not in `allowed_origins` (403).
+    OriginNotAllowed,
+}
+
+impl HandshakeError {
+    /// The status to answer with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Http(err) => err.status(),
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotGet => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MissingUpgrade | Self::BadVersion => StatusCode::UPGRADE_REQUIRED,
+            Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::HttpVersion
+            | Self::UpgradeNotWebSocket
+            | Self::MissingConnectionUpgrade
+            | Self::BadHost
+            | Self::BadKey
+            | Self::DuplicateHeader
+            | Self::BadHeaderValue
+            | Self::BodyNotAllowed => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Header fields the answer must carry besides the usual ones.
+    pub fn extra_headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::NotGet => &[("Allow", "GET")],
+            Self::MissingUpgrade => &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+            Self::BadVersion => &[("Sec-WebSocket-Version", "13")],
+            _ => &[],
+        }
+    }
+}
+
+impl From<HttpError> for HandshakeError {
+    fn from(err: HttpError) -> Self {
+        Self::Http(err)
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self {
+            Self::Http(err) => return err.fmt(f),
+            Self::NotFound => "no WebSocket route at this path",
+            Self::NotGet => "WebSocket upgrade with a method other than GET",
+            Self::HttpVersion => "WebSocket upgrade needs HTTP/1.1",
+            Self::MissingUpgrade => "no Upgrade header",
+            Self::UpgradeNotWebSocket => "Upgrade header does not list websocket",
+            Self::MissingConnectionUpgrade => "Connection header does not list upgrade",
+            Self::BadVersion => "Sec-WebSocket-Version is not 13",
+            Self::BadHost => "Host missing or repeated",
+            Self::BadKey => "Sec-WebSocket-Key missing or not base64 of 16 bytes",
+            Self::DuplicateHeader => "a WebSocket header field appears twice",
+            Self::BadHeaderValue => "a WebSocket header field is not UTF-8",
+            Self::BodyNotAllowed => "WebSocket upgrade with a body",
+            Self::OriginNotAllowed => "Origin not allowed",
+        };
+        f.write_str(what)
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Length of a `Sec-WebSocket-Key`: base64 of 16 bytes with its `==` padding.
+const KEY_LEN: usize = 24;
+/// Bytes of nonce a key must decode to (RFC 6455 section 4.1, item 7).
+const NONCE_LEN: usize = 16;
+
+/// Validates a WebSocket upgrade request (RFC 6455 section 4.2.1). Routing (404 for an unknown
+/// path) is the caller's: it calls this only for a known WebSocket route.
+///
+/// Checks run in this order and the first failure is the answer: method, HTTP version,
+/// `Upgrade`, `Connection`, `Sec-WebSocket-Version`, `Host`, `Sec-WebSocket-Key`, body, `Origin`,
+/// `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions`. The version comes before the key so
+/// a client of another protocol version learns the version it needs. A missing `Origin` passes
+/// even with an allow-list: only browsers send it, and any other client could forge it, so the
+/// list protects browsers (against cross-site WebSocket hijacking) and nothing more.
+pub fn validate_upgrade<'a>(
+    req: &Request<'a>,
+    cfg: &HttpConfig,
+) -> Result<Upgrade<'a>, HandshakeError> {
+    if req.method != "GET" {
+        return Err(HandshakeError::NotGet);
+    }
+    if req.minor_version < 1 {
+        return Err(HandshakeError::HttpVersion);
+    }
+    if req.header("upgrade").is_none() {
+        return Err(HandshakeError::MissingUpgrade);
+    }
+    if !req.is_websocket_upgrade() {
+        return Err(HandshakeError::UpgradeNotWebSocket);
+    }
+    if !req.header_has_token("connection", "upgrade") {
+        return Err(HandshakeError::MissingConnectionUpgrade);
+    }
+    match single(req, "sec-websocket-version") {
+        Ok(Some(b"13")) => {}
+        _ => return Err(HandshakeError::BadVersion),
+    }
+    if req.header_values("host").count() != 1 {
+        return Err(HandshakeError::BadHost);
+    }
+    let key = single(req, "sec-websocket-key")?.ok_or(HandshakeError::BadKey)?;
+    if !is_valid_key(key) {
+        return Err(HandshakeError::BadKey);
+    }
+    if req.content_length()?.unwrap_or(0) > 0 {
+        return Err(HandshakeError::BodyNotAllowed);
+    }
+    let origin = single_str(req, "origin")?;
+    if let Some(origin) = origin {
+        let allowed = &cfg.allowed_origins;
+        if !allowed.is_empty() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+            return Err(HandshakeError::OriginNotAllowed);
+        }
+    }
+    let protocols = single_str(req, "sec-websocket-protocol")?;
+    let extensions = single_str(req, "sec-websocket-extensions")?;
+    Ok(Upgrade {
+        key,
+        protocols,
+        extensions,
+        origin,
+    })
+}
+
+/// The value of a field that may appear at most once.
+fn single<'a>(req: &Request<'a>, name: &str) -> Result<Option<&'a [u8]>, HandshakeError> {
+    let mut values = req.header_values(name);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(HandshakeError::DuplicateHeader);
+    }
+    Ok(first)
+}
+
+/// [`single`], as UTF-8.
+fn single_str<'a>(req: &Request<'a>, name: &str) -> Result<Option<&'a str>, HandshakeError> {
+    single(req, name)?
+        .map(|value| std::str::from_utf8(value).map_err(|_| HandshakeError::BadHeaderValue))
+        .transpose()
+}
+
+/// Whether `key` is canonical base64 (padded, no stray bits) of exactly 16 bytes.
+fn is_valid_key(key: &[u8]) -> bool {
+    // The decoder wants room for its estimate (3 bytes per 4 characters), padding included.
+    let mut nonce = [0u8; KEY_LEN / 4 * 3];
+    key.len() == KEY_LEN && matches!(STANDARD.decode_slice(key, &mut nonce), Ok(NONCE_LEN))
+}
