@@ -168,3 +168,235 @@ impl HeadReader {
         Ok(Status::Partial)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{HeadReader, HttpConfig, HttpError, Status};
+
+    /// A complete upgrade head as browsers send it.
+    const UPGRADE: &[u8] = b"GET /app/key?protocol=7 HTTP/1.1\r\nHost: example.com\r\n\
+        Upgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    fn small_cfg() -> HttpConfig {
+        HttpConfig {
+            max_request_line: 32,
+            max_header_bytes: 64,
+            ..HttpConfig::default()
+        }
+    }
+
+    /// Everything a caller can observe after feeding `chunks`: the status or error of the last
+    /// read, the parsed request (as text), and the bytes kept after the head.
+    fn outcome(cfg: &HttpConfig, chunks: &[&[u8]]) -> String {
+        let mut reader = HeadReader::new();
+        let mut last = Ok(Status::Partial);
+        for chunk in chunks {
+            last = reader.handle_read(cfg, chunk);
+            if last.is_err() {
+                break;
+            }
+        }
+        format!(
+            "{last:?} {:?} {:?}",
+            reader.parse(cfg),
+            reader.buffered_after_head()
+        )
+    }
+
+    #[test]
+    fn finds_the_end_of_the_head() {
+        let cases: &[(&[u8], Result<Status, HttpError>)] = &[
+            (b"GET / HTTP/1.1\r\n\r\n", Ok(Status::Complete(18))),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY",
+                Ok(Status::Complete(27)),
+            ),
+            (b"GET / HTTP/1.1\nHost: a\n\n", Ok(Status::Complete(24))),
+            (b"GET / HTTP/1.1\nHost: a\r\n\n", Ok(Status::Complete(25))),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", Ok(Status::Complete(26))),
+            // Leading blank lines are skipped, not taken for the end of an empty head.
+            (b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", Ok(Status::Complete(22))),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", Ok(Status::Partial)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r", Ok(Status::Partial)),
+            (b"", Ok(Status::Partial)),
+            (UPGRADE, Ok(Status::Complete(UPGRADE.len()))),
+        ];
+        for (input, expected) in cases {
+            let mut reader = HeadReader::new();
+            let got = reader.handle_read(&HttpConfig::default(), input);
+            assert_eq!(&got, expected, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn caps_answer_414_and_431() {
+        let cfg = small_cfg();
+        let line_32 = format!("GET /{} HTTP/1.1", "a".repeat(18));
+        let line_33 = format!("GET /{} HTTP/1.1", "a".repeat(19));
+        assert_eq!(line_32.len(), 32);
+        let head_64 = format!("{line_32}\r\nX: {}\r\n\r\n", "b".repeat(23));
+        let head_65 = format!("{line_32}\r\nX: {}\r\n\r\n", "b".repeat(24));
+        assert_eq!(head_64.len(), 64);
+        let cases: Vec<(String, Result<Status, HttpError>)> = vec![
+            (format!("{line_32}\r\n\r\n"), Ok(Status::Complete(36))),
+            (
+                format!("{line_33}\r\n\r\n"),
+                Err(HttpError::RequestLineTooLong),
+            ),
+            (format!("{line_33}\n\n"), Err(HttpError::RequestLineTooLong)),
+            // Refused before its end arrives: 33 bytes that cannot be a line of 32.
+            (line_33.clone(), Err(HttpError::RequestLineTooLong)),
+            (format!("{line_32}\r"), Ok(Status::Partial)),
+            // 1 MiB without a line end: 414 after at most `max_header_bytes + 1` bytes.
+            ("a".repeat(1 << 20), Err(HttpError::RequestLineTooLong)),
+            (head_64.clone(), Ok(Status::Complete(64))),
+            (head_65, Err(HttpError::HeadTooLarge)),
+            (
+                format!("{line_32}\r\nX: {}", "b".repeat(64)),
+                Err(HttpError::HeadTooLarge),
+            ),
+            // Bytes after a head within the cap do not count against it.
+            (
+                format!("{head_64}{}", "c".repeat(1000)),
+                Ok(Status::Complete(64)),
+            ),
+            // Leading blank lines count against the head cap.
+            (
+                format!("{}GET / HTTP/1.1\r\n\r\n", "\r\n".repeat(40)),
+                Err(HttpError::HeadTooLarge),
+            ),
+        ];
+        for (input, expected) in cases {
+            let mut reader = HeadReader::new();
+            assert_eq!(
+                reader.handle_read(&cfg, input.as_bytes()),
+                expected,
+                "{input:?}"
+            );
+            if expected.is_err() {
+                let err = expected.err();
+                assert_eq!(
+                    reader.handle_read(&cfg, b"\r\n\r\n").err(),
+                    err,
+                    "stays failed"
+                );
+                assert_eq!(reader.parse(&cfg).err(), Some(HttpError::Incomplete));
+            }
+        }
+    }
+
+    #[test]
+    fn every_split_gives_the_same_answer() {
+        let cfg = small_cfg();
+        let inputs: &[&[u8]] = &[
+            UPGRADE,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nearly frame bytes",
+            b"GET / HTTP/1.1\nHost: a\n\nx",
+            b"\r\nGET / HTTP/1.1\r\n\r\n",
+            b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        ];
+        for &input in inputs {
+            for cfg in [&cfg, &HttpConfig::default()] {
+                let whole = outcome(cfg, &[input]);
+                for at in 0..=input.len() {
+                    let (a, b) = input.split_at(at);
+                    assert_eq!(outcome(cfg, &[a, b]), whole, "split at {at} of {input:?}");
+                }
+                let bytes: Vec<&[u8]> = input.chunks(1).collect();
+                assert_eq!(outcome(cfg, &bytes), whole, "byte by byte: {input:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_head_are_kept() {
+        let cfg = HttpConfig::default();
+        let mut reader = HeadReader::new();
+        let mut first = UPGRADE.to_vec();
+        first.extend_from_slice(b"\x81\x85");
+        assert_eq!(
+            reader.handle_read(&cfg, &first),
+            Ok(Status::Complete(UPGRADE.len()))
+        );
+        assert_eq!(reader.buffered_after_head(), b"\x81\x85");
+        // Later reads are appended, and the answer stays the same.
+        assert_eq!(
+            reader.handle_read(&cfg, b"GET /next"),
+            Ok(Status::Complete(UPGRADE.len()))
+        );
+        assert_eq!(reader.buffered_after_head(), b"\x81\x85GET /next");
+        assert_eq!(reader.parse(&cfg).map(|r| r.path), Ok("/app/key"));
+        assert_eq!(reader.into_after_head(), b"\x81\x85GET /next");
+
+        let mut reader = HeadReader::new();
+        assert_eq!(
+            reader.handle_read(&cfg, b"GET / HTTP/1.1\r\n"),
+            Ok(Status::Partial)
+        );
+        assert_eq!(reader.buffered_after_head(), b"");
+        assert_eq!(reader.parse(&cfg).err(), Some(HttpError::Incomplete));
+        assert_eq!(reader.into_after_head(), b"");
+    }
+
+    #[test]
+    fn byte_by_byte_examines_each_byte_once() {
+        let cfg = HttpConfig::default();
+        let head = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X-Filler: abcdefgh\r\n".repeat(300)
+        );
+        assert!(head.len() < cfg.max_header_bytes);
+        let mut reader = HeadReader::new();
+        let mut last = Ok(Status::Partial);
+        for byte in head.as_bytes() {
+            last = reader.handle_read(&cfg, std::slice::from_ref(byte));
+        }
+        assert_eq!(last, Ok(Status::Complete(head.len())));
+        assert_eq!(reader.examined, head.len());
+
+        // A flood that never ends its head is examined up to the cap and no further.
+        let mut reader = HeadReader::new();
+        let mut reads = 0;
+        while reader
+            .handle_read(&cfg, b"GET / HTTP/1.1\r\nX: y\r\n")
+            .is_ok()
+        {
+            reads += 1;
+        }
+        assert!(reads > 300, "{reads}");
+        assert_eq!(reader.examined, cfg.max_header_bytes + 1);
+    }
+
+    proptest! {
+        #[test]
+        fn random_splits_match_one_read(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just(&b"\r\n"[..]), Just(&b"\n"[..]), Just(&b"\r"[..]),
+                    Just(&b"GET / HTTP/1.1"[..]), Just(&b"Host: a"[..]), Just(&b": "[..]),
+                    Just(&b"Upgrade: websocket"[..]), Just(&b"xx"[..]),
+                ],
+                0..24,
+            ),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+        ) {
+            let input = parts.concat();
+            let cfg = small_cfg();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for cut in cuts {
+                chunks.push(&input[from..cut]);
+                from = cut;
+            }
+            chunks.push(&input[from..]);
+            prop_assert_eq!(outcome(&cfg, &chunks), outcome(&cfg, &[&input]));
+        }
+    }
+}

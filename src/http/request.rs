@@ -192,3 +192,201 @@ fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
         .then(|| s.get(prefix.len()..))
         .flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{HttpConfig, HttpError, Request, comma_separated};
+
+    fn parse(head: &str) -> Result<Request<'_>, HttpError> {
+        Request::parse(head.as_bytes(), &HttpConfig::default())
+    }
+
+    #[test]
+    fn targets_split_into_path_and_query() {
+        let cases: &[(&str, Result<(&str, Option<&str>), HttpError>)] = &[
+            ("/", Ok(("/", None))),
+            (
+                "/app/key?protocol=7&client=js",
+                Ok(("/app/key", Some("protocol=7&client=js"))),
+            ),
+            ("/a?", Ok(("/a", Some("")))),
+            ("/a?b?c", Ok(("/a", Some("b?c")))),
+            (
+                "http://example.com/app/key?x=1",
+                Ok(("/app/key", Some("x=1"))),
+            ),
+            ("HTTPS://example.com", Ok(("/", None))),
+            ("ws://example.com?x", Ok(("/", Some("x")))),
+            ("wss://h:443/p", Ok(("/p", None))),
+            ("*", Err(HttpError::BadTarget)),
+            ("example.com:443", Err(HttpError::BadTarget)),
+            ("ftp://h/p", Err(HttpError::BadTarget)),
+            ("http:///p", Err(HttpError::BadTarget)),
+            ("/a#frag", Err(HttpError::BadTarget)),
+        ];
+        for (target, expected) in cases {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let got = parse(&head).map(|r| (r.path, r.query));
+            assert_eq!(&got, expected, "{target}");
+        }
+    }
+
+    #[test]
+    fn malformed_heads_and_versions() {
+        let cases: &[(&str, Result<u8, HttpError>)] = &[
+            ("GET / HTTP/1.1\r\n\r\n", Ok(1)),
+            ("GET / HTTP/1.0\r\n\r\n", Ok(0)),
+            ("GET / HTTP/2.0\r\n\r\n", Err(HttpError::UnsupportedVersion)),
+            ("GET / HTTP/1.1 \r\n\r\n", Err(HttpError::Malformed)),
+            ("GET / HTTP/1.2\r\n\r\n", Err(HttpError::UnsupportedVersion)),
+            ("GET / HTTP/3\r\n\r\n", Err(HttpError::UnsupportedVersion)),
+            ("GET  / HTTP/1.1\r\n\r\n", Err(HttpError::Malformed)),
+            ("G(T / HTTP/1.1\r\n\r\n", Err(HttpError::Malformed)),
+            (
+                "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                Err(HttpError::Malformed),
+            ),
+            ("GET / HTTP/1.1\r\n: x\r\n\r\n", Err(HttpError::Malformed)),
+            (
+                "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+                Err(HttpError::Malformed),
+            ),
+            (
+                "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
+                Err(HttpError::Malformed),
+            ),
+            ("GET / HTTP/1.1\r\n", Err(HttpError::Malformed)),
+            ("\r\n\r\n", Err(HttpError::Malformed)),
+        ];
+        for (head, expected) in cases {
+            assert_eq!(&parse(head).map(|r| r.minor_version), expected, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn header_count_cap_answers_431() {
+        let cfg = HttpConfig {
+            max_headers: 3,
+            ..HttpConfig::default()
+        };
+        let cases: &[(usize, Result<usize, HttpError>)] =
+            &[(0, Ok(0)), (3, Ok(3)), (4, Err(HttpError::TooManyHeaders))];
+        for &(count, ref expected) in cases {
+            let fields: String = (0..count).map(|i| format!("X-{i}: v\r\n")).collect();
+            let head = format!("GET / HTTP/1.1\r\n{fields}\r\n");
+            let got = Request::parse(head.as_bytes(), &cfg).map(|r| r.headers.len());
+            assert_eq!(&got, expected, "{count} fields");
+            assert_eq!(got.err().map(|e| e.status().0), expected.err().map(|_| 431));
+        }
+    }
+
+    #[test]
+    fn headers_are_found_case_insensitively_and_trimmed() {
+        let head = "GET / HTTP/1.1\r\nHost: a\r\nX-Multi: one\r\nx-multi:   two \t\r\n\
+                    Connection: keep-alive, Upgrade\r\n\r\n";
+        let req = parse(head).expect("valid head");
+        assert_eq!(req.header("HOST"), Some(&b"a"[..]));
+        assert_eq!(req.header("x-multi"), Some(&b"one"[..]));
+        assert_eq!(
+            req.header_values("X-MULTI").collect::<Vec<_>>(),
+            [&b"one"[..], b"two"]
+        );
+        assert_eq!(req.header("missing"), None);
+        let cases = [
+            ("connection", "upgrade", true),
+            ("Connection", "KEEP-ALIVE", true),
+            ("connection", "close", false),
+            ("x-multi", "two", true),
+            ("host", "b", false),
+        ];
+        for (name, token, expected) in cases {
+            assert_eq!(
+                req.header_has_token(name, token),
+                expected,
+                "{name} {token}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_length() {
+        let cases: &[(&str, Result<Option<usize>, HttpError>)] = &[
+            ("", Ok(None)),
+            ("Content-Length: 0\r\n", Ok(Some(0))),
+            ("content-length: 42\r\n", Ok(Some(42))),
+            ("Content-Length:  42 \r\n", Ok(Some(42))),
+            (
+                "Content-Length: 18446744073709551615\r\n",
+                Ok(Some(usize::MAX)),
+            ),
+            (
+                "Content-Length: 18446744073709551616\r\n",
+                Err(HttpError::BadContentLength),
+            ),
+            ("Content-Length: -1\r\n", Err(HttpError::BadContentLength)),
+            ("Content-Length: +1\r\n", Err(HttpError::BadContentLength)),
+            ("Content-Length: 4 2\r\n", Err(HttpError::BadContentLength)),
+            ("Content-Length: 1e3\r\n", Err(HttpError::BadContentLength)),
+            ("Content-Length: 0x10\r\n", Err(HttpError::BadContentLength)),
+            ("Content-Length:\r\n", Err(HttpError::BadContentLength)),
+            (
+                "Content-Length: 5\r\nContent-Length: 5\r\n",
+                Err(HttpError::BadContentLength),
+            ),
+            ("Content-Length: 5, 5\r\n", Err(HttpError::BadContentLength)),
+            (
+                "Transfer-Encoding: chunked\r\n",
+                Err(HttpError::UnsupportedTransferEncoding),
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                Err(HttpError::UnsupportedTransferEncoding),
+            ),
+        ];
+        for (fields, expected) in cases {
+            let head = format!("POST /apps/1/events HTTP/1.1\r\nHost: h\r\n{fields}\r\n");
+            let req = parse(&head).expect("valid head");
+            assert_eq!(&req.content_length(), expected, "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn websocket_upgrade_is_recognised() {
+        let cases = [
+            ("Upgrade: websocket\r\n", true),
+            ("upgrade: WebSocket\r\n", true),
+            ("Upgrade: h2c, websocket\r\n", true),
+            ("Upgrade: h2c\r\nUpgrade: websocket\r\n", true),
+            ("Upgrade: websockets\r\n", false),
+            ("Upgrade: h2c\r\n", false),
+            ("Connection: websocket\r\n", false),
+            ("", false),
+        ];
+        for (fields, expected) in cases {
+            let head = format!("GET / HTTP/1.1\r\n{fields}\r\n");
+            assert_eq!(
+                parse(&head).map(|r| r.is_websocket_upgrade()),
+                Ok(expected),
+                "{fields:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn comma_separated_items() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            ("a", &["a"]),
+            ("keep-alive, Upgrade", &["keep-alive", "Upgrade"]),
+            (" a ,\tb,, ,c ", &["a", "b", "c"]),
+            (",", &[]),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                comma_separated(value).collect::<Vec<_>>(),
+                *expected,
+                "{value:?}"
+            );
+        }
+    }
+}
