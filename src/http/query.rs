@@ -64,3 +64,75 @@ fn hex(digit: u8) -> Option<u8> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{percent_decode, query_pairs};
+
+    #[test]
+    fn pairs() {
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            ("", &[]),
+            ("protocol=7", &[("protocol", "7")]),
+            (
+                "protocol=7&client=js&version=8.4.0",
+                &[("protocol", "7"), ("client", "js"), ("version", "8.4.0")],
+            ),
+            ("a=1&&b=2&", &[("a", "1"), ("b", "2")]),
+            ("flag&x=", &[("flag", ""), ("x", "")]),
+            ("a=b=c", &[("a", "b=c")]),
+            (
+                "info=user_count%2Csubscription_count",
+                &[("info", "user_count,subscription_count")],
+            ),
+            (
+                "filter_by_prefix=presence-",
+                &[("filter_by_prefix", "presence-")],
+            ),
+            ("q=a+b%20c", &[("q", "a b c")]),
+            ("%41%62=%e2%82%ac", &[("Ab", "\u{20ac}")]),
+            ("bad=%zz%4", &[("bad", "%zz%4")]),
+            ("pct=100%", &[("pct", "100%")]),
+            ("utf=%ff", &[("utf", "\u{fffd}")]),
+            ("k%3Dx=v%26w", &[("k=x", "v&w")]),
+        ];
+        for (query, expected) in cases {
+            let got: Vec<(String, String)> = query_pairs(query)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let expected: Vec<(String, String)> = expected
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            assert_eq!(got, expected, "{query:?}");
+        }
+    }
+
+    #[test]
+    fn path_segments() {
+        let cases = [
+            ("presence-room", "presence-room"),
+            ("%23server-to-user-42", "#server-to-user-42"),
+            ("a+b", "a+b"),
+            ("a%2Fb", "a/b"),
+            ("%", "%"),
+            ("%C3%A9", "\u{e9}"),
+        ];
+        for (segment, expected) in cases {
+            assert_eq!(percent_decode(segment), expected, "{segment:?}");
+        }
+    }
+
+    #[test]
+    fn borrows_when_nothing_is_encoded() {
+        assert!(matches!(
+            percent_decode("plain"),
+            std::borrow::Cow::Borrowed("plain")
+        ));
+        let (key, value) = query_pairs("a=b").next().expect("one pair");
+        assert!(matches!(
+            (key, value),
+            (std::borrow::Cow::Borrowed(_), std::borrow::Cow::Borrowed(_))
+        ));
+    }
+}

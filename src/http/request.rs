@@ -197,13 +197,15 @@ fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
 mod tests {
     use super::{HttpConfig, HttpError, Request, comma_separated};
 
+    type Split<'a> = Result<(&'a str, Option<&'a str>), HttpError>;
+
     fn parse(head: &str) -> Result<Request<'_>, HttpError> {
         Request::parse(head.as_bytes(), &HttpConfig::default())
     }
 
     #[test]
     fn targets_split_into_path_and_query() {
-        let cases: &[(&str, Result<(&str, Option<&str>), HttpError>)] = &[
+        let cases: &[(&str, Split<'_>)] = &[
             ("/", Ok(("/", None))),
             (
                 "/app/key?protocol=7&client=js",

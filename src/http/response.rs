@@ -119,3 +119,178 @@ fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
     }
     out.extend_from_slice(digits.get(at..).unwrap_or_default());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        StatusCode, write_decimal, write_error, write_response, write_switching_protocols,
+        write_switching_protocols_with,
+    };
+
+    /// `Sec-WebSocket-Accept` for the sample key of RFC 6455 section 1.3.
+    const ACCEPT: &[u8; 28] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+
+    fn text(out: &[u8]) -> &str {
+        std::str::from_utf8(out).expect("responses are ASCII")
+    }
+
+    #[test]
+    fn switching_protocols() {
+        let cases: &[(Option<&str>, Fields<'_>, &str)] = &[
+            (None, &[], ""),
+            (Some("chat"), &[], "Sec-WebSocket-Protocol: chat\r\n"),
+            (
+                None,
+                &[("Sec-WebSocket-Extensions", "permessage-deflate")],
+                "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+            ),
+        ];
+        for (protocol, extra, expected_tail) in cases {
+            let mut out = Vec::new();
+            write_switching_protocols_with(&mut out, ACCEPT, *protocol, extra);
+            let expected = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n{expected_tail}\r\n"
+            );
+            assert_eq!(text(&out), expected);
+        }
+        let mut plain = Vec::new();
+        write_switching_protocols(&mut plain, ACCEPT, Some("chat"));
+        let mut with = Vec::new();
+        write_switching_protocols_with(&mut with, ACCEPT, Some("chat"), &[]);
+        assert_eq!(plain, with);
+    }
+
+    #[test]
+    fn errors() {
+        let cases: &[(u16, Fields<'_>, &str)] = &[
+            (
+                400,
+                &[],
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n",
+            ),
+            (
+                426,
+                &[("Sec-WebSocket-Version", "13")],
+                "HTTP/1.1 426 Upgrade Required\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 21\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\n\r\n\
+                 426 Upgrade Required\n",
+            ),
+            (
+                405,
+                &[("Allow", "GET")],
+                "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 23\r\nConnection: close\r\nAllow: GET\r\n\r\n\
+                 405 Method Not Allowed\n",
+            ),
+            (
+                599,
+                &[],
+                "HTTP/1.1 599 \r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 5\r\nConnection: close\r\n\r\n599 \n",
+            ),
+        ];
+        for (status, extra, expected) in cases {
+            let mut out = b"kept".to_vec();
+            write_error(&mut out, StatusCode(*status), extra);
+            assert_eq!(text(&out), format!("kept{expected}"));
+        }
+    }
+
+    #[test]
+    fn responses_with_and_without_body() {
+        let cases: &[(u16, &[u8], &str)] = &[
+            (
+                200,
+                b"{\"ok\":true}",
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\
+                 X-A: b\r\n\r\n{\"ok\":true}",
+            ),
+            (
+                200,
+                b"",
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\
+                 X-A: b\r\n\r\n",
+            ),
+            (204, b"ignored", "HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n"),
+            (
+                101,
+                b"ignored",
+                "HTTP/1.1 101 Switching Protocols\r\nX-A: b\r\n\r\n",
+            ),
+        ];
+        for (status, body, expected) in cases {
+            let mut out = Vec::new();
+            write_response(
+                &mut out,
+                StatusCode(*status),
+                "application/json",
+                &[("X-A", "b")],
+                body,
+            );
+            assert_eq!(text(&out), *expected);
+        }
+    }
+
+    #[test]
+    fn header_injection_is_stripped() {
+        let mut out = Vec::new();
+        write_switching_protocols(&mut out, ACCEPT, Some("chat\r\nSet-Cookie: x=1"));
+        assert!(text(&out).contains("Sec-WebSocket-Protocol: chatSet-Cookie: x=1\r\n"));
+        let mut out = Vec::new();
+        write_response(
+            &mut out,
+            StatusCode::OK,
+            "text/plain\n",
+            &[("X\r\n", "a\0b")],
+            b"",
+        );
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nX: ab\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn decimals() {
+        let cases = [
+            (0, "0"),
+            (7, "7"),
+            (10, "10"),
+            (65_535, "65535"),
+            (u64::MAX, "18446744073709551615"),
+        ];
+        for (n, expected) in cases {
+            let mut out = Vec::new();
+            write_decimal(&mut out, n);
+            assert_eq!(text(&out), expected);
+        }
+    }
+
+    /// What the writers produce is what an HTTP client parses.
+    #[test]
+    fn responses_parse_back() {
+        let mut out = Vec::new();
+        write_error(
+            &mut out,
+            StatusCode::UPGRADE_REQUIRED,
+            &[("Sec-WebSocket-Version", "13")],
+        );
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut resp = httparse::Response::new(&mut headers);
+        let len = match resp.parse(&out) {
+            Ok(httparse::Status::Complete(len)) => len,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(resp.code, Some(426));
+        let version = resp
+            .headers
+            .iter()
+            .find(|h| h.name == "Sec-WebSocket-Version");
+        assert_eq!(version.map(|h| h.value), Some(&b"13"[..]));
+        assert_eq!(&out[len..], b"426 Upgrade Required\n");
+    }
+}

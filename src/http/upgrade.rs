@@ -213,3 +213,209 @@ fn is_valid_key(key: &[u8]) -> bool {
     let mut nonce = [0u8; KEY_LEN / 4 * 3];
     key.len() == KEY_LEN && matches!(STANDARD.decode_slice(key, &mut nonce), Ok(NONCE_LEN))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{HandshakeError, HttpConfig, HttpError, Request, StatusCode, validate_upgrade};
+    use crate::http::{HeadReader, Status};
+
+    /// The sample key of RFC 6455 section 1.3.
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    /// A valid upgrade head whose fields are replaced as a case says: `Some(value)` replaces the
+    /// named field (or adds it), `None` removes it.
+    fn head(method: &str, version: &str, edits: &[(&str, Option<&str>)]) -> String {
+        let mut fields = vec![
+            ("Host", "example.com".to_owned()),
+            ("Upgrade", "websocket".to_owned()),
+            ("Connection", "Upgrade".to_owned()),
+            ("Sec-WebSocket-Key", KEY.to_owned()),
+            ("Sec-WebSocket-Version", "13".to_owned()),
+        ];
+        for &(name, value) in edits {
+            fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            if let Some(value) = value {
+                for one in value.split('\n') {
+                    fields.push((name, one.to_owned()));
+                }
+            }
+        }
+        let fields: String = fields
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        format!("{method} /app/key?protocol=7 HTTP/{version}\r\n{fields}\r\n")
+    }
+
+    /// Method, version, field edits, config, expected result, status, extra answer fields.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, Option<&'a str>)],
+        &'a HttpConfig,
+        Result<(), HandshakeError>,
+        u16,
+        &'a [(&'a str, &'a str)],
+    );
+
+    fn check(cfg: &HttpConfig, head: &str) -> Result<(), HandshakeError> {
+        let req = Request::parse(head.as_bytes(), cfg)?;
+        validate_upgrade(&req, cfg).map(|_| ())
+    }
+
+    #[test]
+    fn answers() {
+        use HandshakeError::*;
+        let open = HttpConfig::default();
+        let listed = HttpConfig {
+            allowed_origins: vec!["https://app.example.com".to_owned()],
+            ..HttpConfig::default()
+        };
+        let version_13: &[(&str, &str)] = &[("Sec-WebSocket-Version", "13")];
+        #[rustfmt::skip]
+        let cases: &[Case<'_>] = &[
+            ("GET", "1.1", &[], &open, Ok(()), 101, &[]),
+            ("GET", "1.1", &[("Connection", Some("keep-alive, Upgrade"))], &open, Ok(()), 101, &[]),
+            ("GET", "1.1", &[("Connection", Some("keep-alive\nupgrade"))], &open, Ok(()), 101, &[]),
+            ("GET", "1.1", &[("Upgrade", Some("WebSocket"))], &open, Ok(()), 101, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Key", Some(" dGhlIHNhbXBsZSBub25jZQ== "))], &open, Ok(()), 101, &[]),
+            ("GET", "1.1", &[("Content-Length", Some("0"))], &open, Ok(()), 101, &[]),
+            ("GET", "1.1", &[("Origin", Some("https://evil.example"))], &open, Ok(()), 101, &[]),
+            ("GET", "1.1", &[("Origin", Some("https://app.example.com"))], &listed, Ok(()), 101, &[]),
+            ("GET", "1.1", &[("Origin", Some("HTTPS://APP.example.com"))], &listed, Ok(()), 101, &[]),
+            ("GET", "1.1", &[], &listed, Ok(()), 101, &[]),
+            ("POST", "1.1", &[], &open, Err(NotGet), 405, &[("Allow", "GET")]),
+            ("HEAD", "1.1", &[], &open, Err(NotGet), 405, &[("Allow", "GET")]),
+            ("GET", "1.0", &[], &open, Err(HttpVersion), 400, &[]),
+            ("GET", "1.1", &[("Upgrade", None)], &open, Err(MissingUpgrade), 426,
+                &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]),
+            ("GET", "1.1", &[("Upgrade", Some("h2c"))], &open, Err(UpgradeNotWebSocket), 400, &[]),
+            ("GET", "1.1", &[("Connection", None)], &open, Err(MissingConnectionUpgrade), 400, &[]),
+            ("GET", "1.1", &[("Connection", Some("keep-alive"))], &open, Err(MissingConnectionUpgrade), 400, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Version", Some("8"))], &open, Err(BadVersion), 426, version_13),
+            ("GET", "1.1", &[("Sec-WebSocket-Version", Some("13, 8"))], &open, Err(BadVersion), 426, version_13),
+            ("GET", "1.1", &[("Sec-WebSocket-Version", Some("13\n13"))], &open, Err(BadVersion), 426, version_13),
+            ("GET", "1.1", &[("Sec-WebSocket-Version", None)], &open, Err(BadVersion), 426, version_13),
+            ("GET", "1.1", &[("Host", None)], &open, Err(BadHost), 400, &[]),
+            ("GET", "1.1", &[("Host", Some("a\nb"))], &open, Err(BadHost), 400, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Key", None)], &open, Err(BadKey), 400, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Key", Some(""))], &open, Err(BadKey), 400, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("not base64 at all!!!!!!!"))], &open, Err(BadKey), 400, &[]),
+            // 15 and 17 bytes, unpadded, and a stray bit after the 16th byte.
+            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("AAAAAAAAAAAAAAAAAAAA"))], &open, Err(BadKey), 400, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("AAAAAAAAAAAAAAAAAAAAAAA="))], &open, Err(BadKey), 400, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("dGhlIHNhbXBsZSBub25jZQ"))], &open, Err(BadKey), 400, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("dGhlIHNhbXBsZSBub25jZR=="))], &open, Err(BadKey), 400, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("dGhlIHNhbXBsZSBub25jZQ==\ndGhlIHNhbXBsZSBub25jZQ=="))], &open, Err(DuplicateHeader), 400, &[]),
+            ("GET", "1.1", &[("Content-Length", Some("5"))], &open, Err(BodyNotAllowed), 400, &[]),
+            ("GET", "1.1", &[("Content-Length", Some("x"))], &open, Err(Http(HttpError::BadContentLength)), 400, &[]),
+            ("GET", "1.1", &[("Transfer-Encoding", Some("chunked"))], &open, Err(Http(HttpError::UnsupportedTransferEncoding)), 501, &[]),
+            ("GET", "1.1", &[("Origin", Some("https://evil.example"))], &listed, Err(OriginNotAllowed), 403, &[]),
+            ("GET", "1.1", &[("Origin", Some("null"))], &listed, Err(OriginNotAllowed), 403, &[]),
+            ("GET", "1.1", &[("Origin", Some("https://app.example.com\nhttps://app.example.com"))], &listed, Err(DuplicateHeader), 400, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Protocol", Some("a\nb"))], &open, Err(DuplicateHeader), 400, &[]),
+            ("GET", "1.1", &[("Sec-WebSocket-Extensions", Some("a\nb"))], &open, Err(DuplicateHeader), 400, &[]),
+        ];
+        for (method, version, edits, cfg, expected, status, extra) in cases {
+            let head = head(method, version, edits);
+            let got = check(cfg, &head);
+            assert_eq!(&got, expected, "{head:?}");
+            let (got_status, got_extra) = match got {
+                Ok(()) => (StatusCode::SWITCHING_PROTOCOLS, &[][..]),
+                Err(err) => (err.status(), err.extra_headers()),
+            };
+            assert_eq!(got_status, StatusCode(*status), "{head:?}");
+            assert_eq!(got_extra, *extra, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn not_found_maps_to_404() {
+        assert_eq!(HandshakeError::NotFound.status(), StatusCode::NOT_FOUND);
+        assert_eq!(HandshakeError::NotFound.extra_headers(), &[]);
+    }
+
+    #[test]
+    fn non_utf8_fields_are_refused() {
+        for name in [
+            "Origin",
+            "Sec-WebSocket-Protocol",
+            "Sec-WebSocket-Extensions",
+        ] {
+            let mut head = head("GET", "1.1", &[]).into_bytes();
+            head.truncate(head.len() - 2);
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": a\xff\r\n\r\n");
+            let cfg = HttpConfig::default();
+            let req = Request::parse(&head, &cfg).expect("obs-text is valid HTTP");
+            assert_eq!(
+                validate_upgrade(&req, &cfg),
+                Err(HandshakeError::BadHeaderValue),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn valid_upgrade_returns_its_fields() {
+        let head_of = head;
+        let head = head_of(
+            "GET",
+            "1.1",
+            &[
+                ("Sec-WebSocket-Protocol", Some("chat, superchat")),
+                (
+                    "Sec-WebSocket-Extensions",
+                    Some("permessage-deflate; client_max_window_bits"),
+                ),
+                ("Origin", Some("https://app.example.com")),
+            ],
+        );
+        let cfg = HttpConfig::default();
+        let req = Request::parse(head.as_bytes(), &cfg).expect("valid head");
+        let upgrade = validate_upgrade(&req, &cfg).expect("valid upgrade");
+        assert_eq!(upgrade.key, KEY.as_bytes());
+        assert_eq!(upgrade.protocols, Some("chat, superchat"));
+        assert_eq!(
+            upgrade.extensions,
+            Some("permessage-deflate; client_max_window_bits")
+        );
+        assert_eq!(upgrade.origin, Some("https://app.example.com"));
+        let bare = head_of("GET", "1.1", &[]);
+        let bare = Request::parse(bare.as_bytes(), &cfg).expect("valid head");
+        let upgrade = validate_upgrade(&bare, &cfg).expect("valid upgrade");
+        assert_eq!(
+            (upgrade.protocols, upgrade.extensions, upgrade.origin),
+            (None, None, None)
+        );
+    }
+
+    /// The caps of the head reader reach the handshake's answer through `HandshakeError::Http`.
+    #[test]
+    fn head_caps_reach_the_handshake_answer() {
+        let cfg = HttpConfig {
+            max_headers: 8,
+            ..HttpConfig::default()
+        };
+        let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(cfg.max_request_line));
+        let big_head = head(
+            "GET",
+            "1.1",
+            &[("X-Big", Some(&"b".repeat(cfg.max_header_bytes)))],
+        );
+        let many = head("GET", "1.1", &[("X-Many", Some("1\n2\n3\n4"))]);
+        let cases = [(long_line, 414), (big_head, 431), (many, 431)];
+        for (input, status) in cases {
+            let mut reader = HeadReader::new();
+            let err = match reader.handle_read(&cfg, input.as_bytes()) {
+                Ok(Status::Complete(_)) => reader
+                    .parse(&cfg)
+                    .map_err(HandshakeError::from)
+                    .and_then(|req| validate_upgrade(&req, &cfg).map(|_| ())),
+                Ok(Status::Partial) => Ok(()),
+                Err(err) => Err(err.into()),
+            };
+            assert_eq!(err.map_err(|e| e.status()), Err(StatusCode(status)));
+        }
+    }
+}
