@@ -13,7 +13,8 @@ pub struct Header<'a> {
     pub value: &'a [u8],
 }
 
-/// A parsed HTTP/1.x request head, borrowing from the bytes of its [`HeadReader`](super::HeadReader).
+/// A parsed HTTP/1.x request head, borrowing from the bytes of its
+/// [`HeadReader`](super::HeadReader).
 ///
 /// Request targets: origin-form (`/path?query`) is the normal case; absolute-form
 /// (`http://host/path?query`, also `https`, `ws`, `wss`) is accepted as RFC 9112 section 3.2.2
@@ -131,8 +132,8 @@ impl<'a> Request<'a> {
     }
 
     /// Whether the client asks for a WebSocket: an `Upgrade` field lists `websocket`. A router
-    /// uses it to tell an upgrade from a plain request; [`validate_upgrade`](super::validate_upgrade)
-    /// then checks the rest.
+    /// uses it to tell an upgrade from a plain request;
+    /// [`validate_upgrade`](super::validate_upgrade) then checks the rest.
     pub fn is_websocket_upgrade(&self) -> bool {
         self.header_has_token("upgrade", "websocket")
     }

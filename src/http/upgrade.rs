@@ -222,37 +222,35 @@ mod tests {
     /// The sample key of RFC 6455 section 1.3.
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
-    /// A valid upgrade head whose fields are replaced as a case says: `Some(value)` replaces the
-    /// named field (or adds it), `None` removes it.
-    fn head(method: &str, version: &str, edits: &[(&str, Option<&str>)]) -> String {
+    /// A valid upgrade head changed by `edit`: `Name` (alone) removes the field,
+    /// `Name: a\nName: b` replaces it with these lines; `line` is the method and the version.
+    fn head(line: &str, edit: &str) -> String {
+        let (method, version) = line.split_once(' ').unwrap_or((line, "1.1"));
         let mut fields = vec![
-            ("Host", "example.com".to_owned()),
-            ("Upgrade", "websocket".to_owned()),
-            ("Connection", "Upgrade".to_owned()),
-            ("Sec-WebSocket-Key", KEY.to_owned()),
-            ("Sec-WebSocket-Version", "13".to_owned()),
+            "Host: example.com".to_owned(),
+            "Upgrade: websocket".to_owned(),
+            "Connection: Upgrade".to_owned(),
+            format!("Sec-WebSocket-Key: {KEY}"),
+            "Sec-WebSocket-Version: 13".to_owned(),
         ];
-        for &(name, value) in edits {
-            fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-            if let Some(value) = value {
-                for one in value.split('\n') {
-                    fields.push((name, one.to_owned()));
-                }
-            }
+        if !edit.is_empty() {
+            let name = edit.split(':').next().unwrap_or(edit);
+            fields.retain(|f| {
+                !f.to_ascii_lowercase()
+                    .starts_with(&name.to_ascii_lowercase())
+            });
+            fields.extend(edit.lines().filter(|l| l.contains(':')).map(str::to_owned));
         }
-        let fields: String = fields
-            .iter()
-            .map(|(n, v)| format!("{n}: {v}\r\n"))
-            .collect();
+        let fields: String = fields.iter().map(|f| format!("{f}\r\n")).collect();
         format!("{method} /app/key?protocol=7 HTTP/{version}\r\n{fields}\r\n")
     }
 
-    /// Method, version, field edits, config, expected result, status, extra answer fields.
+    /// Method and version, field edit (see [`head`]), whether the origin allow-list is set,
+    /// expected result, status, extra answer fields.
     type Case<'a> = (
         &'a str,
         &'a str,
-        &'a [(&'a str, Option<&'a str>)],
-        &'a HttpConfig,
+        bool,
         Result<(), HandshakeError>,
         u16,
         &'a [(&'a str, &'a str)],
@@ -266,59 +264,71 @@ mod tests {
     #[test]
     fn answers() {
         use HandshakeError::*;
+        const KEY_TWICE: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\n\
+                                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
+        const ORIGIN_TWICE: &str =
+            "Origin: https://app.example.com\nOrigin: https://app.example.com";
+        const VERSION_TWICE: &str = "Sec-WebSocket-Version: 13\nSec-WebSocket-Version: 13";
+        const PROTOCOL_TWICE: &str = "Sec-WebSocket-Protocol: a\nSec-WebSocket-Protocol: b";
+        const EXTENSIONS_TWICE: &str = "Sec-WebSocket-Extensions: a\nSec-WebSocket-Extensions: b";
+        let v13: &[(&str, &str)] = &[("Sec-WebSocket-Version", "13")];
+        let allow_get: &[(&str, &str)] = &[("Allow", "GET")];
+        let upgrade_required: &[(&str, &str)] =
+            &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")];
+        let bad_length = Err(Http(HttpError::BadContentLength));
+        let chunked = Err(Http(HttpError::UnsupportedTransferEncoding));
+        let (no, yes) = (false, true);
+        #[rustfmt::skip]
+        let cases: &[Case<'_>] = &[
+            ("GET", "", no, Ok(()), 101, &[]),
+            ("GET", "Connection: keep-alive, Upgrade", no, Ok(()), 101, &[]),
+            ("GET", "Connection: keep-alive\nConnection: upgrade", no, Ok(()), 101, &[]),
+            ("GET", "Upgrade: WebSocket", no, Ok(()), 101, &[]),
+            ("GET", "Sec-WebSocket-Key:  dGhlIHNhbXBsZSBub25jZQ== ", no, Ok(()), 101, &[]),
+            ("GET", "Content-Length: 0", no, Ok(()), 101, &[]),
+            ("GET", "Origin: https://evil.example", no, Ok(()), 101, &[]),
+            ("GET", "Origin: https://app.example.com", yes, Ok(()), 101, &[]),
+            ("GET", "Origin: HTTPS://APP.example.com", yes, Ok(()), 101, &[]),
+            ("GET", "", yes, Ok(()), 101, &[]),
+            ("POST", "", no, Err(NotGet), 405, allow_get),
+            ("HEAD", "", no, Err(NotGet), 405, allow_get),
+            ("GET 1.0", "", no, Err(HttpVersion), 400, &[]),
+            ("GET", "Upgrade", no, Err(MissingUpgrade), 426, upgrade_required),
+            ("GET", "Upgrade: h2c", no, Err(UpgradeNotWebSocket), 400, &[]),
+            ("GET", "Connection", no, Err(MissingConnectionUpgrade), 400, &[]),
+            ("GET", "Connection: keep-alive", no, Err(MissingConnectionUpgrade), 400, &[]),
+            ("GET", "Sec-WebSocket-Version: 8", no, Err(BadVersion), 426, v13),
+            ("GET", "Sec-WebSocket-Version: 13, 8", no, Err(BadVersion), 426, v13),
+            ("GET", VERSION_TWICE, no, Err(BadVersion), 426, v13),
+            ("GET", "Sec-WebSocket-Version", no, Err(BadVersion), 426, v13),
+            ("GET", "Host", no, Err(BadHost), 400, &[]),
+            ("GET", "Host: a\nHost: b", no, Err(BadHost), 400, &[]),
+            ("GET", "Sec-WebSocket-Key", no, Err(BadKey), 400, &[]),
+            ("GET", "Sec-WebSocket-Key: ", no, Err(BadKey), 400, &[]),
+            ("GET", "Sec-WebSocket-Key: not base64 at all!!!!!!!", no, Err(BadKey), 400, &[]),
+            // 15 and 17 bytes, unpadded, and a stray bit after the 16th byte.
+            ("GET", "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA", no, Err(BadKey), 400, &[]),
+            ("GET", "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAAA=", no, Err(BadKey), 400, &[]),
+            ("GET", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ", no, Err(BadKey), 400, &[]),
+            ("GET", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR==", no, Err(BadKey), 400, &[]),
+            ("GET", KEY_TWICE, no, Err(DuplicateHeader), 400, &[]),
+            ("GET", "Content-Length: 5", no, Err(BodyNotAllowed), 400, &[]),
+            ("GET", "Content-Length: x", no, bad_length, 400, &[]),
+            ("GET", "Transfer-Encoding: chunked", no, chunked, 501, &[]),
+            ("GET", "Origin: https://evil.example", yes, Err(OriginNotAllowed), 403, &[]),
+            ("GET", "Origin: null", yes, Err(OriginNotAllowed), 403, &[]),
+            ("GET", ORIGIN_TWICE, yes, Err(DuplicateHeader), 400, &[]),
+            ("GET", PROTOCOL_TWICE, no, Err(DuplicateHeader), 400, &[]),
+            ("GET", EXTENSIONS_TWICE, no, Err(DuplicateHeader), 400, &[]),
+        ];
         let open = HttpConfig::default();
         let listed = HttpConfig {
             allowed_origins: vec!["https://app.example.com".to_owned()],
             ..HttpConfig::default()
         };
-        let version_13: &[(&str, &str)] = &[("Sec-WebSocket-Version", "13")];
-        #[rustfmt::skip]
-        let cases: &[Case<'_>] = &[
-            ("GET", "1.1", &[], &open, Ok(()), 101, &[]),
-            ("GET", "1.1", &[("Connection", Some("keep-alive, Upgrade"))], &open, Ok(()), 101, &[]),
-            ("GET", "1.1", &[("Connection", Some("keep-alive\nupgrade"))], &open, Ok(()), 101, &[]),
-            ("GET", "1.1", &[("Upgrade", Some("WebSocket"))], &open, Ok(()), 101, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Key", Some(" dGhlIHNhbXBsZSBub25jZQ== "))], &open, Ok(()), 101, &[]),
-            ("GET", "1.1", &[("Content-Length", Some("0"))], &open, Ok(()), 101, &[]),
-            ("GET", "1.1", &[("Origin", Some("https://evil.example"))], &open, Ok(()), 101, &[]),
-            ("GET", "1.1", &[("Origin", Some("https://app.example.com"))], &listed, Ok(()), 101, &[]),
-            ("GET", "1.1", &[("Origin", Some("HTTPS://APP.example.com"))], &listed, Ok(()), 101, &[]),
-            ("GET", "1.1", &[], &listed, Ok(()), 101, &[]),
-            ("POST", "1.1", &[], &open, Err(NotGet), 405, &[("Allow", "GET")]),
-            ("HEAD", "1.1", &[], &open, Err(NotGet), 405, &[("Allow", "GET")]),
-            ("GET", "1.0", &[], &open, Err(HttpVersion), 400, &[]),
-            ("GET", "1.1", &[("Upgrade", None)], &open, Err(MissingUpgrade), 426,
-                &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]),
-            ("GET", "1.1", &[("Upgrade", Some("h2c"))], &open, Err(UpgradeNotWebSocket), 400, &[]),
-            ("GET", "1.1", &[("Connection", None)], &open, Err(MissingConnectionUpgrade), 400, &[]),
-            ("GET", "1.1", &[("Connection", Some("keep-alive"))], &open, Err(MissingConnectionUpgrade), 400, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Version", Some("8"))], &open, Err(BadVersion), 426, version_13),
-            ("GET", "1.1", &[("Sec-WebSocket-Version", Some("13, 8"))], &open, Err(BadVersion), 426, version_13),
-            ("GET", "1.1", &[("Sec-WebSocket-Version", Some("13\n13"))], &open, Err(BadVersion), 426, version_13),
-            ("GET", "1.1", &[("Sec-WebSocket-Version", None)], &open, Err(BadVersion), 426, version_13),
-            ("GET", "1.1", &[("Host", None)], &open, Err(BadHost), 400, &[]),
-            ("GET", "1.1", &[("Host", Some("a\nb"))], &open, Err(BadHost), 400, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Key", None)], &open, Err(BadKey), 400, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Key", Some(""))], &open, Err(BadKey), 400, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("not base64 at all!!!!!!!"))], &open, Err(BadKey), 400, &[]),
-            // 15 and 17 bytes, unpadded, and a stray bit after the 16th byte.
-            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("AAAAAAAAAAAAAAAAAAAA"))], &open, Err(BadKey), 400, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("AAAAAAAAAAAAAAAAAAAAAAA="))], &open, Err(BadKey), 400, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("dGhlIHNhbXBsZSBub25jZQ"))], &open, Err(BadKey), 400, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("dGhlIHNhbXBsZSBub25jZR=="))], &open, Err(BadKey), 400, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Key", Some("dGhlIHNhbXBsZSBub25jZQ==\ndGhlIHNhbXBsZSBub25jZQ=="))], &open, Err(DuplicateHeader), 400, &[]),
-            ("GET", "1.1", &[("Content-Length", Some("5"))], &open, Err(BodyNotAllowed), 400, &[]),
-            ("GET", "1.1", &[("Content-Length", Some("x"))], &open, Err(Http(HttpError::BadContentLength)), 400, &[]),
-            ("GET", "1.1", &[("Transfer-Encoding", Some("chunked"))], &open, Err(Http(HttpError::UnsupportedTransferEncoding)), 501, &[]),
-            ("GET", "1.1", &[("Origin", Some("https://evil.example"))], &listed, Err(OriginNotAllowed), 403, &[]),
-            ("GET", "1.1", &[("Origin", Some("null"))], &listed, Err(OriginNotAllowed), 403, &[]),
-            ("GET", "1.1", &[("Origin", Some("https://app.example.com\nhttps://app.example.com"))], &listed, Err(DuplicateHeader), 400, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Protocol", Some("a\nb"))], &open, Err(DuplicateHeader), 400, &[]),
-            ("GET", "1.1", &[("Sec-WebSocket-Extensions", Some("a\nb"))], &open, Err(DuplicateHeader), 400, &[]),
-        ];
-        for (method, version, edits, cfg, expected, status, extra) in cases {
-            let head = head(method, version, edits);
-            let got = check(cfg, &head);
+        for (line, edit, with_list, expected, status, extra) in cases {
+            let head = head(line, edit);
+            let got = check(if *with_list { &listed } else { &open }, &head);
             assert_eq!(&got, expected, "{head:?}");
             let (got_status, got_extra) = match got {
                 Ok(()) => (StatusCode::SWITCHING_PROTOCOLS, &[][..]),
@@ -342,7 +352,7 @@ mod tests {
             "Sec-WebSocket-Protocol",
             "Sec-WebSocket-Extensions",
         ] {
-            let mut head = head("GET", "1.1", &[]).into_bytes();
+            let mut head = head("GET", "").into_bytes();
             head.truncate(head.len() - 2);
             head.extend_from_slice(name.as_bytes());
             head.extend_from_slice(b": a\xff\r\n\r\n");
@@ -361,15 +371,9 @@ mod tests {
         let head_of = head;
         let head = head_of(
             "GET",
-            "1.1",
-            &[
-                ("Sec-WebSocket-Protocol", Some("chat, superchat")),
-                (
-                    "Sec-WebSocket-Extensions",
-                    Some("permessage-deflate; client_max_window_bits"),
-                ),
-                ("Origin", Some("https://app.example.com")),
-            ],
+            "Origin: https://app.example.com\n\
+             Sec-WebSocket-Protocol: chat, superchat\n\
+             Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
         );
         let cfg = HttpConfig::default();
         let req = Request::parse(head.as_bytes(), &cfg).expect("valid head");
@@ -381,7 +385,7 @@ mod tests {
             Some("permessage-deflate; client_max_window_bits")
         );
         assert_eq!(upgrade.origin, Some("https://app.example.com"));
-        let bare = head_of("GET", "1.1", &[]);
+        let bare = head_of("GET", "");
         let bare = Request::parse(bare.as_bytes(), &cfg).expect("valid head");
         let upgrade = validate_upgrade(&bare, &cfg).expect("valid upgrade");
         assert_eq!(
@@ -400,10 +404,9 @@ mod tests {
         let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(cfg.max_request_line));
         let big_head = head(
             "GET",
-            "1.1",
-            &[("X-Big", Some(&"b".repeat(cfg.max_header_bytes)))],
+            &format!("X-Big: {}", "b".repeat(cfg.max_header_bytes)),
         );
-        let many = head("GET", "1.1", &[("X-Many", Some("1\n2\n3\n4"))]);
+        let many = head("GET", "X-Many: 1\nX-Many: 2\nX-Many: 3\nX-Many: 4");
         let cases = [(long_line, 414), (big_head, 431), (many, 431)];
         for (input, status) in cases {
             let mut reader = HeadReader::new();
