@@ -216,6 +216,8 @@ fn is_valid_key(key: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::{HandshakeError, HttpConfig, HttpError, Request, StatusCode, validate_upgrade};
     use crate::http::{HeadReader, Status};
 
@@ -419,6 +421,51 @@ mod tests {
                 Err(err) => Err(err.into()),
             };
             assert_eq!(err.map_err(|e| e.status()), Err(StatusCode(status)));
+        }
+    }
+
+    /// Whatever the bytes, the path from read to answer returns a status and never panics.
+    fn answer_status(cfg: &HttpConfig, input: &[u8]) -> Option<u16> {
+        let mut reader = HeadReader::new();
+        match reader.handle_read(cfg, input) {
+            Ok(Status::Partial) => None,
+            Err(err) => Some(err.status().0),
+            Ok(Status::Complete(_)) => Some(
+                match reader
+                    .parse(cfg)
+                    .map_err(HandshakeError::from)
+                    .and_then(|req| {
+                        let _ = req.content_length();
+                        validate_upgrade(&req, cfg)
+                    }) {
+                    Ok(_) => 101,
+                    Err(err) => err.status().0,
+                },
+            ),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_get_an_answer_without_panic(input in any::<Vec<u8>>()) {
+            let status = answer_status(&HttpConfig::default(), &input);
+            prop_assert!(status.is_none_or(|s| (101..=505).contains(&s)));
+        }
+
+        #[test]
+        fn mutated_upgrades_get_an_answer_without_panic(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut input = head("GET", "Origin: https://app.example.com").into_bytes();
+            let i = at.index(input.len());
+            input[i] = byte;
+            let listed = HttpConfig {
+                allowed_origins: vec!["https://app.example.com".to_owned()],
+                ..HttpConfig::default()
+            };
+            let status = answer_status(&listed, &input);
+            prop_assert!(status.is_none_or(|s| (101..=505).contains(&s)));
         }
     }
 }
