@@ -229,6 +229,10 @@ mod tests {
             let mut reader = HeadReader::new();
             let got = reader.handle_read(&HttpConfig::default(), input);
             assert_eq!(&got, expected, "{:?}", String::from_utf8_lossy(input));
+            if let Ok(Status::Complete(_)) = got {
+                let parsed = reader.parse(&HttpConfig::default()).map(|r| r.method);
+                assert_eq!(parsed, Ok("GET"), "{:?}", String::from_utf8_lossy(input));
+            }
         }
     }
 
