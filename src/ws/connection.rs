@@ -439,4 +439,25 @@ mod tests {
         conn.handle_read(&cfg, &mut [0x00], &mut |_| {}).unwrap();
         assert!(conn.heap.is_none());
     }
+
+    #[test]
+    fn empty_fragment_flood_holds_no_payload_memory() {
+        let cfg = WsConfig::default();
+        let mut conn = Connection::new(Role::Client);
+        let mut flood = vec![0x01, 0x00];
+        for _ in 1..cfg.max_fragments {
+            flood.extend_from_slice(&[0x00, 0x00]);
+        }
+        conn.handle_read(&cfg, &mut flood, &mut |_| {}).unwrap();
+        let heap = conn
+            .heap
+            .as_ref()
+            .map(|heap| heap.message.capacity() + heap.control.capacity());
+        assert_eq!(heap, Some(0), "empty fragments must not grow buffers");
+        assert_eq!(conn.fragments as usize, cfg.max_fragments);
+        let mut one_more = [0x00, 0x00];
+        let result = conn.handle_read(&cfg, &mut one_more, &mut |_| {});
+        assert_eq!(result, Err(WsError::TooManyFragments));
+        assert!(conn.heap.is_none(), "a failed connection holds no buffers");
+    }
 }
