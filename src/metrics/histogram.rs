@@ -73,11 +73,6 @@ impl<const N: usize> Histogram<N> {
         self.sum = self.sum.saturating_add(value);
     }
 
-    /// The upper bounds, ascending.
-    pub fn bounds(&self) -> &'static [u64; N] {
-        self.bounds
-    }
-
     /// Number of observations.
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum::<u64>() + self.overflow
