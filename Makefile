@@ -4,7 +4,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 
-.PHONY: run build test lint fmt fuzz bench
+.PHONY: run build test lint fmt fuzz bench test-dashboard
 
 ## Build release and start the server on its defaults.
 run:
@@ -23,6 +23,11 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## The dashboard page in headless Chromium against a scripted feed (needs Debian chromium and
+## tests/dashboard/requirements.txt); DASHBOARD_ARGS=--target=URL points it at a running server.
+test-dashboard:
+	python3 tests/dashboard/run.py $(DASHBOARD_ARGS)
 
 ## Run every fuzz target for FUZZ_SECONDS each (cargo-fuzz, installed on demand).
 fuzz:

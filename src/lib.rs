@@ -6,5 +6,8 @@
 //! elsewhere. See `docs/architecture.md` for the shape of the whole.
 
 pub mod config;
+pub mod dashboard;
+pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod ws;
