@@ -19,12 +19,13 @@ pub const PROFILE_TEXT: &str = include_str!("../sysctl/99-ringcast.conf");
 pub const PROFILE_CONNECTIONS: u64 = 1_000_000;
 
 /// Descriptors the process needs besides its connections: per shard a listener, a ring or
-/// epoll instance and a wake-up eventfd, plus stdio, logs and the broker client. 1024 covers
-/// 256 shards with room to spare.
-pub const FD_HEADROOM: u64 = 1024;
+/// epoll instance and a wake-up eventfd (3), plus stdio, log files and the broker client. 256
+/// covers 64 shards with room to spare.
+pub const FD_HEADROOM: u64 = 256;
 
-/// Kernel memory of one idle TCP socket (struct sock, file, dentry, inode, epoll item):
-/// measured as slab growth per idle loopback connection on Linux 6.x (docs/tuning.md).
+/// Kernel memory of one idle TCP socket (struct sock, file, dentry, inode, epoll item): 3.8 KiB
+/// of slab measured on Linux 6.18 with `sysctl/socket-memory.py`, rounded up for slab
+/// fragmentation and what slab accounting misses (docs/tuning.md).
 pub const KERNEL_BYTES_PER_CONNECTION: u64 = 5 * 1024;
 
 /// User-space memory of one idle connection: the design target (docs/architecture.md).
@@ -1009,7 +1010,7 @@ mod tests {
         let nr_open = finding(&report, "fs.nr_open");
         assert_eq!(
             nr_open.fix.as_deref(),
-            Some("`sudo make tune`, or `sudo sysctl -w fs.nr_open=2001024`")
+            Some("`sudo make tune`, or `sudo sysctl -w fs.nr_open=2000256`")
         );
     }
 
@@ -1023,7 +1024,7 @@ mod tests {
             .clone()
             .unwrap_or_default();
         assert!(
-            fix.contains("ulimit -n 2024"),
+            fix.contains("ulimit -n 1256"),
             "the hard limit allows it: {fix}"
         );
         host.nofile = Some(NofileLimit {
@@ -1045,7 +1046,7 @@ mod tests {
         assert!(
             finding(&report, "fs.file-max")
                 .detail
-                .contains("1601024 needed")
+                .contains("1600256 needed")
         );
     }
 
