@@ -15,7 +15,7 @@ fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 # A fake kernel with the usual defaults of a 6.x kernel (no conntrack module loaded) and a
 # fake /etc with systemd and pam present.
 setup() {
-    rm -rf "$scratch/root" "$scratch/state" "$scratch/etc"
+    rm -rf "${scratch:?}/root" "${scratch:?}/state" "${scratch:?}/etc"
     mk() { mkdir -p "$(dirname "$scratch/root/$1")"; printf '%s\n' "$2" > "$scratch/root/$1"; }
     mk fs/file-max 9223372036854775807
     mk fs/nr_open 1048576
