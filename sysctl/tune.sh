@@ -159,10 +159,13 @@ cmd_apply() {
             echo "# Remove with \`sudo make untune\`."
             if [ -f "$saved" ]; then
                 cut -f1 "$saved" | while read -r key; do
-                    # Take the value just written (DRY_RUN has not written it: use the profile's).
-                    val=$(current "$key")
-                    [ "$dry_run" = 1 ] && val=$(grep "$tab$key$tab" "$work/entries" | cut -f4)
-                    [ -n "$val" ] && echo "$key = $val"
+                    # The value just written; DRY_RUN wrote nothing, so show the profile's.
+                    if [ "$dry_run" = 1 ]; then
+                        val=$(grep "$tab$key$tab" "$work/entries" | cut -f4)
+                    else
+                        val=$(current "$key")
+                    fi
+                    if [ -n "$val" ]; then echo "$key = $val"; fi
                 done
             fi
         } > "$work/persist.conf"
