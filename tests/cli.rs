@@ -9,7 +9,9 @@ fn ringcast(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (name, value) in env {
         command.env(name, value);
     }
-    command.output().unwrap_or_else(|e| panic!("cannot run ringcast: {e}"))
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ringcast: {e}"))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -21,9 +23,18 @@ fn check_answers_no_with_status_1_when_the_host_cannot() {
     let output = ringcast(&["check", "--connections", "18446744073709551615"], &[]);
     let stdout = text(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(stdout.starts_with("ringcast check: can this host hold"), "{stdout}");
+    assert!(
+        stdout.starts_with("ringcast check: can this host hold"),
+        "{stdout}"
+    );
     assert!(stdout.contains("FAIL  memory"), "{stdout}");
-    assert!(stdout.lines().last().is_some_and(|line| line.starts_with("no: ")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|line| line.starts_with("no: ")),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -43,7 +54,10 @@ fn a_bad_setting_stops_serve_with_status_2_and_the_fix() {
     let output = ringcast(&["serve", "--shards", "0"], &[]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("shards (--shards): 0 shards cannot serve anything"), "{stderr}");
+    assert!(
+        stderr.contains("shards (--shards): 0 shards cannot serve anything"),
+        "{stderr}"
+    );
 
     let output = ringcast(&["serve"], &[("RINGCAST_MAX_CONNECTIONS", "lots")]);
     assert_eq!(output.status.code(), Some(2));
