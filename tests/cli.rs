@@ -75,3 +75,62 @@ fn a_bad_flag_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("auto, uring or epoll"));
 }
+
+/// `ringcast check` and `make tune-check` read one profile; they must also judge it alike.
+#[test]
+fn the_rust_check_and_the_shell_script_judge_alike() {
+    use ringcast::check::{HostFacts, Profile};
+
+    let root = std::env::temp_dir().join(format!("ringcast-agree-{}", std::process::id()));
+    let values = [
+        ("fs.file-max", "9223372036854775807"),
+        ("fs.nr_open", "1048576"),
+        ("fs.epoll.max_user_watches", "2097152"),
+        ("net.core.somaxconn", "4096"),
+        ("net.ipv4.tcp_max_syn_backlog", "65535"),
+        ("net.ipv4.ip_local_port_range", "1024\t60999"),
+        ("net.ipv4.tcp_mem", "786432\t1048576\t100"),
+        ("net.ipv4.tcp_rmem", "4096\t131072\t6291456"),
+        ("net.ipv4.tcp_wmem", "4096\t16384\t4194304"),
+        ("net.ipv4.tcp_fin_timeout", "10"),
+        ("net.ipv4.tcp_tw_reuse", "2"),
+        ("net.ipv4.tcp_max_orphans", "262144"),
+    ];
+    for (key, value) in values {
+        let path = root.join("sys").join(key.replace('.', "/"));
+        std::fs::create_dir_all(path.parent().unwrap_or(&root)).unwrap();
+        std::fs::write(path, format!("{value}\n")).unwrap();
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sysctl/tune.sh");
+    let output = Command::new("sh")
+        .args([script, "check"])
+        .env("RINGCAST_SYSCTL_ROOT", root.join("sys"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run sh: {e}"));
+    let profile = Profile::builtin().unwrap();
+    let facts = HostFacts::from_proc(&root, &profile);
+    std::fs::remove_dir_all(&root).unwrap();
+
+    let table = text(&output.stdout);
+    let mut compared = 0;
+    for entry in &profile.entries {
+        let row = table
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(entry.key.as_str()))
+            .unwrap_or_else(|| panic!("no row for {} in\n{table}", entry.key));
+        let rust_says = match facts.sysctls.get(&entry.key) {
+            Some(current) => entry.judge(current).to_string(),
+            None if entry.optional => "SKIP".to_owned(),
+            None => "MISSING".to_owned(),
+        };
+        let status = if row.ends_with("SKIP (module not loaded)") {
+            Some("SKIP")
+        } else {
+            row.split_whitespace().last()
+        };
+        assert_eq!(status, Some(rust_says.as_str()), "{row}");
+        compared += 1;
+    }
+    assert_eq!(compared, profile.entries.len());
+    assert_eq!(output.status.code(), Some(1), "the host is off the profile");
+}
