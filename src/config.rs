@@ -481,49 +481,47 @@ impl ConfigLayer {
 
     /// Fills what no layer set from the defaults and validates the whole, once.
     pub fn resolve(self) -> Result<(Config, LogConfig), ConfigError> {
-        let defaults = Config::default();
-        let max_message_size = self
-            .max_message_size
-            .unwrap_or(defaults.ws.max_message_size);
-        let config = Config {
-            listen: self.listen.unwrap_or(defaults.listen),
-            shards: self.shards.unwrap_or(defaults.shards),
-            backend: self.backend.unwrap_or(defaults.backend),
-            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
-            drain_timeout: self.drain_timeout.unwrap_or(defaults.drain_timeout),
-            handshake_timeout: self.handshake_timeout.unwrap_or(defaults.handshake_timeout),
-            ping_interval: self.ping_interval.unwrap_or(defaults.ping_interval),
-            pong_timeout: self.pong_timeout.unwrap_or(defaults.pong_timeout),
-            idle_timeout: self.idle_timeout.unwrap_or(defaults.idle_timeout),
-            close_timeout: self.close_timeout.unwrap_or(defaults.close_timeout),
-            http: crate::http::HttpConfig {
-                max_request_line: self
-                    .max_request_line
-                    .unwrap_or(defaults.http.max_request_line),
-                max_header_bytes: self
-                    .max_header_bytes
-                    .unwrap_or(defaults.http.max_header_bytes),
-                max_headers: self.max_headers.unwrap_or(defaults.http.max_headers),
-                allowed_origins: self
-                    .allowed_origins
-                    .map_or(defaults.http.allowed_origins, |origins| origins.0),
-            },
-            ws: crate::ws::WsConfig {
-                // A frame never carries more than its message, so an unset frame limit
-                // follows the message limit (shared/LIMITS.md: max frame = max message).
-                max_frame_size: self.max_frame_size.unwrap_or(max_message_size),
-                max_message_size,
-                max_fragments: self.max_fragments.unwrap_or(defaults.ws.max_fragments),
-            },
-        };
-        let log_defaults = LogConfig::default();
-        let log = LogConfig {
-            filter: self.log_level.unwrap_or(log_defaults.filter),
-            format: self.log_format.unwrap_or(log_defaults.format),
-        };
+        // Start from the defaults and overwrite what a layer set, so a field added to
+        // `Config`, `HttpConfig` or `WsConfig` keeps its default here until it gets a setting.
+        let mut config = Config::default();
+        set(&mut config.listen, self.listen);
+        set(&mut config.shards, self.shards);
+        set(&mut config.backend, self.backend);
+        set(&mut config.max_connections, self.max_connections);
+        set(&mut config.drain_timeout, self.drain_timeout);
+        set(&mut config.handshake_timeout, self.handshake_timeout);
+        set(&mut config.ping_interval, self.ping_interval);
+        set(&mut config.pong_timeout, self.pong_timeout);
+        set(&mut config.idle_timeout, self.idle_timeout);
+        set(&mut config.close_timeout, self.close_timeout);
+        set(&mut config.http.max_request_line, self.max_request_line);
+        set(&mut config.http.max_header_bytes, self.max_header_bytes);
+        set(&mut config.http.max_headers, self.max_headers);
+        set(
+            &mut config.http.allowed_origins,
+            self.allowed_origins.map(|origins| origins.0),
+        );
+        set(&mut config.ws.max_message_size, self.max_message_size);
+        // A frame never carries more than its message, so an unset frame limit follows the
+        // message limit (shared/LIMITS.md: max frame = max message).
+        set(
+            &mut config.ws.max_frame_size,
+            self.max_frame_size.or(self.max_message_size),
+        );
+        set(&mut config.ws.max_fragments, self.max_fragments);
+        let mut log = LogConfig::default();
+        set(&mut log.filter, self.log_level);
+        set(&mut log.format, self.log_format);
         validate(&config)?;
         validate_log(&log)?;
         Ok((config, log))
+    }
+}
+
+/// Overwrites `slot` with `value` when a layer set it.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
     }
 }
 
