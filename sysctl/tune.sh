@@ -98,7 +98,11 @@ cmd_check() {
     while IFS="$tab" read -r opt key rules want; do
         cur=$(current "$key")
         if [ -z "$cur" ]; then
-            if [ "$opt" = 1 ]; then status="SKIP (module not loaded)"; else status=MISSING; off=1; fi
+            if [ "$opt" = 1 ]; then
+                status="SKIP (module not loaded)"
+            else
+                status=MISSING off=1
+            fi
             cur=-
         else
             status=$(judge "$cur" "$want" "$rules" | cut -f1)
@@ -155,7 +159,8 @@ cmd_apply() {
     # Persist: the keys ringcast changed, at the values they have now, for the next boot.
     if [ -d "$etc_root/sysctl.d" ]; then
         {
-            echo "# Written by ringcast's sysctl/tune.sh: the keys it changed. Why: sysctl/99-ringcast.conf."
+            echo "# Written by ringcast's sysctl/tune.sh: the keys it changed."
+            echo "# Why each: sysctl/99-ringcast.conf in the ringcast sources."
             echo "# Remove with \`sudo make untune\`."
             if [ -f "$saved" ]; then
                 cut -f1 "$saved" | while read -r key; do
@@ -176,7 +181,8 @@ cmd_apply() {
         echo "no $etc_root/sysctl.d: settings last until reboot; rerun \`make tune\` at boot"
     fi
     if [ -d "$etc_root/security" ]; then
-        install_file "$here/limits.d/99-ringcast.conf" "$etc_root/security/limits.d/99-ringcast.conf"
+        install_file "$here/limits.d/99-ringcast.conf" \
+            "$etc_root/security/limits.d/99-ringcast.conf"
     fi
     if [ -d "$etc_root/systemd/system" ]; then
         install_file "$here/systemd/ringcast.service.d/limits.conf" \
@@ -184,7 +190,8 @@ cmd_apply() {
         echo "systemd: run \`systemctl daemon-reload\` and restart ringcast for LimitNOFILE"
     fi
     echo "tune: $changed setting(s) changed$( [ "$dry_run" = 1 ] && echo ' (dry run)')"
-    echo "open-file limits apply to new logins and restarted services; verify with \`ringcast check\`"
+    echo "open-file limits apply to new logins and restarted services;" \
+        "verify with \`ringcast check\`"
 }
 
 cmd_revert() {

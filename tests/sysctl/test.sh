@@ -35,7 +35,11 @@ setup() {
 }
 
 # Every file and its value; the kernel prints tabs between fields and takes spaces.
-snapshot() { (cd "$scratch" && find root etc -type f | sort | while read -r f; do echo "$f: $(tr -s "\t" " " < "$f")"; done) }
+snapshot() {
+    (cd "$scratch" && find root etc -type f | sort | while read -r f; do
+        echo "$f: $(tr -s "\t" " " < "$f")"
+    done)
+}
 
 # tune ARGS...: run the script against the scratch tree as root unless the caller says otherwise.
 tune() {
@@ -51,7 +55,7 @@ run_suite() {
     before=$(snapshot)
 
     if tune check > "$scratch/out"; then fail "check passed on an untuned host"; fi
-    grep -q 'net.core.somaxconn .* 4096 .* 65535 .* LOW' "$scratch/out" || fail "check row for somaxconn"
+    grep -q 'net.core.somaxconn .* 4096 .* 65535 .* LOW' "$scratch/out" || fail "row for somaxconn"
     grep -q 'net.ipv4.tcp_fin_timeout .* HIGH' "$scratch/out" || fail "check row for fin_timeout"
     grep -q 'net.ipv4.tcp_tw_reuse .* DIFF' "$scratch/out" || fail "check row for tw_reuse"
     grep -q 'nf_conntrack_max .* SKIP' "$scratch/out" || fail "absent optional key is skipped"
@@ -63,7 +67,8 @@ run_suite() {
     [ "$(snapshot)" = "$before" ] || fail "refused apply changed something"
 
     dry=1 uid=1000 tune apply > "$scratch/out" 2>&1 || fail "dry run failed: $(cat "$scratch/out")"
-    grep -q "echo '65535' > '$scratch/root/net/core/somaxconn'" "$scratch/out" || fail "dry run prints the write"
+    grep -q "echo '65535' > '$scratch/root/net/core/somaxconn'" "$scratch/out" \
+        || fail "dry run prints the write"
     [ "$(snapshot)" = "$before" ] || fail "dry run changed something"
     [ ! -e "$scratch/state" ] || fail "dry run created state"
 
@@ -73,8 +78,9 @@ run_suite() {
     [ "$(value net/ipv4/ip_local_port_range)" = "1024 65535" ] || fail "port range widened"
     [ "$(value net/ipv4/tcp_rmem)" = "4096 16384 6291456" ] || fail "rmem initial lowered"
     [ "$(value fs/file-max)" = 9223372036854775807 ] || fail "a higher value was lowered"
-    grep -q '^net.core.somaxconn = 65535$' "$scratch/etc/sysctl.d/99-ringcast.conf" || fail "persisted"
-    ! grep -q 'fs.file-max' "$scratch/etc/sysctl.d/99-ringcast.conf" || fail "persisted an unchanged key"
+    persisted="$scratch/etc/sysctl.d/99-ringcast.conf"
+    grep -q '^net.core.somaxconn = 65535$' "$persisted" || fail "persisted"
+    ! grep -q 'fs.file-max' "$persisted" || fail "persisted an unchanged key"
     [ -f "$scratch/etc/security/limits.d/99-ringcast.conf" ] || fail "limits.d installed"
     [ -f "$scratch/etc/systemd/system/ringcast.service.d/limits.conf" ] || fail "drop-in installed"
 
