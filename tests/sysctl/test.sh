@@ -91,6 +91,12 @@ run_suite() {
     [ "$(snapshot)" = "$after" ] || fail "second apply is not idempotent"
     [ "$(cat "$scratch/state/saved")" = "$saved" ] || fail "second apply rewrote the saved values"
 
+    # A value lowered again behind ringcast's back is raised again, and revert still restores
+    # the value from before the first apply.
+    echo 128 > "$scratch/root/net/core/somaxconn"
+    tune apply > /dev/null 2>&1 || fail "apply after drift failed"
+    [ "$(value net/core/somaxconn)" = 65535 ] || fail "drifted value raised again"
+
     tune revert > "$scratch/out" 2>&1 || fail "revert failed: $(cat "$scratch/out")"
     [ "$(snapshot)" = "$before" ] || fail "revert did not restore everything: $(snapshot)"
     [ ! -e "$scratch/state" ] || fail "revert left state behind"
