@@ -58,6 +58,15 @@ pub struct Config {
     pub http: crate::http::HttpConfig,
     /// Limits of the WebSocket codec.
     pub ws: crate::ws::WsConfig,
+    /// Bytes per receive buffer: one io_uring provided buffer, or the epoll scratch buffer.
+    pub recv_buffer_size: usize,
+    /// Receive buffers per shard in the io_uring provided-buffer ring (a power of two, at most
+    /// 32768); shared by all of the shard's connections, none is owned by a connection.
+    pub recv_buffers: u16,
+    /// Most bytes queued for one connection before it is treated as a slow consumer and closed.
+    pub max_outbox_bytes: usize,
+    /// Pin each shard thread to its own CPU (when the CPUs allowed outnumber the shards).
+    pub pin_shards: bool,
 }
 
 impl Default for Config {
@@ -75,6 +84,13 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             http: crate::http::HttpConfig::default(),
             ws: crate::ws::WsConfig::default(),
+            // 16 KiB x 256 = 4 MiB per shard: a 16 KiB read holds many small frames, and 256
+            // buffers cover a burst from 256 connections in one loop turn.
+            recv_buffer_size: 16 * 1024,
+            recv_buffers: 256,
+            // 1 MiB and its answer from `shared/LIMITS.md` (outbox per connection).
+            max_outbox_bytes: 1024 * 1024,
+            pin_shards: true,
         }
     }
 }
@@ -241,6 +257,15 @@ const ENV_OF_SCRIPTS: &[&str] = &[
 /// Largest message a process may be configured for (16 MiB, from `shared/LIMITS.md`).
 const MAX_MESSAGE_CEILING: usize = 16 * 1024 * 1024;
 
+/// Smallest receive buffer: a WebSocket frame header plus a small frame fit in one read.
+const MIN_RECV_BUFFER: usize = 1024;
+
+/// Largest receive buffer: 1 MiB times `recv_buffers` (256) is already 256 MiB per shard.
+const MAX_RECV_BUFFER: usize = 1024 * 1024;
+
+/// Most entries of an io_uring provided-buffer ring (the kernel's limit, 2^15).
+const MAX_RECV_BUFFERS: u16 = 32768;
+
 /// Headers every upgrade request carries (Host, Upgrade, Connection, Sec-WebSocket-Key,
 /// Sec-WebSocket-Version, RFC 6455 4.1), so a lower `max_headers` refuses every client.
 const MIN_UPGRADE_HEADERS: usize = 5;
@@ -307,6 +332,19 @@ pub struct ConfigLayer {
     /// Most frames one fragmented message may span [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_fragments: Option<usize>,
+    /// Bytes per receive buffer (io_uring provided buffer or epoll scratch) [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub recv_buffer_size: Option<usize>,
+    /// Receive buffers per shard in the io_uring buffer ring, a power of two [default: 256].
+    #[arg(long, value_name = "N")]
+    pub recv_buffers: Option<u16>,
+    /// Most bytes queued for one connection before it is closed as a slow consumer
+    /// [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_outbox_bytes: Option<usize>,
+    /// Pin each shard thread to its own CPU: true or false [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub pin_shards: Option<bool>,
     /// Log filter in RUST_LOG syntax, e.g. `info` or `ringcast=debug,warn` [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -427,6 +465,10 @@ impl ConfigLayer {
             "MAX_FRAME_SIZE" => self.max_frame_size = Some(parse_count(value)?),
             "MAX_MESSAGE_SIZE" => self.max_message_size = Some(parse_count(value)?),
             "MAX_FRAGMENTS" => self.max_fragments = Some(parse_count(value)?),
+            "RECV_BUFFER_SIZE" => self.recv_buffer_size = Some(parse_count(value)?),
+            "RECV_BUFFERS" => self.recv_buffers = parsed(value)?,
+            "MAX_OUTBOX_BYTES" => self.max_outbox_bytes = Some(parse_count(value)?),
+            "PIN_SHARDS" => self.pin_shards = parsed(value)?,
             "LOG_LEVEL" => self.log_level = Some(value.to_owned()),
             "LOG_FORMAT" => self.log_format = Some(LogFormat::from_str(value.trim())?),
             _ => return Ok(false),
@@ -474,6 +516,10 @@ impl ConfigLayer {
             max_frame_size: self.max_frame_size.or(base.max_frame_size),
             max_message_size: self.max_message_size.or(base.max_message_size),
             max_fragments: self.max_fragments.or(base.max_fragments),
+            recv_buffer_size: self.recv_buffer_size.or(base.recv_buffer_size),
+            recv_buffers: self.recv_buffers.or(base.recv_buffers),
+            max_outbox_bytes: self.max_outbox_bytes.or(base.max_outbox_bytes),
+            pin_shards: self.pin_shards.or(base.pin_shards),
             log_level: self.log_level.or(base.log_level),
             log_format: self.log_format.or(base.log_format),
         }
@@ -509,6 +555,10 @@ impl ConfigLayer {
             self.max_frame_size.or(self.max_message_size),
         );
         set(&mut config.ws.max_fragments, self.max_fragments);
+        set(&mut config.recv_buffer_size, self.recv_buffer_size);
+        set(&mut config.recv_buffers, self.recv_buffers);
+        set(&mut config.max_outbox_bytes, self.max_outbox_bytes);
+        set(&mut config.pin_shards, self.pin_shards);
         let mut log = LogConfig::default();
         set(&mut log.filter, self.log_level);
         set(&mut log.format, self.log_format);
@@ -627,6 +677,37 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             "must be at least 1; try 1024".to_owned(),
         );
     }
+    if !(MIN_RECV_BUFFER..=MAX_RECV_BUFFER).contains(&config.recv_buffer_size) {
+        return invalid(
+            "recv_buffer_size",
+            format!(
+                "{} is outside {MIN_RECV_BUFFER}..={MAX_RECV_BUFFER} bytes: smaller splits most \
+                 frames across reads, larger costs recv_buffers times as much per shard; try \
+                 16384",
+                config.recv_buffer_size
+            ),
+        );
+    }
+    if !config.recv_buffers.is_power_of_two() || config.recv_buffers > MAX_RECV_BUFFERS {
+        return invalid(
+            "recv_buffers",
+            format!(
+                "{} is not a power of two between 1 and {MAX_RECV_BUFFERS}, which an io_uring \
+                 buffer ring requires; try 256",
+                config.recv_buffers
+            ),
+        );
+    }
+    if config.max_outbox_bytes < ws.max_message_size {
+        return invalid(
+            "max_outbox_bytes",
+            format!(
+                "{} is below max_message_size ({}), so one largest message would close its \
+                 receiver as a slow consumer; raise it (default 1048576)",
+                config.max_outbox_bytes, ws.max_message_size
+            ),
+        );
+    }
     Ok(())
 }
 
@@ -708,6 +789,10 @@ struct FileConfig {
     idle_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration_value")]
     close_timeout: Option<Duration>,
+    recv_buffer_size: Option<usize>,
+    recv_buffers: Option<u16>,
+    max_outbox_bytes: Option<usize>,
+    pin_shards: Option<bool>,
     #[serde(default)]
     http: FileHttp,
     #[serde(default)]
@@ -767,6 +852,10 @@ impl From<FileConfig> for ConfigLayer {
             max_frame_size: file.ws.max_frame_size,
             max_message_size: file.ws.max_message_size,
             max_fragments: file.ws.max_fragments,
+            recv_buffer_size: file.recv_buffer_size,
+            recv_buffers: file.recv_buffers,
+            max_outbox_bytes: file.max_outbox_bytes,
+            pin_shards: file.pin_shards,
             log_level: file.log.level,
             log_format: file.log.format,
         }
@@ -842,6 +931,10 @@ mod tests {
         pong_timeout = "15s"
         idle_timeout = "2m"
         close_timeout = "1500ms"
+        recv_buffer_size = 4096
+        recv_buffers = 64
+        max_outbox_bytes = 2097152
+        pin_shards = false
 
         [http]
         max_request_line = 4096
@@ -885,6 +978,10 @@ mod tests {
         assert_eq!(config.ws.max_frame_size, 16384);
         assert_eq!(config.ws.max_message_size, 1048576);
         assert_eq!(config.ws.max_fragments, 16);
+        assert_eq!(config.recv_buffer_size, 4096);
+        assert_eq!(config.recv_buffers, 64);
+        assert_eq!(config.max_outbox_bytes, 2097152);
+        assert!(!config.pin_shards);
         assert_eq!(log.filter, "ringcast=debug,warn");
         assert_eq!(log.format, LogFormat::Json);
     }
@@ -912,6 +1009,10 @@ mod tests {
             ("RINGCAST_MAX_FRAME_SIZE", "300"),
             ("RINGCAST_MAX_MESSAGE_SIZE", "400"),
             ("RINGCAST_MAX_FRAGMENTS", "2"),
+            ("RINGCAST_RECV_BUFFER_SIZE", "2048"),
+            ("RINGCAST_RECV_BUFFERS", "128"),
+            ("RINGCAST_MAX_OUTBOX_BYTES", "500"),
+            ("RINGCAST_PIN_SHARDS", "false"),
             ("RINGCAST_LOG_LEVEL", "debug"),
             ("RINGCAST_LOG_FORMAT", "json"),
         ]);
@@ -938,6 +1039,10 @@ mod tests {
         assert_eq!(config.ws.max_frame_size, 300);
         assert_eq!(config.ws.max_message_size, 400);
         assert_eq!(config.ws.max_fragments, 2);
+        assert_eq!(config.recv_buffer_size, 2048);
+        assert_eq!(config.recv_buffers, 128);
+        assert_eq!(config.max_outbox_bytes, 500);
+        assert!(!config.pin_shards);
         assert_eq!(
             loaded.log,
             LogConfig {
@@ -1059,6 +1164,8 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("shard = 4", "unknown field `shard`"),
             ("shards = -1", "shards"),
+            ("pin_shards = \"no\"", "bool"),
+            ("recv_buffers = 70000", "recv_buffers"),
             ("backend = \"kqueue\"", "unknown variant `kqueue`"),
             ("listen = \"localhost\"", "listen"),
             ("drain_timeout = \"soon\"", "500ms"),
@@ -1083,6 +1190,8 @@ mod tests {
             ("RINGCAST_LISTEN", "8080", "address"),
             ("RINGCAST_DRAIN_TIMEOUT", "forever", "500ms"),
             ("RINGCAST_LOG_FORMAT", "xml", "human or json"),
+            ("RINGCAST_PIN_SHARDS", "yes", "true"),
+            ("RINGCAST_RECV_BUFFERS", "65536", "too large"),
         ];
         for (var, value, want) in cases {
             let message = load(ConfigLayer::default(), env(&[(var, value)])).unwrap_err();
@@ -1121,6 +1230,13 @@ mod tests {
                 "ws.max_fragments (--max-fragments)",
             ),
             ("[log]\nlevel = \"ringcast=loud\"", "not a log filter"),
+            (
+                "recv_buffer_size = 100",
+                "recv_buffer_size (--recv-buffer-size)",
+            ),
+            ("recv_buffers = 100", "not a power of two"),
+            ("recv_buffers = 0", "not a power of two"),
+            ("max_outbox_bytes = 1000", "below max_message_size (65536)"),
         ];
         for (text, want) in cases {
             let message = error_of(file(text).resolve());

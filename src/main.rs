@@ -176,6 +176,10 @@ mod tests {
             "--max-frame-size=13",
             "--max-message-size=14",
             "--max-fragments=15",
+            "--recv-buffer-size=16",
+            "--recv-buffers=17",
+            "--max-outbox-bytes=18",
+            "--pin-shards=false",
             "--log-level=debug",
             "--log-format=json",
         ])
@@ -213,6 +217,9 @@ mod tests {
             ])
         );
         assert_eq!(settings.max_fragments, Some(15));
+        assert_eq!(settings.recv_buffers, Some(17));
+        assert_eq!(settings.max_outbox_bytes, Some(18));
+        assert_eq!(settings.pin_shards, Some(false));
         assert_eq!(settings.log_format, Some(LogFormat::Json));
     }
 
