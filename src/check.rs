@@ -580,21 +580,17 @@ fn check_descriptors(facts: &HostFacts, connections: u64, findings: &mut Vec<Fin
             detail: "could not read RLIMIT_NOFILE from /proc/self/limits".to_owned(),
             fix: None,
         }),
-        Some(limit) if limit.soft >= needed => findings.push(ok(
+        // `ringcast serve` raises its soft limit to the hard one at start, so the hard limit
+        // is what it gets.
+        Some(limit) if limit.hard >= needed => findings.push(ok(
             "open files".to_owned(),
-            format!("soft limit {} covers {needed} descriptors", limit.soft),
+            format!(
+                "hard limit {} covers {needed} descriptors (soft {}; serve raises it to the hard \
+                 limit)",
+                limit.hard, limit.soft
+            ),
         )),
         Some(limit) => {
-            let fix = if limit.hard >= needed {
-                format!(
-                    "`ulimit -n {needed}` in this shell, or LimitNOFILE={needed} in the systemd \
-                     unit"
-                )
-            } else {
-                "`sudo make tune` (raises fs.nr_open, installs nofile for logins and \
-                 LimitNOFILE for the unit), then log in again or restart the unit"
-                    .to_owned()
-            };
             findings.push(Finding {
                 severity: Severity::Fail,
                 subject: "open files".to_owned(),
@@ -603,17 +599,19 @@ fn check_descriptors(facts: &HostFacts, connections: u64, findings: &mut Vec<Fin
                      this process; a systemd unit has its own LimitNOFILE)",
                     limit.soft, limit.hard
                 ),
-                fix: Some(fix),
+                fix: Some(
+                    "`sudo make tune` (raises fs.nr_open, installs nofile for logins and \
+                     LimitNOFILE for the unit), then log in again or restart the unit"
+                        .to_owned(),
+                ),
             });
-            if limit.hard < needed {
-                check_scaled(
-                    facts,
-                    "fs.nr_open",
-                    needed,
-                    "the per-process ceiling RLIMIT_NOFILE can be raised to",
-                    findings,
-                );
-            }
+            check_scaled(
+                facts,
+                "fs.nr_open",
+                needed,
+                "the per-process ceiling RLIMIT_NOFILE can be raised to",
+                findings,
+            );
         }
     }
     let in_use = facts.files_in_use.unwrap_or(0);
@@ -1015,24 +1013,26 @@ mod tests {
     }
 
     #[test]
-    fn a_stock_host_holds_a_thousand_with_a_raised_soft_limit() {
+    fn the_hard_limit_counts_as_serve_raises_the_soft_one() {
         let mut host = stock_host();
-        let report = assess(&profile(), &host, 1_000, Backend::Auto);
-        assert_eq!(failing(&report), ["open files"]);
-        let fix = finding(&report, "open files")
-            .fix
-            .clone()
-            .unwrap_or_default();
+        let report = assess(&profile(), &host, 500_000, Backend::Auto);
         assert!(
-            fix.contains("ulimit -n 1256"),
-            "the hard limit allows it: {fix}"
+            report.can_hold(),
+            "soft 1024, hard 524288: {}",
+            report.render()
+        );
+        assert!(
+            finding(&report, "open files")
+                .detail
+                .contains("hard limit 524288")
         );
         host.nofile = Some(NofileLimit {
             soft: 4096,
-            hard: 524_288,
+            hard: 4096,
         });
-        let report = assess(&profile(), &host, 1_000, Backend::Auto);
-        assert!(report.can_hold(), "{}", report.render());
+        let report = assess(&profile(), &host, 4096, Backend::Auto);
+        assert_eq!(failing(&report), ["open files"]);
+        assert_eq!(finding(&report, "fs.nr_open").severity, Severity::Ok);
     }
 
     #[test]
