@@ -148,6 +148,10 @@ cmd_apply() {
         verdict=$(judge "$cur" "$want" "$rules")
         [ "${verdict%%"$tab"*}" = OK ] && continue
         value=${verdict#*"$tab"}
+        if [ "$dry_run" = 0 ] && [ ! -w "$(path_of "$key")" ]; then
+            die "cannot write $(path_of "$key"): /proc/sys is read-only here (a container?); \
+tune the host instead"
+        fi
         # Keep the first value seen: a second apply must not save ringcast's own value.
         if ! grep -q "^$key$tab" "$saved" 2>/dev/null; then
             run "printf '%s\\t%s\\n' '$key' '$cur' >> '$saved'"

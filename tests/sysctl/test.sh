@@ -121,6 +121,16 @@ run_suite() {
     [ ! -e "$scratch/etc/systemd" ] || fail "installed systemd files without systemd"
     tune revert > /dev/null 2>&1 || fail "revert without systemd failed"
 
+    # A read-only /proc/sys (a container) is refused with a reason, before anything is saved.
+    # Root ignores file modes, so only a non-root run can simulate it.
+    if [ "$(id -u)" != 0 ]; then
+        setup
+        chmod a-w "$scratch/root/net/core/somaxconn"
+        if tune apply > "$scratch/out" 2>&1; then fail "apply wrote a read-only setting"; fi
+        grep -q 'read-only' "$scratch/out" || fail "read-only refusal says why"
+        chmod u+w "$scratch/root/net/core/somaxconn"
+    fi
+
     if tune bogus > /dev/null 2>&1; then fail "an unknown command succeeded"; fi
 }
 
