@@ -273,7 +273,7 @@ const MIN_UPGRADE_HEADERS: usize = 5;
 /// One source of settings (the file, the environment or the flags): every value optional, so
 /// layers stack. It doubles as the clap argument group of `ringcast serve` and `ringcast check`.
 ///
-/// A new setting is one field here, one arm in [`ConfigLayer::set_env`], one line in
+/// A new setting is one field here, one arm in `ConfigLayer::set_env`, one line in
 /// [`ConfigLayer::over`] and one in [`ConfigLayer::resolve`]. A file-only section (a list of
 /// tables) is one field in `FileConfig` and one here marked `#[arg(skip)]`.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
