@@ -226,7 +226,13 @@ impl fmt::Display for ConfigError {
                 )
             }
             Self::Invalid { key, reason } => {
-                let flag = key.rsplit('.').next().unwrap_or(key).replace('_', "-");
+                // The flag is the key without its table, except in `[log]`, whose flags keep
+                // the table as a prefix (`log.level` is `--log-level`).
+                let flag = match key.split_once('.') {
+                    Some(("log", name)) => format!("log-{name}"),
+                    Some((_, name)) => name.replace('_', "-"),
+                    None => key.replace('_', "-"),
+                };
                 write!(f, "{key} (--{flag}): {reason}")
             }
         }
@@ -1229,7 +1235,10 @@ mod tests {
                 "[ws]\nmax_fragments = 0",
                 "ws.max_fragments (--max-fragments)",
             ),
-            ("[log]\nlevel = \"ringcast=loud\"", "not a log filter"),
+            (
+                "[log]\nlevel = \"ringcast=loud\"",
+                "log.level (--log-level): \"ringcast=loud\"",
+            ),
             (
                 "recv_buffer_size = 100",
                 "recv_buffer_size (--recv-buffer-size)",
