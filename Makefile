@@ -4,7 +4,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 
-.PHONY: run build test lint fmt fuzz bench tune tune-check untune test-sysctl
+.PHONY: run build test lint fmt fuzz bench
 
 ## Build release and start the server on its defaults.
 run:
@@ -34,6 +34,7 @@ bench:
 
 ## Host tuning for a million connections (sysctl/, docs/tuning.md). tune and untune need root;
 ## DRY_RUN=1 prints the commands instead. tune-check changes nothing and exits 1 if any is off.
+.PHONY: tune tune-check untune test-sysctl
 DRY_RUN ?= 0
 tune:
 	DRY_RUN=$(DRY_RUN) sh sysctl/tune.sh apply
