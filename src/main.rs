@@ -120,16 +120,34 @@ fn check(args: CheckArgs) -> ExitCode {
 }
 
 /// Installs the global subscriber: human lines or JSON lines on stderr, filtered by
-/// `--log-level` (RUST_LOG syntax).
+/// `--log-level` (RUST_LOG syntax). Records of the `log` crate are forwarded to it.
 fn init_logging(log: &LogConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // Colours only for a person at a terminal; journald, files and shippers get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    subscriber(log, std::io::stderr, ansi)?.try_init()?;
+    Ok(())
+}
+
+/// A log subscriber for `log` writing to `writer`, with ANSI colours when `ansi`; split from
+/// [`init_logging`] so tests can read what it writes.
+fn subscriber<W>(
+    log: &LogConfig,
+    writer: W,
+    ansi: bool,
+) -> Result<Box<dyn tracing::Subscriber + Send + Sync>, tracing_subscriber::filter::ParseError>
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_new(&log.filter)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().with_current_span(false).try_init(),
-    }
+        .with_writer(writer)
+        .with_ansi(ansi);
+    Ok(match log.format {
+        LogFormat::Human => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().with_current_span(false).finish()),
+    })
 }
 
 #[cfg(test)]
@@ -139,6 +157,78 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("ringcast").chain(args.iter().copied()))
+    }
+
+    /// A writer that keeps what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(filter: &str, format: LogFormat) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let log = LogConfig {
+            filter: filter.to_owned(),
+            format,
+        };
+        let subscriber = subscriber(&log, move || writer.clone(), false).unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(shard = 3, "shard listening");
+            tracing::debug!("per-connection detail");
+        });
+        let bytes = captured
+            .0
+            .lock()
+            .map(|bytes| bytes.clone())
+            .unwrap_or_default();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn logs_are_human_lines_or_json_lines_and_filtered() {
+        let human = logged("info", LogFormat::Human);
+        assert!(
+            human.contains("INFO") && human.contains("shard listening"),
+            "{human}"
+        );
+        assert!(human.contains("shard=3"), "{human}");
+        assert!(
+            !human.contains("per-connection"),
+            "debug is filtered out at info"
+        );
+
+        let json = logged("info", LogFormat::Json);
+        let lines: Vec<&str> = json.lines().collect();
+        assert_eq!(lines.len(), 1, "{json}");
+        assert!(
+            lines[0].starts_with('{') && lines[0].ends_with('}'),
+            "{json}"
+        );
+        assert!(lines[0].contains(r#""level":"INFO""#), "{json}");
+        assert!(
+            lines[0].contains(r#""message":"shard listening""#),
+            "{json}"
+        );
+        assert!(lines[0].contains(r#""shard":3"#), "{json}");
+
+        assert_eq!(
+            logged("ringcast=debug", LogFormat::Human).lines().count(),
+            2
+        );
+        assert_eq!(logged("warn", LogFormat::Human), "");
     }
 
     #[test]
