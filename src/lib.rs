@@ -5,9 +5,11 @@
 //! events and bytes to send. Everything that touches a socket, a clock or a thread lives
 //! elsewhere. See `docs/architecture.md` for the shape of the whole.
 
+pub mod check;
 pub mod config;
 pub mod dashboard;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod server;
 pub mod ws;
