@@ -1,6 +1,6 @@
 //! Every way a peer can break RFC 6455 or our limits, each mapped to the close code to send.
 
-use super::CloseCode;
+use super::{CloseCode, CloseFrame};
 use std::fmt;
 
 /// One variant per violation. A [`super::Connection`] that returned one stays failed; the caller
@@ -84,6 +84,17 @@ impl WsError {
             Self::FrameTooBig => "frame too big",
             Self::MessageTooBig => "message too big",
             Self::TooManyFragments => "too many fragments",
+        }
+    }
+}
+
+impl WsError {
+    /// The close frame that answers this error: its code and its short reason, ready for
+    /// [`super::encode_close`].
+    pub fn close_frame(self) -> CloseFrame<'static> {
+        CloseFrame {
+            code: self.into(),
+            reason: self.reason(),
         }
     }
 }
