@@ -64,6 +64,15 @@ impl From<WsError> for CloseCode {
 }
 
 impl WsError {
+    /// The close frame that answers this error: its code and its short reason, ready for
+    /// [`super::encode_close`].
+    pub fn close_frame(self) -> CloseFrame<'static> {
+        CloseFrame {
+            code: self.into(),
+            reason: self.reason(),
+        }
+    }
+
     /// A short reason for the close frame and the logs; ASCII, well under the 123 bytes a close
     /// reason may take.
     pub fn reason(self) -> &'static str {
@@ -84,17 +93,6 @@ impl WsError {
             Self::FrameTooBig => "frame too big",
             Self::MessageTooBig => "message too big",
             Self::TooManyFragments => "too many fragments",
-        }
-    }
-}
-
-impl WsError {
-    /// The close frame that answers this error: its code and its short reason, ready for
-    /// [`super::encode_close`].
-    pub fn close_frame(self) -> CloseFrame<'static> {
-        CloseFrame {
-            code: self.into(),
-            reason: self.reason(),
         }
     }
 }
