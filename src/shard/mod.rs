@@ -434,6 +434,7 @@ impl Core {
                     conn.ws.handle_close_sent();
                 }
                 conn.enter(Phase::Flushing, self.now);
+                self.dirty.push(key);
                 self.schedule(key);
             }
             (Ok(()), Some(reply)) => {
@@ -441,8 +442,10 @@ impl Core {
                     ws::encode_close(out, reply, None);
                     conn.ws.handle_close_sent();
                 }
-                // The closing handshake is complete: the server closes TCP first (RFC 6455 7.1.1).
+                // The closing handshake is complete: the server closes TCP first (RFC 6455 7.1.1),
+                // at the next flush when nothing is left to send.
                 conn.enter(Phase::Flushing, self.now);
+                self.dirty.push(key);
                 self.schedule(key);
             }
             (Ok(()), None) => {}
