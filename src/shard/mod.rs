@@ -653,3 +653,344 @@ mod tests {
         assert_eq!(limit.open(), 2);
     }
 }
+
+/// The connection state machine driven through a fake driver: events in, bytes out, simulated
+/// ticks; no sockets or clocks involved.
+#[cfg(test)]
+mod state_tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::driver::RecvBuf;
+    use crate::driver::sys::Waker;
+
+    #[derive(Default)]
+    struct FakeDriver {
+        bufs: Vec<Vec<u8>>,
+        sent: Vec<(ConnKey, Vec<u8>)>,
+        closed: Vec<ConnKey>,
+        stopped_accepting: bool,
+        waker: Option<Waker>,
+    }
+
+    impl Driver for FakeDriver {
+        fn backend(&self) -> &'static str {
+            "fake"
+        }
+        fn listen(&mut self, _listener: OwnedFd) -> io::Result<()> {
+            Ok(())
+        }
+        fn stop_accepting(&mut self) {
+            self.stopped_accepting = true;
+        }
+        fn register(&mut self, _key: ConnKey, _socket: OwnedFd) -> io::Result<()> {
+            Ok(())
+        }
+        fn adopt_connecting(&mut self, _key: ConnKey, _socket: OwnedFd) -> io::Result<()> {
+            Ok(())
+        }
+        fn resume_recv(&mut self, _key: ConnKey) {}
+        fn send(&mut self, key: ConnKey, frames: &mut Vec<Bytes>) {
+            self.sent.push((key, frames.concat()));
+            frames.clear();
+        }
+        fn close(&mut self, key: ConnKey) {
+            self.closed.push(key);
+        }
+        fn wait(&mut self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn poll_event(&mut self) -> Option<Event> {
+            None
+        }
+        fn recv_buf(&mut self, buf: RecvBuf) -> &mut [u8] {
+            &mut self.bufs[usize::from(buf.id)]
+        }
+        fn release(&mut self, _buf: RecvBuf) {}
+        fn waker(&self) -> Waker {
+            self.waker.clone().expect("waker")
+        }
+    }
+
+    struct Harness {
+        shard: Shard<FakeDriver>,
+        transmit: Vec<Bytes>,
+        _peers: VecDeque<std::os::unix::net::UnixStream>,
+    }
+
+    fn fd() -> (OwnedFd, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        (OwnedFd::from(a), b)
+    }
+
+    impl Harness {
+        fn new(config: Config) -> Self {
+            let eventfd = Arc::new(crate::driver::sys::eventfd().expect("eventfd"));
+            let waker = Waker::new(eventfd);
+            let (_tx, mailbox) = Mailbox::new(waker.clone());
+            let driver = FakeDriver {
+                waker: Some(waker),
+                ..FakeDriver::default()
+            };
+            let (listener, peer) = fd();
+            let limit = Arc::new(ConnLimit::new(100));
+            let shard =
+                Shard::new(driver, listener, Arc::new(config), mailbox, limit).expect("shard");
+            Self {
+                shard,
+                transmit: Vec::new(),
+                _peers: VecDeque::from([peer]),
+            }
+        }
+
+        fn accept(&mut self) -> ConnKey {
+            let (socket, peer) = fd();
+            self._peers.push_back(peer);
+            self.shard.handle_event(Event::Accepted(socket));
+            self.shard.core.conns.keys().last().expect("accepted")
+        }
+
+        /// Feeds bytes, flushes, completes every send, returns what was sent.
+        fn read(&mut self, key: ConnKey, bytes: &[u8]) -> Vec<u8> {
+            self.shard.driver.bufs = vec![bytes.to_vec()];
+            let buf = RecvBuf {
+                id: 0,
+                len: bytes.len() as u32,
+            };
+            self.shard.handle_event(Event::Recv { key, buf });
+            self.settle(key)
+        }
+
+        fn settle(&mut self, key: ConnKey) -> Vec<u8> {
+            let mut out = Vec::new();
+            loop {
+                self.shard.flush(&mut self.transmit);
+                let sent = std::mem::take(&mut self.shard.driver.sent);
+                if sent.is_empty() {
+                    return out;
+                }
+                for (k, bytes) in sent {
+                    assert_eq!(k, key);
+                    out.extend_from_slice(&bytes);
+                    self.shard.handle_event(Event::Sent {
+                        key: k,
+                        result: Ok(bytes.len()),
+                    });
+                }
+            }
+        }
+
+        fn advance(&mut self, key: ConnKey, now: Tick) -> Vec<u8> {
+            self.shard.core.advance(now);
+            self.settle(key)
+        }
+
+        fn closed(&self, key: ConnKey) -> bool {
+            self.shard.driver.closed.contains(&key) && self.shard.core.conns.get(key).is_none()
+        }
+
+        fn upgrade(&mut self, key: ConnKey) {
+            let out = self.read(key, UPGRADE);
+            assert!(
+                out.starts_with(b"HTTP/1.1 101 "),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+
+    const UPGRADE: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        ws::encode_masked_frame(
+            &mut out,
+            true,
+            OpCode::from_bits(opcode).expect("op"),
+            payload,
+            [1, 2, 3, 4],
+        );
+        out
+    }
+
+    fn close_code(frame: &[u8]) -> u16 {
+        assert_eq!(frame[0], 0x88, "not a close frame: {frame:?}");
+        u16::from_be_bytes([frame[2], frame[3]])
+    }
+
+    #[test]
+    fn upgrade_then_echo_then_close_handshake() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        assert!(
+            h.shard.core.conns.get(key).expect("conn").head.is_none(),
+            "head reader freed"
+        );
+        assert_eq!(h.read(key, &masked(0x1, b"hello")), b"\x81\x05hello");
+        assert_eq!(
+            h.read(key, &masked(0x2, &[7; 200]))[..4],
+            [0x82, 126, 0, 200]
+        );
+        let mut close = Vec::new();
+        ws::encode_close(
+            &mut close,
+            Some(CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: "",
+            }),
+            Some([9; 4]),
+        );
+        let reply = h.read(key, &close);
+        assert_eq!(close_code(&reply), 1000);
+        assert!(
+            h.closed(key),
+            "server closes TCP once its close answer is sent"
+        );
+    }
+
+    #[test]
+    fn frames_sent_with_the_head_are_echoed() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let mut bytes = UPGRADE.to_vec();
+        bytes.extend(masked(0x1, b"early"));
+        let out = h.read(key, &bytes);
+        assert!(out.starts_with(b"HTTP/1.1 101 "));
+        assert!(out.ends_with(b"\x81\x05early"));
+    }
+
+    #[test]
+    fn http_answers_then_closes() {
+        let cases: [(&[u8], &str); 3] = [
+            (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 404 "),
+            (b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 426 "),
+            (b"BROKEN\r\n\r\n", "HTTP/1.1 400 "),
+        ];
+        for (request, status) in cases {
+            let mut h = Harness::new(Config::default());
+            let key = h.accept();
+            let out = h.read(key, request);
+            assert!(
+                out.starts_with(status.as_bytes()),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(h.closed(key));
+        }
+    }
+
+    #[test]
+    fn protocol_error_gets_its_close_code() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let unmasked = [0x81, 0x02, b'h', b'i'];
+        assert_eq!(close_code(&h.read(key, &unmasked)), 1002);
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn handshake_deadline_closes_a_slow_client_only() {
+        let config = Config {
+            handshake_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let slow = h.accept();
+        h.read(slow, b"GET /echo HTTP/1.1\r\n");
+        h.advance(slow, 9);
+        assert!(!h.closed(slow));
+        h.advance(slow, 10);
+        assert!(h.closed(slow), "half-open handshake closed at its deadline");
+    }
+
+    #[test]
+    fn silent_connection_is_pinged_then_closed_1011() {
+        let config = Config {
+            ping_interval: Duration::from_secs(1),
+            pong_timeout: Duration::from_secs(1),
+            close_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        assert_eq!(h.advance(key, 9), b"");
+        assert_eq!(h.advance(key, 10), PING_FRAME);
+        assert_eq!(close_code(&h.advance(key, 20)), 1011);
+        assert!(!h.closed(key), "waits close_timeout for the peer's close");
+        h.advance(key, 30);
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn any_byte_answers_a_ping() {
+        let config = Config {
+            ping_interval: Duration::from_secs(1),
+            pong_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        assert_eq!(h.advance(key, 10), PING_FRAME);
+        h.shard.core.now = 15;
+        h.read(key, &masked(0xA, b""));
+        assert_eq!(h.advance(key, 24), b"", "no close: the pong arrived");
+        assert_eq!(
+            h.advance(key, 25),
+            PING_FRAME,
+            "next ping after another quiet interval"
+        );
+    }
+
+    #[test]
+    fn drain_answers_handshakes_503_and_open_connections_1001() {
+        let mut h = Harness::new(Config::default());
+        let open = h.accept();
+        h.upgrade(open);
+        let pending = h.accept();
+        h.read(pending, b"GET /echo HTTP/1.1\r\n");
+        h.shard.core.begin_drain(&mut h.shard.driver);
+        assert!(h.shard.driver.stopped_accepting);
+        h.shard.flush(&mut h.transmit);
+        let sent = std::mem::take(&mut h.shard.driver.sent);
+        let to = |key| {
+            sent.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, b)| b.clone())
+                .expect("sent")
+        };
+        assert_eq!(close_code(&to(open)), 1001);
+        assert!(to(pending).starts_with(b"HTTP/1.1 503 "));
+        assert!(!h.shard.core.drain_done());
+    }
+
+    #[test]
+    fn events_for_a_closed_connection_are_ignored() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.shard.handle_event(Event::Eof { key });
+        h.shard.flush(&mut h.transmit);
+        assert!(h.closed(key));
+        let reused = h.accept();
+        assert_eq!(reused.slot, key.slot);
+        h.read(key, UPGRADE);
+        h.shard.handle_event(Event::Sent {
+            key,
+            result: Ok(10),
+        });
+        h.shard.flush(&mut h.transmit);
+        let conn = h
+            .shard
+            .core
+            .conns
+            .get(reused)
+            .expect("reused slot untouched");
+        assert_eq!(conn.phase, Phase::Handshake);
+        assert!(conn.head.is_none());
+    }
+}
