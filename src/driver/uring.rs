@@ -444,12 +444,17 @@ impl Driver for UringDriver {
 
     fn stop_accepting(&mut self) {
         if let Some(listener) = self.listener.take() {
-            // The multishot accept holds its own reference to the file; cancel it, then close.
+            // The multishot accept holds its own reference to the socket, so closing the
+            // descriptor alone would keep accepting. Shutting a listening socket down fails the
+            // pending accept; the cancel covers kernels where it would not, and is submitted
+            // now because it names the descriptor, which is closed when this block ends.
             let entry =
                 opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(listener.as_raw_fd())).all())
                     .build()
                     .user_data(UserData::new(OpKind::Cancel, 0, 0).raw());
-            self.push(&entry);
+            if self.push(&entry) {
+                let _ = self.ring.submit();
+            }
             sys::shutdown(listener.as_raw_fd());
         }
         self.accept_retry_at = None;
