@@ -39,6 +39,17 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// `/health`, `/metrics`, the HTTP API) are rows here.
 const ROUTES: &[(&str, Route)] = &[("/echo", Route::Echo)];
 
+/// Longest control-frame payload (RFC 6455 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Inbound Ping and Pong frames allowed per [`CONTROL_WINDOW`] before the connection is closed
+/// with 1008. `shared/LIMITS.md` asks for about 10 a second; 20 leaves room for a client that
+/// sends a burst of pings at once (the Autobahn suite sends 10 back to back).
+const MAX_CONTROL_FRAMES: u32 = 20;
+
+/// The window [`MAX_CONTROL_FRAMES`] is counted over: one second of ticks.
+const CONTROL_WINDOW: Tick = 10;
+
 /// A pre-encoded unmasked Ping with an empty payload (opcode 0x9, FIN, length 0).
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
 
@@ -400,12 +411,16 @@ impl Core {
     }
 
     fn handle_ws_bytes(&mut self, key: ConnKey, data: &mut [u8]) {
+        let now = self.now;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let echo = conn.route == Route::Echo;
         let out = &mut self.out;
         let mut peer_close = None;
+        let mut control_frames = 0u32;
+        // Pongs are coalesced: only the latest Ping of a read is answered (RFC 6455 5.5.3).
+        let mut last_ping: Option<([u8; MAX_CONTROL_PAYLOAD], usize)> = None;
         let result = conn
             .ws
             .handle_read(&self.config.ws, data, &mut |event| match event {
@@ -415,40 +430,61 @@ impl Core {
                 ws::Event::Binary(bytes) if echo => {
                     ws::encode_frame(out, true, OpCode::Binary, bytes)
                 }
-                ws::Event::Ping(payload) => ws::encode_frame(out, true, OpCode::Pong, payload),
+                ws::Event::Ping(payload) => {
+                    control_frames += 1;
+                    let mut copy = [0; MAX_CONTROL_PAYLOAD];
+                    let len = payload.len().min(MAX_CONTROL_PAYLOAD);
+                    copy[..len].copy_from_slice(&payload[..len]);
+                    last_ping = Some((copy, len));
+                }
+                ws::Event::Pong(_) => control_frames += 1,
                 ws::Event::Close(frame) => peer_close = Some(ws::close_reply(frame.as_ref())),
-                ws::Event::Text(_) | ws::Event::Binary(_) | ws::Event::Pong(_) => {}
+                ws::Event::Text(_) | ws::Event::Binary(_) => {}
             });
-        match (result, peer_close) {
-            (Err(error), _) => {
+        if control_frames > 0 {
+            if now >= conn.control_window.saturating_add(CONTROL_WINDOW) {
+                conn.control_window = now;
+                conn.control_frames = 0;
+            }
+            let count = u32::from(conn.control_frames).saturating_add(control_frames);
+            conn.control_frames = count.min(u32::from(u8::MAX)) as u8;
+        }
+        let failure = match result {
+            Err(error) => Some((CloseCode::from(error), error.reason())),
+            Ok(()) if u32::from(conn.control_frames) > MAX_CONTROL_FRAMES => {
+                Some((CloseCode::POLICY_VIOLATION, "control frame flood"))
+            }
+            Ok(()) => None,
+        };
+        if let Some((payload, len)) = last_ping
+            && failure.is_none()
+            && !conn.ws.is_close_sent()
+        {
+            ws::encode_frame(out, true, OpCode::Pong, &payload[..len]);
+        }
+        match (failure, peer_close) {
+            (Some((code, reason)), _) => {
                 if !conn.ws.is_close_sent() {
-                    let code = wire_close_code(CloseCode::from(error));
-                    ws::encode_close(
-                        out,
-                        Some(CloseFrame {
-                            code,
-                            reason: error.reason(),
-                        }),
-                        None,
-                    );
+                    let code = wire_close_code(code);
+                    ws::encode_close(out, Some(CloseFrame { code, reason }), None);
                     conn.ws.handle_close_sent();
                 }
-                conn.enter(Phase::Flushing, self.now);
+                conn.enter(Phase::Flushing, now);
                 self.dirty.push(key);
                 self.schedule(key);
             }
-            (Ok(()), Some(reply)) => {
+            (None, Some(reply)) => {
                 if !conn.ws.is_close_sent() {
                     ws::encode_close(out, reply, None);
                     conn.ws.handle_close_sent();
                 }
                 // The closing handshake is complete: the server closes TCP first (RFC 6455 7.1.1),
                 // at the next flush when nothing is left to send.
-                conn.enter(Phase::Flushing, self.now);
+                conn.enter(Phase::Flushing, now);
                 self.dirty.push(key);
                 self.schedule(key);
             }
-            (Ok(()), None) => {}
+            (None, None) => {}
         }
         self.push_out(key);
     }
@@ -945,6 +981,46 @@ mod state_tests {
             PING_FRAME,
             "next ping after another quiet interval"
         );
+    }
+
+    #[test]
+    fn pings_in_one_read_get_one_pong_for_the_latest() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let mut bytes = masked(0x9, b"first");
+        bytes.extend(masked(0x9, b"second"));
+        assert_eq!(h.read(key, &bytes), b"\x8a\x06second");
+    }
+
+    #[test]
+    fn control_frame_flood_closes_1008() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let ping = masked(0x9, b"");
+        for _ in 0..MAX_CONTROL_FRAMES {
+            assert_eq!(h.read(key, &ping), b"\x8a\x00");
+        }
+        assert!(!h.closed(key), "the limit itself is allowed");
+        let reply = h.read(key, &ping);
+        assert_eq!(close_code(&reply), 1008);
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn control_frame_budget_refills_each_window() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let ping = masked(0x9, b"");
+        for round in 0..3 {
+            h.shard.core.now = round * CONTROL_WINDOW;
+            for _ in 0..MAX_CONTROL_FRAMES {
+                assert_eq!(h.read(key, &ping), b"\x8a\x00");
+            }
+        }
+        assert!(!h.closed(key));
     }
 
     #[test]
