@@ -8,8 +8,11 @@
 pub mod check;
 pub mod config;
 pub mod dashboard;
+pub mod driver;
 pub mod health;
 pub mod http;
+pub mod mesh;
 pub mod metrics;
 pub mod server;
+pub mod shard;
 pub mod ws;

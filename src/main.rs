@@ -8,6 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use ringcast::check::{self, HostFacts, Profile};
 use ringcast::config::{self, ConfigLayer, LogConfig, LogFormat};
 
+/// mimalloc: small, fast size classes and low per-allocation overhead for the millions of
+/// tiny allocations a dense server makes (outboxes, partial frames, handshake buffers).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for a configuration that does not load, as clap uses for usage errors.
 const EXIT_CONFIG: u8 = 2;
 
