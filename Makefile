@@ -40,8 +40,8 @@ test-deps:
 
 ## Figure: server RSS and kernel slab growth per idle WebSocket connection (docs/benchmarks.md).
 bench-density:
-	sh benches/density.sh
+	bash benches/density.sh
 
 ## Figure: echo messages per server CPU-second, io_uring vs epoll vs Bun (docs/benchmarks.md).
 bench-echo:
-	sh benches/echo.sh
+	bash benches/echo.sh
