@@ -130,7 +130,12 @@ impl Server {
     /// arguments, and waits until every shard has logged its listener.
     pub fn start(backend: Backend, shards: usize, extra: &[&str]) -> Server {
         let shards_arg = shards.to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        // RINGCAST_TEST_BIN runs the suite against another build, a release one for instance.
+        let program = std::env::var_os("RINGCAST_TEST_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_ringcast")),
+            PathBuf::from,
+        );
+        let mut child = Command::new(program)
             .args([
                 "serve",
                 "--listen",
