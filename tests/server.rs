@@ -48,6 +48,7 @@ backend_matrix!(
     echo_binary_at_boundary_sizes,
     echo_utf8_text,
     message_above_max_size_gets_1009,
+    configured_max_message_size_is_enforced,
     fragmented_message_echoed_as_one,
     ping_answered_with_pong,
     ten_thousand_connections_on_one_shard,
@@ -61,6 +62,8 @@ backend_matrix!(
     client_close_is_echoed,
     invalid_close_code_gets_1002,
     sigterm_drains_with_1001_and_exits_0,
+    drain_timeout_ends_drain_when_clients_stay_silent,
+    silent_client_is_evicted_after_pong_deadline,
     python_websockets_client_echoes,
     node_ws_client_echoes,
 );
@@ -104,6 +107,18 @@ fn message_above_max_size_gets_1009(backend: Backend) {
         op::BINARY,
         &common::binary_payload(max_message_size() + 1),
     );
+    assert_eq!(client.expect_close(), Some(1009));
+}
+
+fn configured_max_message_size_is_enforced(backend: Backend) {
+    let server = Server::start(backend, 1, &["--max-message-size", "1000"]);
+    let mut client = Client::connect(server.addr());
+    client.assert_echo(op::BINARY, &common::binary_payload(1000));
+    // Over the limit in fragments: the limit holds after reassembly, not only per frame.
+    client
+        .send_frame(false, op::TEXT, &common::text_payload(600))
+        .expect("send");
+    let _ = client.send_frame(true, op::CONTINUATION, &common::text_payload(401));
     assert_eq!(client.expect_close(), Some(1009));
 }
 
@@ -335,6 +350,59 @@ fn sigterm_drains_with_1001_and_exits_0(backend: Backend) {
         status.code(),
         Some(0),
         "exit status after drain: {status:?}"
+    );
+}
+
+fn drain_timeout_ends_drain_when_clients_stay_silent(backend: Backend) {
+    let mut server = Server::start(backend, 1, &["--drain-timeout", "2s"]);
+    let mut silent = Client::connect(server.addr());
+    silent.assert_echo(op::TEXT, b"before drain");
+    server.signal(libc::SIGTERM);
+    assert_eq!(silent.expect_close(), Some(1001));
+    // Never answer the close: the drain timeout, not the client, ends the process.
+    let status = server
+        .wait_exit(Duration::from_secs(60))
+        .expect("server must exit after the drain timeout");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after drain timeout: {status:?}"
+    );
+}
+
+fn silent_client_is_evicted_after_pong_deadline(backend: Backend) {
+    let server = Server::start(
+        backend,
+        1,
+        &["--ping-interval", "1s", "--pong-timeout", "1s"],
+    );
+    let mut silent = Client::connect(server.addr());
+    let mut polite = Client::connect(server.addr());
+    let polite = std::thread::spawn(move || {
+        polite.answer_pings_for(Duration::from_secs(5));
+        polite
+    });
+    // The silent client reads the server's pings and never answers them.
+    let code = loop {
+        let frame = silent.read_frame().expect("read until the server gives up");
+        match frame.opcode {
+            op::PING => {}
+            op::CLOSE => break frame.close_code(),
+            other => panic!("unexpected opcode {other:#x}"),
+        }
+    };
+    assert_eq!(
+        code,
+        Some(1011),
+        "close code for a client that never answers pings"
+    );
+    // The polite one answered every ping and is still served.
+    let mut polite = polite.join().expect("polite client thread");
+    polite.send_frame(true, op::TEXT, b"alive").expect("send");
+    let echo = polite.read_message().expect("read echo");
+    assert_eq!(
+        (echo.opcode, echo.payload.as_slice()),
+        (op::TEXT, &b"alive"[..])
     );
 }
 

@@ -189,6 +189,12 @@ impl Server {
                 )
             });
             if let Some(port) = parse_listen_port(&line) {
+                // A shard must say which backend it runs, so a silent fallback cannot pass the
+                // io_uring half of the matrix on epoll.
+                assert!(
+                    line.contains(backend.flag()),
+                    "listen line without {backend:?}: {line}"
+                );
                 ports.push(port);
             }
         }
@@ -538,6 +544,34 @@ impl Client {
             "echo of a {}-byte message differs",
             payload.len()
         );
+    }
+
+    /// Answers the server's pings for `period`, as a live but quiet client does. Any other
+    /// frame fails the test.
+    pub fn answer_pings_for(&mut self, period: Duration) {
+        let deadline = Instant::now() + period;
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("set_read_timeout");
+        while Instant::now() < deadline {
+            // A timed-out read leaves any partial frame in the buffer, so the next one resumes.
+            match self.read_frame() {
+                Ok(frame) if frame.opcode == op::PING => {
+                    self.send_frame(true, op::PONG, &frame.payload)
+                        .expect("send pong");
+                }
+                Ok(frame) => panic!("unexpected frame while idle: {frame:?}"),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("idle connection failed: {e}"),
+            }
+        }
+        self.stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("set_read_timeout");
     }
 
     /// Reads until the server's close frame and returns its code.
