@@ -8,6 +8,9 @@ mkdir -p "$OUT_DIR"
 SERVER_PID=""
 SERVER_PORT=""
 
+# Logs are parsed, so no colour escapes in them.
+export NO_COLOR=1
+
 # The connection counts need more than the usual 1024 descriptors; never above the hard limit.
 ulimit -n "$(ulimit -Hn)"
 
@@ -39,7 +42,8 @@ install_bun() {
 wait_listen() {
     local log=$1 i
     for i in $(seq 1 200); do
-        SERVER_PORT=$(sed -n 's/.*listen=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -n1)
+        SERVER_PORT=$(sed -e 's/\x1b\[[0-9;]*[a-zA-Z]//g' "$log" |
+            sed -n 's/.*listen=127\.0\.0\.1:\([0-9]*\).*/\1/p' | head -n1)
         [ -n "$SERVER_PORT" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || { cat "$log" >&2; echo "bench: server died" >&2; exit 1; }
         sleep 0.05

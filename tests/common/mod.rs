@@ -145,6 +145,7 @@ impl Server {
             ])
             .args(["--shards", &shards_arg])
             .args(extra)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -167,6 +168,7 @@ impl Server {
             let tx = tx.clone();
             thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let line = strip_ansi(&line);
                     eprintln!("[ringcast] {line}");
                     // Once the test stops reading the log, keep draining the pipe anyway so
                     // the server never blocks on a full one.
@@ -252,6 +254,25 @@ impl Drop for Server {
         }
         let _ = self.child.wait();
     }
+}
+
+/// `line` without ANSI escape sequences (CSI ... letter), in case the log is coloured.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // Skip to the final byte of the sequence, a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The port in a log line holding `listen=127.0.0.1:PORT`.
