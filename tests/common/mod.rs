@@ -314,6 +314,17 @@ pub fn connect_tcp(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// One `read`, retried on EINTR: a read on a socket with a receive timeout fails with EINTR
+/// when the process is stopped and resumed, even without a signal handler (signal(7)).
+fn read_retrying(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Reads an HTTP response head from `stream`, returning it and any bytes read past it.
 pub fn read_response_head(stream: &mut TcpStream) -> io::Result<(ResponseHead, Vec<u8>)> {
     let mut buf = Vec::new();
@@ -322,7 +333,7 @@ pub fn read_response_head(stream: &mut TcpStream) -> io::Result<(ResponseHead, V
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break pos + 4;
         }
-        let n = stream.read(&mut chunk)?;
+        let n = read_retrying(stream, &mut chunk)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -473,7 +484,7 @@ impl Client {
     fn fill(&mut self, n: usize) -> io::Result<()> {
         let mut chunk = vec![0u8; 64 * 1024];
         while self.buf.len() < n {
-            let got = self.stream.read(&mut chunk)?;
+            let got = read_retrying(&mut self.stream, &mut chunk)?;
             if got == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -616,7 +627,7 @@ impl Client {
             self.buf
         );
         let mut byte = [0u8; 1];
-        match self.stream.read(&mut byte) {
+        match read_retrying(&mut self.stream, &mut byte) {
             Ok(0) => {}
             Ok(_) => panic!("data after the close frame"),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
