@@ -51,6 +51,9 @@ backend_matrix!(
     configured_max_message_size_is_enforced,
     fragmented_message_echoed_as_one,
     ping_answered_with_pong,
+    pipelined_messages_echoed_in_order,
+    frames_split_across_many_reads,
+    slow_consumer_is_cut_off,
     ten_thousand_connections_on_one_shard,
     ten_thousand_connections_across_shards,
     bad_key_gets_400,
@@ -186,6 +189,91 @@ fn ping_answered_with_pong(backend: Backend) {
         );
     }
     client.assert_echo(op::TEXT, b"still open");
+}
+
+fn pipelined_messages_echoed_in_order(backend: Backend) {
+    let server = Server::start(backend, 1, &[]);
+    let mut client = Client::connect(server.addr());
+    // A thousand frames of mixed sizes in one write: many frames per read, some cut at the end.
+    let messages: Vec<Vec<u8>> = (0..1000)
+        .map(|i| common::binary_payload(i * 37 % 2000))
+        .collect();
+    let batch: Vec<u8> = messages
+        .iter()
+        .flat_map(|m| common::encode_client_frame(true, op::BINARY, m, [1, 2, 3, 4]))
+        .collect();
+    client.send_raw(&batch).expect("send batch");
+    for (i, message) in messages.iter().enumerate() {
+        let echo = client.read_message().expect("read echo");
+        assert!(
+            echo.payload == *message,
+            "message {i} of the batch came back different"
+        );
+    }
+}
+
+fn frames_split_across_many_reads(backend: Backend) {
+    let server = Server::start(backend, 1, &[]);
+    let mut client = Client::connect(server.addr());
+    for size in [5, 300, 40_000] {
+        let payload = common::text_payload(size);
+        let frame = common::encode_client_frame(true, op::TEXT, &payload, [9, 8, 7, 6]);
+        // The header a byte at a time, then the payload in three parts, each its own segment
+        // (no delay on the socket, a pause between writes), so the server sees partial frames.
+        let (head, body) = frame.split_at(frame.len() - payload.len());
+        let third = body.len() / 3 + 1;
+        for part in head.chunks(1).chain(body.chunks(third)) {
+            client.send_raw(part).expect("send part");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let echo = client.read_message().expect("read echo");
+        assert!(
+            echo.payload == payload,
+            "split {size}-byte message came back different"
+        );
+    }
+}
+
+/// Most bytes the slow-consumer test writes: far above any kernel socket buffers plus the
+/// server's outbox limit (1 MiB by default, shared/LIMITS.md), so a server without the limit
+/// lets the whole amount through.
+const SLOW_CONSUMER_BYTES: usize = 64 * 1024 * 1024;
+
+fn slow_consumer_is_cut_off(backend: Backend) {
+    let server = Server::start(backend, 1, &[]);
+    let mut slow = Client::connect(server.addr());
+    slow.set_write_timeout(Duration::from_secs(5));
+    let message = common::binary_payload(64 * 1024);
+    let mut sent = 0;
+    // Never read: every echo piles up in the kernel buffers, then in the server's outbox.
+    while sent < SLOW_CONSUMER_BYTES && slow.send_frame(true, op::BINARY, &message).is_ok() {
+        sent += message.len();
+    }
+    assert!(
+        sent < SLOW_CONSUMER_BYTES,
+        "server buffered {sent} bytes for a client that never reads"
+    );
+    // What was queued before the cut comes out first, then a 1008 close or the end of the stream.
+    loop {
+        match slow.read_frame() {
+            Ok(frame) if frame.opcode == op::BINARY => {}
+            Ok(frame) => {
+                assert_eq!(frame.close_code(), Some(1008), "close for a slow consumer");
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                    ),
+                    "slow consumer must be closed, got {e}"
+                );
+                break;
+            }
+        }
+    }
+    Client::connect(server.addr()).assert_echo(op::TEXT, b"others still served");
 }
 
 /// How many connections the concurrency tests hold: half the 20000 open files one process gets

@@ -458,6 +458,13 @@ impl Client {
         Client::connect_path(addr, "/echo")
     }
 
+    /// Bounds how long one write may block, for clients that stop reading on purpose.
+    pub fn set_write_timeout(&mut self, timeout: Duration) {
+        self.stream
+            .set_write_timeout(Some(timeout))
+            .expect("set_write_timeout");
+    }
+
     /// Writes raw bytes to the socket.
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
