@@ -16,7 +16,7 @@ for server in $SERVERS; do
     echo "bench: $server: opening $CONNS idle connections" >&2
     python3 benches/ws_client.py idle --port "$SERVER_PORT" --server-pid "$SERVER_PID" \
         --conns "$CONNS" | sed "s/^{/{\"server\": \"$server\", /" >>"$RESULTS"
-    stop_server
+    stop_server "$SERVER_PID"
     sleep 2
 done
 python3 benches/report.py density "$RESULTS"

@@ -14,14 +14,22 @@ export NO_COLOR=1
 # The connection counts need more than the usual 1024 descriptors; never above the hard limit.
 ulimit -n "$(ulimit -Hn)"
 
+STARTED_PIDS=()
+
+# stop_server PID: stops one server started here (SIGTERM, then waits for it).
 stop_server() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID"
-        wait "$SERVER_PID" 2>/dev/null || true
+    local pid=$1
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid"
+        wait "$pid" 2>/dev/null || true
     fi
-    SERVER_PID=""
 }
-trap stop_server EXIT
+
+stop_all() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do stop_server "$pid"; done
+}
+trap stop_all EXIT
 
 build_ringcast() {
     echo "bench: cargo build --release --bin ringcast" >&2
@@ -68,6 +76,7 @@ start_server() {
         *) echo "bench: unknown server $name" >&2; exit 1 ;;
     esac
     SERVER_PID=$!
+    STARTED_PIDS+=("$SERVER_PID")
     wait_listen "$log"
     echo "bench: $name pid $SERVER_PID port $SERVER_PORT" >&2
 }

@@ -55,6 +55,27 @@ def meminfo_kib(key):
     raise KeyError(key)
 
 
+def slab_bytes_by_cache():
+    """Bytes held by each slab cache (num_objs * objsize), or {} where /proc/slabinfo is
+    unreadable (it needs root)."""
+    try:
+        lines = open("/proc/slabinfo").read().splitlines()[2:]
+    except OSError:
+        return {}
+    caches = {}
+    for line in lines:
+        fields = line.split()
+        caches[fields[0]] = int(fields[2]) * int(fields[3])
+    return caches
+
+
+def top_growth(before, after, n, conns):
+    """The n caches that grew most, in bytes per connection."""
+    growth = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    top = sorted(growth.items(), key=lambda item: -item[1])[:n]
+    return {name: round(delta / conns, 1) for name, delta in top if delta > 0}
+
+
 def client_frame(opcode, payload):
     n = len(payload)
     if n < 126:
@@ -113,6 +134,7 @@ async def idle(args):
     rss_before = proc_status_kib(args.server_pid, "VmRSS")
     slab_before = meminfo_kib("Slab")
     sunreclaim_before = meminfo_kib("SUnreclaim")
+    caches_before = slab_bytes_by_cache()
     started = time.monotonic()
     conns = await open_many(args)
     opened_in = time.monotonic() - started
@@ -122,6 +144,7 @@ async def idle(args):
     rss_after = proc_status_kib(args.server_pid, "VmRSS")
     slab_after = meminfo_kib("Slab")
     sunreclaim_after = meminfo_kib("SUnreclaim")
+    caches_after = slab_bytes_by_cache()
     n = args.conns
     result = {
         "mode": "idle",
@@ -134,6 +157,8 @@ async def idle(args):
         "sunreclaim_bytes_per_conn_both_ends": round(
             (sunreclaim_after - sunreclaim_before) * 1024 / n, 1
         ),
+        # Where the kernel's bytes went, both ends of each loopback connection together.
+        "slab_top_caches_bytes_per_conn": top_growth(caches_before, caches_after, 8, n),
     }
     for task in keepers:
         task.cancel()
