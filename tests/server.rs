@@ -132,7 +132,7 @@ fn fragmented_message_echoed_as_one(backend: Backend) {
     client
         .send_frame(false, op::CONTINUATION, b"lo, ")
         .expect("send");
-    // A control frame between fragments is allowed and answered at once (RFC 6455 section 5.4).
+    // A control frame between fragments is allowed and answered (RFC 6455 section 5.4).
     client.send_frame(true, op::PING, b"mid").expect("send");
     client
         .send_frame(false, op::CONTINUATION, b"")
@@ -140,12 +140,22 @@ fn fragmented_message_echoed_as_one(backend: Backend) {
     client
         .send_frame(true, op::CONTINUATION, b"world")
         .expect("send");
-    let pong = client.read_frame().expect("read pong");
+    // The pong may come before or after the echo: RFC 6455 section 5.5.2 asks for it "as soon as
+    // is practical", not for an order, and a server may answer once per read.
+    let mut frames = [
+        client.read_frame().expect("read"),
+        client.read_frame().expect("read"),
+    ];
+    frames.sort_by_key(|f| f.opcode);
+    let [echo, pong] = frames;
     assert_eq!(
-        (pong.opcode, pong.payload.as_slice()),
-        (op::PONG, &b"mid"[..])
+        pong,
+        common::Frame {
+            fin: true,
+            opcode: op::PONG,
+            payload: b"mid".to_vec()
+        }
     );
-    let echo = client.read_frame().expect("read echo");
     assert_eq!(
         echo,
         common::Frame {
