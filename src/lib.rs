@@ -6,5 +6,9 @@
 //! elsewhere. See `docs/architecture.md` for the shape of the whole.
 
 pub mod config;
+pub mod driver;
 pub mod http;
+pub mod mesh;
+pub mod server;
+pub mod shard;
 pub mod ws;

@@ -1,0 +1,1072 @@
+//! A shard: one event loop on one thread, owning its listener, driver, connection slab and timer
+//! wheel. The loop is generic over [`Driver`], so the connection state machine below is written
+//! once for io_uring and epoll.
+//!
+//! A loop turn: [`Driver::wait`] (submits everything queued, sleeps until an event or the next
+//! wheel tick), handle every ready event (reads go through the HTTP head reader or the WebSocket
+//! decoder, answers are encoded into the connection's outbox), flush (start one send per
+//! connection with something queued and none in flight, close what must close), then advance
+//! the wheel to the current tick.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::driver::{ConnKey, Driver, Event};
+use crate::http::{self, StatusCode};
+use crate::mesh::{Mailbox, MeshMessage};
+use crate::ws::{self, CloseCode, CloseFrame, OpCode};
+
+pub mod conn;
+pub mod outbox;
+pub mod slab;
+pub mod wheel;
+
+use conn::{Conn, NOT_FILED, Phase, Route, flags};
+use wheel::{Tick, TimerWheel};
+
+/// Length of one wheel tick, the granularity of every connection deadline. 100 ms keeps the
+/// loop's wake-ups at ten a second when idle while every configured timeout (seconds) stays
+/// accurate to a tenth of a second.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// The routing table: request path to what the connection serves. Later routes (`/app/{key}`,
+/// `/health`, `/metrics`, the HTTP API) are rows here.
+const ROUTES: &[(&str, Route)] = &[("/echo", Route::Echo)];
+
+/// Longest control-frame payload (RFC 6455 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Inbound Ping and Pong frames allowed per [`CONTROL_WINDOW`] before the connection is closed
+/// with 1008. `shared/LIMITS.md` asks for about 10 a second; 20 leaves room for a client that
+/// sends a burst of pings at once (the Autobahn suite sends 10 back to back).
+const MAX_CONTROL_FRAMES: u32 = 20;
+
+/// The window [`MAX_CONTROL_FRAMES`] is counted over: one second of ticks.
+const CONTROL_WINDOW: Tick = 10;
+
+/// A pre-encoded unmasked Ping with an empty payload (opcode 0x9, FIN, length 0).
+const PING_FRAME: [u8; 2] = [0x89, 0x00];
+
+/// Connections held by all shards of the process, against `max_connections`. One relaxed
+/// atomic touched on accept and close only, never per message.
+#[derive(Debug)]
+pub struct ConnLimit {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl ConnLimit {
+    /// A limit of `max` connections.
+    pub fn new(max: usize) -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    fn try_acquire(&self) -> bool {
+        if self.open.fetch_add(1, Ordering::Relaxed) < self.max {
+            true
+        } else {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    fn release(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now, across shards.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Every configured duration in ticks (rounded up; 0 disables ping and idle).
+#[derive(Debug, Clone, Copy)]
+struct Ticks {
+    handshake: Tick,
+    ping: Tick,
+    pong: Tick,
+    idle: Tick,
+    close: Tick,
+    drain: Tick,
+}
+
+fn ticks(d: Duration) -> Tick {
+    d.as_millis()
+        .div_ceil(TICK.as_millis())
+        .min(u128::from(Tick::MAX / 2)) as Tick
+}
+
+impl Ticks {
+    fn new(config: &Config) -> Self {
+        Self {
+            handshake: ticks(config.handshake_timeout).max(1),
+            ping: ticks(config.ping_interval),
+            pong: ticks(config.pong_timeout).max(1),
+            idle: ticks(config.idle_timeout),
+            close: ticks(config.close_timeout).max(1),
+            drain: ticks(config.drain_timeout),
+        }
+    }
+}
+
+/// Why a shard's loop stopped with an error.
+#[derive(Debug)]
+pub enum ShardError {
+    /// The driver's wait failed: the event loop cannot go on.
+    Driver(io::Error),
+}
+
+impl std::fmt::Display for ShardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Driver(e) => write!(f, "event loop failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ShardError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Driver(e) => Some(e),
+        }
+    }
+}
+
+/// One shard: a driver and the state its events act on.
+pub struct Shard<D: Driver> {
+    driver: D,
+    core: Core,
+}
+
+/// Everything of a shard but the driver, so that bytes lent by the driver and the connection
+/// they belong to can be borrowed at once.
+struct Core {
+    config: Arc<Config>,
+    ticks: Ticks,
+    conns: slab::ConnSlab<Conn>,
+    wheel: TimerWheel,
+    started: Instant,
+    now: Tick,
+    /// Frames encoded while handling one read, pushed to the outbox as one buffer.
+    out: Vec<u8>,
+    /// Connections to flush or close at the end of the turn.
+    dirty: Vec<ConnKey>,
+    mailbox: Mailbox,
+    limit: Arc<ConnLimit>,
+    /// Tick the drain gives up waiting, once draining.
+    drain_until: Option<Tick>,
+    stop: bool,
+    last_accept_warning: Option<Tick>,
+}
+
+impl<D: Driver> Shard<D> {
+    /// A shard that accepts on `listener` (bound, listening, non-blocking) once [`Shard::run`]s.
+    pub fn new(
+        mut driver: D,
+        listener: OwnedFd,
+        config: Arc<Config>,
+        mailbox: Mailbox,
+        limit: Arc<ConnLimit>,
+    ) -> io::Result<Self> {
+        driver.listen(listener)?;
+        let ticks = Ticks::new(&config);
+        Ok(Self {
+            driver,
+            core: Core {
+                config,
+                ticks,
+                conns: slab::ConnSlab::default(),
+                wheel: TimerWheel::default(),
+                started: Instant::now(),
+                now: 0,
+                out: Vec::new(),
+                dirty: Vec::new(),
+                mailbox,
+                limit,
+                drain_until: None,
+                stop: false,
+                last_accept_warning: None,
+            },
+        })
+    }
+
+    /// Runs the loop until a drain completes or a stop is asked for.
+    pub fn run(mut self) -> Result<(), ShardError> {
+        let mut transmit = Vec::new();
+        loop {
+            let next_tick = self.core.started + TICK * (self.core.now + 1);
+            let timeout = next_tick
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            self.driver.wait(timeout).map_err(ShardError::Driver)?;
+            while let Some(event) = self.driver.poll_event() {
+                self.handle_event(event);
+            }
+            self.flush(&mut transmit);
+            let now = self.core.tick_now();
+            self.core.advance(now);
+            self.flush(&mut transmit);
+            if self.core.stop || self.core.drain_done() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        let core = &mut self.core;
+        match event {
+            Event::Accepted(socket) => core.handle_accept(&mut self.driver, socket),
+            Event::AcceptError(e) => core.handle_accept_error(&e),
+            Event::Recv { key, buf } => {
+                let data = self.driver.recv_buf(buf);
+                core.handle_read(key, data);
+                self.driver.release(buf);
+            }
+            Event::RecvStopped { key } => {
+                if core.conns.get(key).is_some() {
+                    self.driver.resume_recv(key);
+                }
+            }
+            Event::Eof { key } => core.close_now(key),
+            Event::Sent { key, result } => core.handle_sent(key, result),
+            Event::Connected { key, .. } => core.close_now(key),
+            Event::Wake => {
+                while let Some(message) = core.mailbox.poll_message() {
+                    match message {
+                        MeshMessage::Drain => core.begin_drain(&mut self.driver),
+                        MeshMessage::Stop => core.stop = true,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts sends and closes for every connection touched this turn.
+    fn flush(&mut self, transmit: &mut Vec<Bytes>) {
+        let core = &mut self.core;
+        while let Some(key) = core.dirty.pop() {
+            let Some(conn) = core.conns.get_mut(key) else {
+                continue;
+            };
+            let flushed = conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT);
+            if conn.has(flags::CLOSE_NOW) || (conn.phase == Phase::Flushing && flushed) {
+                self.driver.close(key);
+                core.conns.remove(key);
+                core.limit.release();
+                continue;
+            }
+            if !conn.has(flags::SEND_IN_FLIGHT) && !conn.outbox.is_empty() {
+                conn.outbox.poll_transmit(transmit);
+                conn.flags |= flags::SEND_IN_FLIGHT;
+                self.driver.send(key, transmit);
+            }
+        }
+    }
+}
+
+impl Core {
+    fn tick_now(&self) -> Tick {
+        (self.started.elapsed().as_millis() / TICK.as_millis()).min(u128::from(Tick::MAX - 1))
+            as Tick
+    }
+
+    fn drain_done(&self) -> bool {
+        self.drain_until
+            .is_some_and(|until| self.conns.is_empty() || self.now >= until)
+    }
+
+    fn handle_accept(&mut self, driver: &mut impl Driver, socket: OwnedFd) {
+        if self.drain_until.is_some() || !self.limit.try_acquire() {
+            return;
+        }
+        // Small frames go out at once: latency matters more than packet count for echo and
+        // pub/sub, and every send already gathers whatever is queued.
+        let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
+        let Some(key) = self.conns.insert(Conn::new(self.now)) else {
+            self.limit.release();
+            return;
+        };
+        if driver.register(key, socket).is_err() {
+            self.conns.remove(key);
+            self.limit.release();
+            return;
+        }
+        self.schedule(key);
+    }
+
+    fn handle_accept_error(&mut self, error: &io::Error) {
+        // Rate-limited: at EMFILE the driver retries every tick.
+        let quiet = self
+            .last_accept_warning
+            .is_some_and(|at| self.now < at + ticks(Duration::from_secs(10)));
+        if !quiet {
+            self.last_accept_warning = Some(self.now);
+            tracing::warn!(error = %error, open = self.limit.open(), "accept failed; retrying");
+        }
+    }
+
+    fn close_now(&mut self, key: ConnKey) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.flags |= flags::CLOSE_NOW;
+            self.dirty.push(key);
+        }
+    }
+
+    fn handle_sent(&mut self, key: ConnKey, result: io::Result<usize>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.flags &= !flags::SEND_IN_FLIGHT;
+        match result {
+            Ok(n) => conn.outbox.handle_sent(n),
+            Err(_) => conn.flags |= flags::CLOSE_NOW,
+        }
+        self.dirty.push(key);
+    }
+
+    fn handle_read(&mut self, key: ConnKey, data: &mut [u8]) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.last_rx = now;
+        conn.flags &= !flags::PING_OUTSTANDING;
+        match conn.phase {
+            Phase::Handshake => self.handle_head_bytes(key, data),
+            Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
+            Phase::Flushing => {}
+        }
+    }
+
+    fn handle_head_bytes(&mut self, key: ConnKey, data: &[u8]) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let reader = conn.head.get_or_insert_with(Default::default);
+        match reader.handle_read(&self.config.http, data) {
+            Ok(http::Status::Partial) => {}
+            Ok(http::Status::Complete(_)) => self.answer_handshake(key),
+            Err(e) => self.http_error(key, e.status(), &[]),
+        }
+    }
+
+    /// The head is complete: route it, then upgrade or refuse.
+    fn answer_handshake(&mut self, key: ConnKey) {
+        let draining = self.drain_until.is_some();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(reader) = conn.head.take() else {
+            return;
+        };
+        let outcome = match reader.parse(&self.config.http) {
+            Err(e) => Err((e.status(), &[][..])),
+            Ok(_) if draining => Err((StatusCode::SERVICE_UNAVAILABLE, &[][..])),
+            Ok(req) => match ROUTES.iter().find(|(path, _)| *path == req.path) {
+                None => Err((StatusCode::NOT_FOUND, &[][..])),
+                Some(&(_, route)) => match http::validate_upgrade(&req, &self.config.http) {
+                    Ok(upgrade) => {
+                        let accept = ws::accept_key(upgrade.key);
+                        http::write_switching_protocols(&mut self.out, &accept, None);
+                        Ok(route)
+                    }
+                    Err(e) => Err((e.status(), e.extra_headers())),
+                },
+            },
+        };
+        match outcome {
+            Err((status, extra)) => self.http_error(key, status, extra),
+            Ok(route) => {
+                conn.route = route;
+                conn.enter(Phase::Open, self.now);
+                self.push_out(key);
+                self.schedule(key);
+                let mut early = reader.into_after_head();
+                if !early.is_empty() {
+                    self.handle_ws_bytes(key, &mut early);
+                }
+            }
+        }
+    }
+
+    fn http_error(&mut self, key: ConnKey, status: StatusCode, extra: &[(&str, &str)]) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.head = None;
+        conn.enter(Phase::Flushing, self.now);
+        http::write_error(&mut self.out, status, extra);
+        self.push_out(key);
+        self.schedule(key);
+    }
+
+    fn handle_ws_bytes(&mut self, key: ConnKey, data: &mut [u8]) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let echo = conn.route == Route::Echo;
+        let out = &mut self.out;
+        let mut peer_close = None;
+        let mut control_frames = 0u32;
+        // Pongs are coalesced: only the latest Ping of a read is answered (RFC 6455 5.5.3).
+        let mut last_ping: Option<([u8; MAX_CONTROL_PAYLOAD], usize)> = None;
+        let result = conn
+            .ws
+            .handle_read(&self.config.ws, data, &mut |event| match event {
+                ws::Event::Text(text) if echo => {
+                    ws::encode_frame(out, true, OpCode::Text, text.as_bytes());
+                }
+                ws::Event::Binary(bytes) if echo => {
+                    ws::encode_frame(out, true, OpCode::Binary, bytes)
+                }
+                ws::Event::Ping(payload) => {
+                    control_frames += 1;
+                    let mut copy = [0; MAX_CONTROL_PAYLOAD];
+                    let len = payload.len().min(MAX_CONTROL_PAYLOAD);
+                    copy[..len].copy_from_slice(&payload[..len]);
+                    last_ping = Some((copy, len));
+                }
+                ws::Event::Pong(_) => control_frames += 1,
+                ws::Event::Close(frame) => peer_close = Some(ws::close_reply(frame.as_ref())),
+                ws::Event::Text(_) | ws::Event::Binary(_) => {}
+            });
+        if control_frames > 0 {
+            if now >= conn.control_window.saturating_add(CONTROL_WINDOW) {
+                conn.control_window = now;
+                conn.control_frames = 0;
+            }
+            let count = u32::from(conn.control_frames).saturating_add(control_frames);
+            conn.control_frames = count.min(u32::from(u8::MAX)) as u8;
+        }
+        let failure = match result {
+            Err(error) => Some((CloseCode::from(error), error.reason())),
+            Ok(()) if u32::from(conn.control_frames) > MAX_CONTROL_FRAMES => {
+                Some((CloseCode::POLICY_VIOLATION, "control frame flood"))
+            }
+            Ok(()) => None,
+        };
+        if let Some((payload, len)) = last_ping
+            && failure.is_none()
+            && !conn.ws.is_close_sent()
+        {
+            ws::encode_frame(out, true, OpCode::Pong, &payload[..len]);
+        }
+        match (failure, peer_close) {
+            (Some((code, reason)), _) => {
+                if !conn.ws.is_close_sent() {
+                    let code = wire_close_code(code);
+                    ws::encode_close(out, Some(CloseFrame { code, reason }), None);
+                    conn.ws.handle_close_sent();
+                }
+                conn.enter(Phase::Flushing, now);
+                self.dirty.push(key);
+                self.schedule(key);
+            }
+            (None, Some(reply)) => {
+                if !conn.ws.is_close_sent() {
+                    ws::encode_close(out, reply, None);
+                    conn.ws.handle_close_sent();
+                }
+                // The closing handshake is complete: the server closes TCP first (RFC 6455 7.1.1),
+                // at the next flush when nothing is left to send.
+                conn.enter(Phase::Flushing, now);
+                self.dirty.push(key);
+                self.schedule(key);
+            }
+            (None, None) => {}
+        }
+        self.push_out(key);
+    }
+
+    /// Moves what was encoded into the connection's outbox, enforcing the outbox limit.
+    fn push_out(&mut self, key: ConnKey) {
+        if self.out.is_empty() {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            self.out.clear();
+            return;
+        };
+        conn.outbox.push(Bytes::copy_from_slice(&self.out));
+        self.out.clear();
+        self.dirty.push(key);
+        if conn.outbox.queued_bytes() > self.config.max_outbox_bytes {
+            // A slow consumer. Without a send in flight the queue can be replaced by a close
+            // frame; with one, the stream may stop mid-frame, so only closing TCP is safe.
+            if conn.has(flags::SEND_IN_FLIGHT) || conn.phase == Phase::Flushing {
+                conn.flags |= flags::CLOSE_NOW;
+            } else {
+                conn.outbox.clear();
+                let close = CloseFrame {
+                    code: CloseCode::POLICY_VIOLATION,
+                    reason: "slow consumer",
+                };
+                ws::encode_close(&mut self.out, Some(close), None);
+                conn.outbox.push(Bytes::copy_from_slice(&self.out));
+                self.out.clear();
+                conn.ws.handle_close_sent();
+                conn.enter(Phase::Flushing, self.now);
+                self.schedule(key);
+            }
+        }
+    }
+
+    /// Sends our close frame and waits for the peer's under the close deadline.
+    fn start_close(&mut self, key: ConnKey, code: CloseCode, reason: &str) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.ws.is_close_sent() {
+            return;
+        }
+        ws::encode_close(
+            &mut self.out,
+            Some(CloseFrame {
+                code: wire_close_code(code),
+                reason,
+            }),
+            None,
+        );
+        conn.ws.handle_close_sent();
+        conn.enter(Phase::Closing, self.now);
+        self.push_out(key);
+        self.schedule(key);
+    }
+
+    fn begin_drain(&mut self, driver: &mut impl Driver) {
+        if self.drain_until.is_some() {
+            return;
+        }
+        driver.stop_accepting();
+        self.drain_until = Some(self.now.saturating_add(self.ticks.drain));
+        let keys: Vec<ConnKey> = self.conns.keys().collect();
+        for key in keys {
+            match self.conns.get(key).map(|conn| conn.phase) {
+                Some(Phase::Handshake) => {
+                    self.http_error(key, StatusCode::SERVICE_UNAVAILABLE, &[]);
+                }
+                Some(Phase::Open) => {
+                    self.start_close(key, CloseCode::GOING_AWAY, "server draining")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Files the connection's deadline in the wheel when it is earlier than what is filed.
+    fn schedule(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let Some(due) = deadline(&self.ticks, conn) else {
+            return;
+        };
+        if due < conn.wheel_due {
+            self.wheel.insert(key, due);
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.wheel_due = due;
+            }
+        }
+    }
+
+    /// Advances the wheel to `now`, acting on every deadline that came.
+    fn advance(&mut self, now: Tick) {
+        self.now = now;
+        let mut due_keys = Vec::new();
+        self.wheel
+            .advance(now, &mut |_, key, due| due_keys.push((key, due)));
+        for (key, due) in due_keys {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.wheel_due != due {
+                continue;
+            }
+            conn.wheel_due = NOT_FILED;
+            match deadline(&self.ticks, conn) {
+                Some(deadline) if deadline > now => self.schedule(key),
+                Some(_) => self.handle_deadline(key),
+                None => {}
+            }
+        }
+    }
+
+    fn handle_deadline(&mut self, key: ConnKey) {
+        let now = self.now;
+        let t = self.ticks;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match conn.phase {
+            // Slowloris: a head not complete in time gets no answer, only a closed socket.
+            Phase::Handshake | Phase::Closing | Phase::Flushing => self.close_now(key),
+            Phase::Open if conn.has(flags::PING_OUTSTANDING) => {
+                self.start_close(key, CloseCode::INTERNAL_ERROR, "pong timeout");
+            }
+            Phase::Open if t.idle > 0 && now >= conn.last_rx + t.idle => {
+                self.start_close(key, CloseCode::NORMAL, "idle timeout");
+            }
+            Phase::Open => {
+                conn.flags |= flags::PING_OUTSTANDING;
+                conn.since = now;
+                conn.outbox.push(Bytes::from_static(&PING_FRAME));
+                self.dirty.push(key);
+                self.schedule(key);
+            }
+        }
+    }
+}
+
+/// The tick the connection's current deadline falls on; `None` when it has none.
+fn deadline(t: &Ticks, conn: &Conn) -> Option<Tick> {
+    match conn.phase {
+        Phase::Handshake => Some(conn.since + t.handshake),
+        Phase::Closing | Phase::Flushing => Some(conn.since + t.close),
+        Phase::Open if conn.has(flags::PING_OUTSTANDING) => Some(conn.since + t.pong),
+        Phase::Open => {
+            let ping = (t.ping > 0).then(|| conn.last_rx + t.ping);
+            let idle = (t.idle > 0).then(|| conn.last_rx + t.idle);
+            ping.into_iter().chain(idle).min()
+        }
+    }
+}
+
+/// The code to put on the wire: 1005, 1006 and 1015 only describe a close locally
+/// (RFC 6455 7.4.1) and are never sent; a protocol error is said instead.
+fn wire_close_code(code: CloseCode) -> CloseCode {
+    match code.0 {
+        1005 | 1006 | 1015 => CloseCode::PROTOCOL_ERROR,
+        _ => code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_only_close_codes_never_reach_the_wire() {
+        let cases = [
+            (1005, 1002),
+            (1006, 1002),
+            (1015, 1002),
+            (1000, 1000),
+            (1011, 1011),
+            (4100, 4100),
+        ];
+        for (code, wire) in cases {
+            assert_eq!(wire_close_code(CloseCode(code)), CloseCode(wire));
+        }
+    }
+
+    #[test]
+    fn durations_round_up_to_ticks() {
+        let cases = [(0, 0), (1, 1), (100, 1), (101, 2), (25_000, 250)];
+        for (ms, expected) in cases {
+            assert_eq!(ticks(Duration::from_millis(ms)), expected, "{ms} ms");
+        }
+    }
+
+    #[test]
+    fn limit_refuses_past_max_and_frees_on_release() {
+        let limit = ConnLimit::new(2);
+        assert!(limit.try_acquire());
+        assert!(limit.try_acquire());
+        assert!(!limit.try_acquire());
+        limit.release();
+        assert!(limit.try_acquire());
+        assert_eq!(limit.open(), 2);
+    }
+}
+
+/// The connection state machine driven through a fake driver: events in, bytes out, simulated
+/// ticks; no sockets or clocks involved.
+#[cfg(test)]
+mod state_tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::driver::RecvBuf;
+    use crate::driver::sys::Waker;
+
+    #[derive(Default)]
+    struct FakeDriver {
+        bufs: Vec<Vec<u8>>,
+        sent: Vec<(ConnKey, Vec<u8>)>,
+        closed: Vec<ConnKey>,
+        stopped_accepting: bool,
+        waker: Option<Waker>,
+    }
+
+    impl Driver for FakeDriver {
+        fn backend(&self) -> &'static str {
+            "fake"
+        }
+        fn listen(&mut self, _listener: OwnedFd) -> io::Result<()> {
+            Ok(())
+        }
+        fn stop_accepting(&mut self) {
+            self.stopped_accepting = true;
+        }
+        fn register(&mut self, _key: ConnKey, _socket: OwnedFd) -> io::Result<()> {
+            Ok(())
+        }
+        fn adopt_connecting(&mut self, _key: ConnKey, _socket: OwnedFd) -> io::Result<()> {
+            Ok(())
+        }
+        fn resume_recv(&mut self, _key: ConnKey) {}
+        fn send(&mut self, key: ConnKey, frames: &mut Vec<Bytes>) {
+            self.sent.push((key, frames.concat()));
+            frames.clear();
+        }
+        fn close(&mut self, key: ConnKey) {
+            self.closed.push(key);
+        }
+        fn wait(&mut self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn poll_event(&mut self) -> Option<Event> {
+            None
+        }
+        fn recv_buf(&mut self, buf: RecvBuf) -> &mut [u8] {
+            &mut self.bufs[usize::from(buf.id)]
+        }
+        fn release(&mut self, _buf: RecvBuf) {}
+        fn waker(&self) -> Waker {
+            self.waker.clone().expect("waker")
+        }
+    }
+
+    struct Harness {
+        shard: Shard<FakeDriver>,
+        transmit: Vec<Bytes>,
+        _peers: VecDeque<std::os::unix::net::UnixStream>,
+    }
+
+    fn fd() -> (OwnedFd, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        (OwnedFd::from(a), b)
+    }
+
+    impl Harness {
+        fn new(config: Config) -> Self {
+            let eventfd = Arc::new(crate::driver::sys::eventfd().expect("eventfd"));
+            let waker = Waker::new(eventfd);
+            let (_tx, mailbox) = Mailbox::new(waker.clone());
+            let driver = FakeDriver {
+                waker: Some(waker),
+                ..FakeDriver::default()
+            };
+            let (listener, peer) = fd();
+            let limit = Arc::new(ConnLimit::new(100));
+            let shard =
+                Shard::new(driver, listener, Arc::new(config), mailbox, limit).expect("shard");
+            Self {
+                shard,
+                transmit: Vec::new(),
+                _peers: VecDeque::from([peer]),
+            }
+        }
+
+        fn accept(&mut self) -> ConnKey {
+            let (socket, peer) = fd();
+            self._peers.push_back(peer);
+            self.shard.handle_event(Event::Accepted(socket));
+            self.shard.core.conns.keys().last().expect("accepted")
+        }
+
+        /// Feeds bytes, flushes, completes every send, returns what was sent.
+        fn read(&mut self, key: ConnKey, bytes: &[u8]) -> Vec<u8> {
+            self.shard.driver.bufs = vec![bytes.to_vec()];
+            let buf = RecvBuf {
+                id: 0,
+                len: bytes.len() as u32,
+            };
+            self.shard.handle_event(Event::Recv { key, buf });
+            self.settle(key)
+        }
+
+        fn settle(&mut self, key: ConnKey) -> Vec<u8> {
+            let mut out = Vec::new();
+            loop {
+                self.shard.flush(&mut self.transmit);
+                let sent = std::mem::take(&mut self.shard.driver.sent);
+                if sent.is_empty() {
+                    return out;
+                }
+                for (k, bytes) in sent {
+                    assert_eq!(k, key);
+                    out.extend_from_slice(&bytes);
+                    self.shard.handle_event(Event::Sent {
+                        key: k,
+                        result: Ok(bytes.len()),
+                    });
+                }
+            }
+        }
+
+        fn advance(&mut self, key: ConnKey, now: Tick) -> Vec<u8> {
+            self.shard.core.advance(now);
+            self.settle(key)
+        }
+
+        fn closed(&self, key: ConnKey) -> bool {
+            self.shard.driver.closed.contains(&key) && self.shard.core.conns.get(key).is_none()
+        }
+
+        fn upgrade(&mut self, key: ConnKey) {
+            let out = self.read(key, UPGRADE);
+            assert!(
+                out.starts_with(b"HTTP/1.1 101 "),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+
+    const UPGRADE: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        ws::encode_masked_frame(
+            &mut out,
+            true,
+            OpCode::from_bits(opcode).expect("op"),
+            payload,
+            [1, 2, 3, 4],
+        );
+        out
+    }
+
+    fn close_code(frame: &[u8]) -> u16 {
+        assert_eq!(frame[0], 0x88, "not a close frame: {frame:?}");
+        u16::from_be_bytes([frame[2], frame[3]])
+    }
+
+    #[test]
+    fn upgrade_then_echo_then_close_handshake() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        assert!(
+            h.shard.core.conns.get(key).expect("conn").head.is_none(),
+            "head reader freed"
+        );
+        assert_eq!(h.read(key, &masked(0x1, b"hello")), b"\x81\x05hello");
+        assert_eq!(
+            h.read(key, &masked(0x2, &[7; 200]))[..4],
+            [0x82, 126, 0, 200]
+        );
+        let mut close = Vec::new();
+        ws::encode_close(
+            &mut close,
+            Some(CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: "",
+            }),
+            Some([9; 4]),
+        );
+        let reply = h.read(key, &close);
+        assert_eq!(close_code(&reply), 1000);
+        assert!(
+            h.closed(key),
+            "server closes TCP once its close answer is sent"
+        );
+    }
+
+    #[test]
+    fn frames_sent_with_the_head_are_echoed() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let mut bytes = UPGRADE.to_vec();
+        bytes.extend(masked(0x1, b"early"));
+        let out = h.read(key, &bytes);
+        assert!(out.starts_with(b"HTTP/1.1 101 "));
+        assert!(out.ends_with(b"\x81\x05early"));
+    }
+
+    #[test]
+    fn http_answers_then_closes() {
+        let cases: [(&[u8], &str); 3] = [
+            (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 404 "),
+            (b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 426 "),
+            (b"BROKEN\r\n\r\n", "HTTP/1.1 400 "),
+        ];
+        for (request, status) in cases {
+            let mut h = Harness::new(Config::default());
+            let key = h.accept();
+            let out = h.read(key, request);
+            assert!(
+                out.starts_with(status.as_bytes()),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(h.closed(key));
+        }
+    }
+
+    #[test]
+    fn protocol_error_gets_its_close_code() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let unmasked = [0x81, 0x02, b'h', b'i'];
+        assert_eq!(close_code(&h.read(key, &unmasked)), 1002);
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn handshake_deadline_closes_a_slow_client_only() {
+        let config = Config {
+            handshake_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let slow = h.accept();
+        h.read(slow, b"GET /echo HTTP/1.1\r\n");
+        h.advance(slow, 9);
+        assert!(!h.closed(slow));
+        h.advance(slow, 10);
+        assert!(h.closed(slow), "half-open handshake closed at its deadline");
+    }
+
+    #[test]
+    fn silent_connection_is_pinged_then_closed_1011() {
+        let config = Config {
+            ping_interval: Duration::from_secs(1),
+            pong_timeout: Duration::from_secs(1),
+            close_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        assert_eq!(h.advance(key, 9), b"");
+        assert_eq!(h.advance(key, 10), PING_FRAME);
+        assert_eq!(close_code(&h.advance(key, 20)), 1011);
+        assert!(!h.closed(key), "waits close_timeout for the peer's close");
+        h.advance(key, 30);
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn any_byte_answers_a_ping() {
+        let config = Config {
+            ping_interval: Duration::from_secs(1),
+            pong_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        assert_eq!(h.advance(key, 10), PING_FRAME);
+        h.shard.core.now = 15;
+        h.read(key, &masked(0xA, b""));
+        assert_eq!(h.advance(key, 24), b"", "no close: the pong arrived");
+        assert_eq!(
+            h.advance(key, 25),
+            PING_FRAME,
+            "next ping after another quiet interval"
+        );
+    }
+
+    #[test]
+    fn pings_in_one_read_get_one_pong_for_the_latest() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let mut bytes = masked(0x9, b"first");
+        bytes.extend(masked(0x9, b"second"));
+        assert_eq!(h.read(key, &bytes), b"\x8a\x06second");
+    }
+
+    #[test]
+    fn control_frame_flood_closes_1008() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let ping = masked(0x9, b"");
+        for _ in 0..MAX_CONTROL_FRAMES {
+            assert_eq!(h.read(key, &ping), b"\x8a\x00");
+        }
+        assert!(!h.closed(key), "the limit itself is allowed");
+        let reply = h.read(key, &ping);
+        assert_eq!(close_code(&reply), 1008);
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn control_frame_budget_refills_each_window() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let ping = masked(0x9, b"");
+        for round in 0..3 {
+            h.shard.core.now = round * CONTROL_WINDOW;
+            for _ in 0..MAX_CONTROL_FRAMES {
+                assert_eq!(h.read(key, &ping), b"\x8a\x00");
+            }
+        }
+        assert!(!h.closed(key));
+    }
+
+    #[test]
+    fn drain_answers_handshakes_503_and_open_connections_1001() {
+        let mut h = Harness::new(Config::default());
+        let open = h.accept();
+        h.upgrade(open);
+        let pending = h.accept();
+        h.read(pending, b"GET /echo HTTP/1.1\r\n");
+        h.shard.core.begin_drain(&mut h.shard.driver);
+        assert!(h.shard.driver.stopped_accepting);
+        h.shard.flush(&mut h.transmit);
+        let sent = std::mem::take(&mut h.shard.driver.sent);
+        let to = |key| {
+            sent.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, b)| b.clone())
+                .expect("sent")
+        };
+        assert_eq!(close_code(&to(open)), 1001);
+        assert!(to(pending).starts_with(b"HTTP/1.1 503 "));
+        assert!(!h.shard.core.drain_done());
+    }
+
+    #[test]
+    fn events_for_a_closed_connection_are_ignored() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.shard.handle_event(Event::Eof { key });
+        h.shard.flush(&mut h.transmit);
+        assert!(h.closed(key));
+        let reused = h.accept();
+        assert_eq!(reused.slot, key.slot);
+        h.read(key, UPGRADE);
+        h.shard.handle_event(Event::Sent {
+            key,
+            result: Ok(10),
+        });
+        h.shard.flush(&mut h.transmit);
+        let conn = h
+            .shard
+            .core
+            .conns
+            .get(reused)
+            .expect("reused slot untouched");
+        assert_eq!(conn.phase, Phase::Handshake);
+        assert!(conn.head.is_none());
+    }
+}
