@@ -14,7 +14,7 @@ build:
 	$(CARGO) build --release --locked --workspace
 
 ## Unit, conformance, property and integration tests, then lint.
-test: lint test-deps
+test: lint test-sysctl test-deps
 	$(CARGO) test --workspace --locked
 
 lint:
@@ -45,3 +45,19 @@ bench-density:
 ## Figure: echo messages per server CPU-second, io_uring vs epoll vs Bun (docs/benchmarks.md).
 bench-echo:
 	bash benches/echo.sh
+## Host tuning for a million connections (sysctl/, docs/tuning.md). tune and untune need root;
+## DRY_RUN=1 prints the commands instead. tune-check changes nothing and exits 1 if any is off.
+.PHONY: tune tune-check untune test-sysctl
+DRY_RUN ?= 0
+tune:
+	DRY_RUN=$(DRY_RUN) sh sysctl/tune.sh apply
+
+tune-check:
+	sh sysctl/tune.sh check
+
+untune:
+	DRY_RUN=$(DRY_RUN) sh sysctl/tune.sh revert
+
+## The tuning scripts against a scratch copy of /proc/sys and /etc.
+test-sysctl:
+	sh tests/sysctl/test.sh
