@@ -14,7 +14,7 @@ build:
 	$(CARGO) build --release --locked --workspace
 
 ## Unit, conformance, property and integration tests, then lint.
-test: lint test-sysctl
+test: lint test-sysctl test-deps
 	$(CARGO) test --workspace --locked
 
 lint:
@@ -37,6 +37,19 @@ fuzz:
 bench:
 	$(CARGO) bench --locked --bench codec
 
+.PHONY: test-deps bench-density bench-echo
+
+## Third-party clients the integration suite runs (npm `ws`, Python `websockets`); idempotent.
+test-deps:
+	sh tests/clients/install.sh
+
+## Figure: server RSS and kernel slab growth per idle WebSocket connection (docs/benchmarks.md).
+bench-density:
+	bash benches/density.sh
+
+## Figure: echo messages per server CPU-second, io_uring vs epoll vs Bun (docs/benchmarks.md).
+bench-echo:
+	bash benches/echo.sh
 ## Host tuning for a million connections (sysctl/, docs/tuning.md). tune and untune need root;
 ## DRY_RUN=1 prints the commands instead. tune-check changes nothing and exits 1 if any is off.
 .PHONY: tune tune-check untune test-sysctl
