@@ -6,5 +6,6 @@
 //! elsewhere. See `docs/architecture.md` for the shape of the whole.
 
 pub mod config;
+pub mod driver;
 pub mod http;
 pub mod ws;

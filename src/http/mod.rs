@@ -1,6 +1,37 @@
-//! The HTTP/1.1 needed for the WebSocket upgrade, sans-IO. Nothing here touches a socket, a
-//! clock or a thread.
+//! The HTTP/1.1 needed for the WebSocket upgrade and the plain requests served on the same
+//! listener (HTTP API, `/health`, `/metrics`), sans-IO. Nothing here touches a socket, a clock
+//! or a thread: bytes go in, a parsed request or an error with its status comes out, and
+//! response bytes are appended to a buffer the caller sends.
+//!
+//! A connection's handshake, in order:
+//! 1. [`HeadReader::handle_read`] with each read until [`Status::Complete`] (414 and 431 come
+//!    from here, however the head was split);
+//! 2. [`HeadReader::parse`] into a [`Request`] (400, 431 for too many fields, 505);
+//! 3. route on [`Request::path`]; for a WebSocket route [`validate_upgrade`] (400, 403, 405,
+//!    426), for a plain route [`Request::content_length`] and the body from
+//!    [`HeadReader::buffered_after_head`];
+//! 4. answer with [`write_switching_protocols`], [`write_response`] or [`write_error`].
+//!
+//! The choices where the RFCs leave room are written down in `docs/protocol.md`.
 #![forbid(unsafe_code)]
+
+mod error;
+mod head;
+mod query;
+mod request;
+mod response;
+mod status;
+mod upgrade;
+
+pub use error::HttpError;
+pub use head::{HeadReader, Status};
+pub use query::{percent_decode, query_pairs};
+pub use request::{Header, Request, comma_separated};
+pub use response::{
+    write_error, write_response, write_switching_protocols, write_switching_protocols_with,
+};
+pub use status::StatusCode;
+pub use upgrade::{HandshakeError, Upgrade, validate_upgrade};
 
 /// Limits of an HTTP request head, shared by every connection of a process.
 #[derive(Debug, Clone, PartialEq, Eq)]

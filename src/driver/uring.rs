@@ -1,0 +1,730 @@
+//! The io_uring backend on the `io-uring` crate: multishot accept, multishot receive into a
+//! provided-buffer ring shared by every connection of the shard, gathered `sendmsg` of
+//! reference-counted frames, one timeout per wheel tick, and a multishot poll on the shard's
+//! eventfd doorbell. Submissions are batched: nothing is submitted until [`Driver::wait`].
+
+use std::alloc::Layout;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+
+use super::sys::{self, Waker};
+use super::{ConnKey, Driver, Event, MAX_SEND_FRAMES, OpKind, RecvBuf, UserData};
+
+/// Buffer group id of the shard's provided-buffer ring; one ring per io_uring instance.
+const BUF_GROUP: u16 = 0;
+
+/// Submission queue entries. A loop turn submits at most one op per event it handled plus a
+/// few of its own, and a full queue is submitted and reused, so this bounds batching only.
+const SQ_ENTRIES: u32 = 4096;
+
+/// Completion queue entries: four per submission slot, so multishot receives on many
+/// connections rarely overflow into the kernel's (slower) backlog list.
+const CQ_ENTRIES: u32 = 4 * SQ_ENTRIES;
+
+/// How long accepting pauses after an error such as EMFILE before it is armed again, so a full
+/// descriptor table does not spin the loop. 100 ms is one wheel tick.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// How long dropping the driver waits for the kernel to finish with its buffers before it
+/// leaks them rather than free memory the kernel may still write.
+const DROP_DRAIN: Duration = Duration::from_secs(1);
+
+/// Sizes of the shard's receive buffer pool.
+#[derive(Debug, Clone, Copy)]
+pub struct UringConfig {
+    /// Buffers in the provided-buffer ring; a power of two, at most 32768.
+    pub recv_buffers: u16,
+    /// Bytes per buffer.
+    pub recv_buffer_size: u32,
+}
+
+/// The provided-buffer ring: `entries` descriptors the kernel picks from, and the memory they
+/// point at. A buffer id belongs to the kernel from the moment it is published in the ring
+/// until a completion names it, then to the driver until [`BufRing::recycle`].
+struct BufRing {
+    /// INVARIANT: page-aligned allocation of `entries` descriptors made with `ring_layout`,
+    /// registered with the kernel as group [`BUF_GROUP`] for the life of the io_uring.
+    ring: NonNull<BufRingEntry>,
+    ring_layout: Layout,
+    /// INVARIANT: allocation of `entries * buf_size` bytes made with `data_layout`, never
+    /// moved; buffer `id` is `data[id * buf_size..][..buf_size]`.
+    data: NonNull<u8>,
+    data_layout: Layout,
+    entries: u16,
+    buf_size: u32,
+    /// Our copy of the ring tail; the kernel reads the published one.
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(ring: &IoUring, entries: u16, buf_size: u32) -> io::Result<Self> {
+        if !entries.is_power_of_two() || entries > 32768 || buf_size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "recv_buffers must be a power of two up to 32768 and recv_buffer_size non-zero",
+            ));
+        }
+        let ring_layout =
+            Layout::from_size_align(size_of::<BufRingEntry>() * entries as usize, 4096)
+                .map_err(io::Error::other)?;
+        let data_layout = Layout::from_size_align(entries as usize * buf_size as usize, 4096)
+            .map_err(io::Error::other)?;
+        // SAFETY: both layouts have a non-zero size (entries >= 1, buf_size >= 1).
+        let ring_ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(ring_layout) })
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        // SAFETY: as above. Zeroed so untouched pages stay out of RSS until the kernel fills them.
+        let Some(data) = NonNull::new(unsafe { std::alloc::alloc_zeroed(data_layout) }) else {
+            // SAFETY: allocated just above with this layout.
+            unsafe { std::alloc::dealloc(ring_ptr.as_ptr(), ring_layout) };
+            return Err(io::ErrorKind::OutOfMemory.into());
+        };
+        let mut buf_ring = Self {
+            ring: ring_ptr.cast(),
+            ring_layout,
+            data,
+            data_layout,
+            entries,
+            buf_size,
+            tail: 0,
+        };
+        // SAFETY: the ring memory is valid, page-aligned and lives until `Drop`, which the driver
+        // runs only after the io_uring that holds the registration is gone (field order) and the
+        // kernel finished every op that could pick a buffer.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                buf_ring.ring.as_ptr() as u64,
+                entries,
+                BUF_GROUP,
+                0,
+            )?;
+        }
+        for id in 0..entries {
+            buf_ring.push(id);
+        }
+        buf_ring.publish();
+        Ok(buf_ring)
+    }
+
+    /// Writes descriptor `id` at our tail without publishing it.
+    fn push(&mut self, id: u16) {
+        let index = usize::from(self.tail & (self.entries - 1));
+        // SAFETY: `index < entries`, inside the ring allocation; the slot at our tail is not one
+        // the kernel may read, because the published tail does not include it yet. Only addr,
+        // len and bid are written: the `resv` field of entry 0 is the shared tail.
+        let entry = unsafe { &mut *self.ring.as_ptr().add(index) };
+        // SAFETY: `id < entries`, so the offset stays inside the data allocation.
+        let addr = unsafe {
+            self.data
+                .as_ptr()
+                .add(usize::from(id) * self.buf_size as usize)
+        };
+        entry.set_addr(addr as u64);
+        entry.set_len(self.buf_size);
+        entry.set_bid(id);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes every pushed descriptor visible to the kernel.
+    fn publish(&mut self) {
+        // SAFETY: the ring base is the first entry of a valid, initialised ring, so `tail`
+        // returns the address of the shared tail field, a u16 aligned for atomic access that
+        // the kernel reads concurrently (hence the atomic store with Release ordering).
+        unsafe {
+            let tail = BufRingEntry::tail(self.ring.as_ptr()).cast_mut();
+            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// Gives buffer `id` back to the kernel.
+    fn recycle(&mut self, id: u16) {
+        if id < self.entries {
+            self.push(id);
+            self.publish();
+        }
+    }
+
+    /// The first `len` bytes of buffer `id`, which a completion handed to us.
+    fn slice(&mut self, id: u16, len: u32) -> &mut [u8] {
+        if id >= self.entries {
+            return &mut [];
+        }
+        let len = len.min(self.buf_size) as usize;
+        // SAFETY: `id < entries`; the kernel named this buffer in a completion and does not
+        // touch it again until `recycle` publishes it, and `&mut self` keeps the slice unique.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.data
+                    .as_ptr()
+                    .add(usize::from(id) * self.buf_size as usize),
+                len,
+            )
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: both allocations were made in `new` with these layouts and are freed once.
+        unsafe {
+            std::alloc::dealloc(self.ring.as_ptr().cast(), self.ring_layout);
+            std::alloc::dealloc(self.data.as_ptr(), self.data_layout);
+        }
+    }
+}
+
+/// A gathered send the kernel is working on. Boxed so the `msghdr` and `iovec`s keep their
+/// address until the completion, and kept in `UringDriver::sends` until then even if the
+/// connection closed.
+struct SendOp {
+    key: ConnKey,
+    frames: Vec<Bytes>,
+    iov: Vec<libc::iovec>,
+    msg: libc::msghdr,
+}
+
+/// One registered socket: the descriptor (None once closed) and the generation of the
+/// connection that owns the slot, so stale completions are recognised.
+#[derive(Default)]
+struct Slot {
+    socket: Option<OwnedFd>,
+    generation: u32,
+}
+
+/// The io_uring [`Driver`].
+pub struct UringDriver {
+    /// Dropped first: closing the ring ends the kernel's use of the registered buffer ring.
+    ring: IoUring,
+    bufs: std::mem::ManuallyDrop<BufRing>,
+    slots: Vec<Slot>,
+    /// INVARIANT: an op is in here from its submission until its completion.
+    sends: slab::Slab<Box<SendOp>>,
+    /// Finished ops kept for reuse, boxed because `sends` needs them boxed (stable addresses).
+    #[allow(clippy::vec_box)] // moving boxes between `sends` and here must not move the op
+    spare_sends: Vec<Box<SendOp>>,
+    listener: Option<OwnedFd>,
+    accept_armed: bool,
+    accept_retry_at: Option<Instant>,
+    eventfd: Arc<OwnedFd>,
+    wake_armed: bool,
+    timeout_armed: bool,
+    /// INVARIANT: boxed so its address is stable while a timeout op refers to it.
+    timespec: Box<Timespec>,
+    cqes: VecDeque<cqueue::Entry>,
+    pending: VecDeque<Event>,
+    /// Submitted ops whose final completion has not arrived.
+    in_flight: usize,
+}
+
+impl UringDriver {
+    /// Sets up a ring and its provided-buffer pool.
+    pub fn new(config: UringConfig) -> io::Result<Self> {
+        let ring = build_ring()?;
+        let bufs = BufRing::new(&ring, config.recv_buffers, config.recv_buffer_size)?;
+        Ok(Self {
+            ring,
+            bufs: std::mem::ManuallyDrop::new(bufs),
+            slots: Vec::new(),
+            sends: slab::Slab::new(),
+            spare_sends: Vec::new(),
+            listener: None,
+            accept_armed: false,
+            accept_retry_at: None,
+            eventfd: Arc::new(sys::eventfd()?),
+            wake_armed: false,
+            timeout_armed: false,
+            timespec: Box::new(Timespec::new()),
+            cqes: VecDeque::new(),
+            pending: VecDeque::new(),
+            in_flight: 0,
+        })
+    }
+
+    /// Queues one submission; on a full queue submits what is there and retries once. The
+    /// memory an entry points at must stay valid until its completion (see the callers).
+    fn push(&mut self, entry: &squeue::Entry) -> bool {
+        for _ in 0..2 {
+            // SAFETY: every entry built in this file points only at memory the driver keeps
+            // alive until the completion: `timespec` (boxed field), a boxed `SendOp` held in
+            // `sends`, the buffer ring, or nothing.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                self.in_flight += 1;
+                return true;
+            }
+            let _ = self.ring.submit();
+            self.reap();
+        }
+        false
+    }
+
+    /// Moves every completion from the ring into `cqes`.
+    fn reap(&mut self) {
+        self.cqes.extend(self.ring.completion());
+    }
+
+    fn live_fd(&self, key: ConnKey) -> Option<RawFd> {
+        let slot = self.slots.get(key.slot as usize)?;
+        if slot.generation != key.generation {
+            return None;
+        }
+        slot.socket.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(fd) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        let entry = opcode::AcceptMulti::new(Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(UserData::new(OpKind::Accept, 0, 0).raw());
+        self.accept_armed = self.push(&entry);
+        self.accept_retry_at = None;
+    }
+
+    fn arm_recv(&mut self, key: ConnKey) {
+        let Some(fd) = self.live_fd(key) else { return };
+        let entry = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
+            .build()
+            .user_data(UserData::conn(OpKind::Recv, key).raw());
+        if !self.push(&entry) {
+            self.pending.push_back(Event::RecvStopped { key });
+        }
+    }
+
+    fn insert_slot(&mut self, key: ConnKey, socket: OwnedFd) {
+        let index = key.slot as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        self.slots[index] = Slot {
+            socket: Some(socket),
+            generation: key.generation,
+        };
+    }
+
+    fn handle_cqe(&mut self, cqe: &cqueue::Entry) -> Option<Event> {
+        let data = UserData::from_raw(cqe.user_data())?;
+        let more = cqueue::more(cqe.flags());
+        if !more {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        let res = cqe.result();
+        match data.kind() {
+            OpKind::Accept => {
+                if !more {
+                    self.accept_armed = false;
+                    self.accept_retry_at = Some(if res < 0 {
+                        Instant::now() + ACCEPT_RETRY
+                    } else {
+                        Instant::now()
+                    });
+                }
+                if res >= 0 {
+                    // SAFETY: a non-negative accept result is a new descriptor we own.
+                    Some(Event::Accepted(unsafe { OwnedFd::from_raw_fd(res) }))
+                } else if self.listener.is_some() && res != -libc::ECANCELED {
+                    Some(Event::AcceptError(io::Error::from_raw_os_error(-res)))
+                } else {
+                    None
+                }
+            }
+            OpKind::Recv => {
+                let key = data.key();
+                let buffer = cqueue::buffer_select(cqe.flags());
+                if self.live_fd(key).is_none() {
+                    if let Some(id) = buffer {
+                        self.bufs.recycle(id);
+                    }
+                    return None;
+                }
+                match (res, buffer) {
+                    (1.., Some(id)) => {
+                        if !more {
+                            self.pending.push_back(Event::RecvStopped { key });
+                        }
+                        Some(Event::Recv {
+                            key,
+                            buf: RecvBuf {
+                                id,
+                                len: res as u32,
+                            },
+                        })
+                    }
+                    (_, Some(id)) => {
+                        self.bufs.recycle(id);
+                        Some(Event::Eof { key })
+                    }
+                    (r, None) if r == -libc::ENOBUFS => Some(Event::RecvStopped { key }),
+                    (r, None) if r > 0 => Some(Event::RecvStopped { key }),
+                    (_, None) if more => None,
+                    (_, None) => Some(Event::Eof { key }),
+                }
+            }
+            OpKind::Send => {
+                let index = data.slot() as usize;
+                let mut op = self.sends.try_remove(index)?;
+                let key = op.key;
+                op.frames.clear();
+                self.spare_sends.push(op);
+                self.live_fd(key)?;
+                let result = if res >= 0 {
+                    Ok(res as usize)
+                } else {
+                    Err(io::Error::from_raw_os_error(-res))
+                };
+                Some(Event::Sent { key, result })
+            }
+            OpKind::Timeout => {
+                self.timeout_armed = false;
+                None
+            }
+            OpKind::Cancel => None,
+            OpKind::Wake => {
+                sys::eventfd_drain(self.eventfd.as_raw_fd());
+                if !more {
+                    self.wake_armed = false;
+                }
+                Some(Event::Wake)
+            }
+            OpKind::Connect => {
+                let key = data.key();
+                let fd = self.live_fd(key)?;
+                let result = if res < 0 {
+                    Err(io::Error::from_raw_os_error(-res))
+                } else {
+                    sys::socket_error(fd)
+                };
+                if result.is_ok() {
+                    self.arm_recv(key);
+                }
+                Some(Event::Connected { key, result })
+            }
+        }
+    }
+}
+
+/// A ring with the flags that suit one thread owning it, falling back to a plain ring on
+/// kernels that refuse them (single issuer and deferred task work need 6.1).
+fn build_ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_cqsize(CQ_ENTRIES)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(SQ_ENTRIES)
+        .or_else(|_| {
+            IoUring::builder()
+                .setup_cqsize(CQ_ENTRIES)
+                .build(SQ_ENTRIES)
+        })
+}
+
+impl Driver for UringDriver {
+    fn backend(&self) -> &'static str {
+        "io_uring"
+    }
+
+    fn listen(&mut self, listener: OwnedFd) -> io::Result<()> {
+        // io_uring completes an accept on an O_NONBLOCK listener with EAGAIN instead of waiting
+        // (and that ends the multishot), so the listener is switched back to blocking mode.
+        let listener = socket2::Socket::from(listener);
+        listener.set_nonblocking(false)?;
+        self.listener = Some(OwnedFd::from(listener));
+        self.arm_accept();
+        Ok(())
+    }
+
+    fn stop_accepting(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            // The multishot accept holds its own reference to the file; cancel it, then close.
+            let entry =
+                opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(listener.as_raw_fd())).all())
+                    .build()
+                    .user_data(UserData::new(OpKind::Cancel, 0, 0).raw());
+            self.push(&entry);
+            sys::shutdown(listener.as_raw_fd());
+        }
+        self.accept_retry_at = None;
+    }
+
+    fn register(&mut self, key: ConnKey, socket: OwnedFd) -> io::Result<()> {
+        self.insert_slot(key, socket);
+        self.arm_recv(key);
+        Ok(())
+    }
+
+    fn adopt_connecting(&mut self, key: ConnKey, socket: OwnedFd) -> io::Result<()> {
+        let fd = socket.as_raw_fd();
+        self.insert_slot(key, socket);
+        let entry = opcode::PollAdd::new(Fd(fd), libc::POLLOUT as u32)
+            .build()
+            .user_data(UserData::conn(OpKind::Connect, key).raw());
+        if self.push(&entry) {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    fn resume_recv(&mut self, key: ConnKey) {
+        self.arm_recv(key);
+    }
+
+    fn send(&mut self, key: ConnKey, frames: &mut Vec<Bytes>) {
+        let Some(fd) = self.live_fd(key) else {
+            frames.clear();
+            return;
+        };
+        let mut op = self.spare_sends.pop().unwrap_or_else(|| {
+            Box::new(SendOp {
+                key,
+                frames: Vec::new(),
+                iov: Vec::new(),
+                // SAFETY: msghdr is plain data; all-zero means no address, no control data.
+                msg: unsafe { std::mem::zeroed() },
+            })
+        });
+        op.key = key;
+        let take = frames.len().min(MAX_SEND_FRAMES);
+        op.frames.extend(frames.drain(..take));
+        frames.clear();
+        sys::fill_iovecs(&op.frames, &mut op.iov);
+        op.msg.msg_iov = op.iov.as_mut_ptr();
+        op.msg.msg_iovlen = op.iov.len();
+        let msg: *const libc::msghdr = &op.msg;
+        let index = self.sends.insert(op);
+        let entry = opcode::SendMsg::new(Fd(fd), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(UserData::new(OpKind::Send, index as u32, key.generation).raw());
+        if !self.push(&entry) {
+            if let Some(mut op) = self.sends.try_remove(index) {
+                op.frames.clear();
+                self.spare_sends.push(op);
+            }
+            self.pending.push_back(Event::Sent {
+                key,
+                result: Err(io::ErrorKind::WouldBlock.into()),
+            });
+        }
+    }
+
+    fn close(&mut self, key: ConnKey) {
+        if self.live_fd(key).is_none() {
+            return;
+        }
+        if let Some(socket) = self
+            .slots
+            .get_mut(key.slot as usize)
+            .and_then(|s| s.socket.take())
+        {
+            // Shutting down ends the multishot receive (it completes with end of stream), which
+            // holds its own reference to the socket; the descriptor can then be closed at once.
+            sys::shutdown(socket.as_raw_fd());
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        if !self.accept_armed && self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
+            self.arm_accept();
+        }
+        if !self.wake_armed {
+            let entry = opcode::PollAdd::new(Fd(self.eventfd.as_raw_fd()), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(UserData::new(OpKind::Wake, 0, 0).raw());
+            self.wake_armed = self.push(&entry);
+        }
+        let want = if self.cqes.is_empty() && self.pending.is_empty() {
+            1
+        } else {
+            0
+        };
+        if want == 1 && !self.timeout_armed {
+            *self.timespec = Timespec::from(timeout);
+            let entry = opcode::Timeout::new(&*self.timespec)
+                .build()
+                .user_data(UserData::new(OpKind::Timeout, 0, 0).raw());
+            self.timeout_armed = self.push(&entry);
+        }
+        match self.ring.submit_and_wait(want) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        self.reap();
+        Ok(())
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let cqe = self.cqes.pop_front()?;
+            if let Some(event) = self.handle_cqe(&cqe) {
+                return Some(event);
+            }
+        }
+    }
+
+    fn recv_buf(&mut self, buf: RecvBuf) -> &mut [u8] {
+        self.bufs.slice(buf.id, buf.len)
+    }
+
+    fn release(&mut self, buf: RecvBuf) {
+        self.bufs.recycle(buf.id);
+    }
+
+    fn waker(&self) -> Waker {
+        Waker::new(Arc::clone(&self.eventfd))
+    }
+}
+
+impl Drop for UringDriver {
+    fn drop(&mut self) {
+        // The kernel may still write into receive buffers and read send frames: cancel every
+        // op, wait (bounded) for their final completions, and leak the memory if they never come.
+        self.listener = None;
+        for slot in &mut self.slots {
+            if let Some(socket) = slot.socket.take() {
+                sys::shutdown(socket.as_raw_fd());
+            }
+        }
+        let entry = opcode::AsyncCancel2::new(CancelBuilder::any())
+            .build()
+            .user_data(UserData::new(OpKind::Cancel, 0, 0).raw());
+        self.push(&entry);
+        let deadline = Instant::now() + DROP_DRAIN;
+        let tick = Timespec::from(Duration::from_millis(10));
+        while self.in_flight > 0 && Instant::now() < deadline {
+            let args = SubmitArgs::new().timespec(&tick);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            self.reap();
+            while let Some(cqe) = self.cqes.pop_front() {
+                if !cqueue::more(cqe.flags()) {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                }
+            }
+        }
+        if self.in_flight == 0 {
+            // SAFETY: no op is left that could use the buffers, and `bufs` is not used again.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.bufs) };
+        } else {
+            tracing::warn!(
+                ops = self.in_flight,
+                "io_uring ops outlived the shard; leaking buffers"
+            );
+            std::mem::forget(std::mem::take(&mut self.sends));
+        }
+    }
+}
+
+/// Why io_uring cannot serve as the backend on this host, in words for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks, once at start, that this kernel lets us set up a ring and offers every operation the
+/// driver uses, including multishot receive into a provided-buffer ring (tried for real on a
+/// socket pair, because the opcode probe cannot tell multishot support apart).
+pub fn probe() -> Result<(), Unavailable> {
+    let ring = IoUring::new(8).map_err(|e| Unavailable(setup_refused(&e)))?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| Unavailable(format!("io_uring opcode probe refused: {e}")))?;
+    let needed = [
+        ("accept", opcode::AcceptMulti::CODE),
+        ("recv", opcode::RecvMulti::CODE),
+        ("sendmsg", opcode::SendMsg::CODE),
+        ("timeout", opcode::Timeout::CODE),
+        ("poll_add", opcode::PollAdd::CODE),
+        ("async_cancel", opcode::AsyncCancel2::CODE),
+    ];
+    for (name, code) in needed {
+        if !probe.is_supported(code) {
+            return Err(Unavailable(format!(
+                "kernel lacks the io_uring {name} operation"
+            )));
+        }
+    }
+    drop(ring);
+    probe_multishot_recv().map_err(|e| {
+        Unavailable(format!(
+            "multishot receive with a provided-buffer ring unavailable: {e}"
+        ))
+    })
+}
+
+fn probe_multishot_recv() -> io::Result<()> {
+    let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    let mut driver = UringDriver::new(UringConfig {
+        recv_buffers: 2,
+        recv_buffer_size: 64,
+    })?;
+    let key = ConnKey {
+        slot: 0,
+        generation: 1,
+    };
+    driver.register(key, OwnedFd::from(a))?;
+    std::io::Write::write_all(&mut &b, b"x")?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        driver.wait(Duration::from_millis(50))?;
+        while let Some(event) = driver.poll_event() {
+            match event {
+                Event::Recv { buf, .. } => {
+                    driver.release(buf);
+                    // A multishot receive that stays armed reports no follow-up RecvStopped.
+                    return if driver.pending.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(io::Error::other("receive completed without staying armed"))
+                    };
+                }
+                Event::Eof { .. } | Event::RecvStopped { .. } => {
+                    return Err(io::Error::other("receive did not deliver the probe byte"));
+                }
+                _ => {}
+            }
+        }
+    }
+    Err(io::Error::other("no completion within a second"))
+}
+
+/// Words for a refused `io_uring_setup`, naming the sysctl when it is the cause.
+fn setup_refused(err: &io::Error) -> String {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    match (err.raw_os_error(), sysctl.as_str()) {
+        (Some(libc::EPERM), "2") => "io_uring disabled by sysctl kernel.io_uring_disabled=2".into(),
+        (Some(libc::EPERM), "1") => {
+            "io_uring restricted by kernel.io_uring_disabled=1 to the io_uring_group".into()
+        }
+        (Some(libc::EPERM | libc::ENOSYS), _) => {
+            format!(
+                "io_uring_setup refused ({err}): blocked by seccomp or a kernel without io_uring"
+            )
+        }
+        _ => format!("io_uring_setup failed: {err}"),
+    }
+}
