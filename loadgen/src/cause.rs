@@ -106,7 +106,9 @@ impl Cause {
                 "the server refused the upgrade with an HTTP status (429/503: a per-IP or total \
                  connection limit; 404: wrong path)"
             }
-            Cause::BadHandshake => "the upgrade answer was malformed or its Sec-WebSocket-Accept wrong",
+            Cause::BadHandshake => {
+                "the upgrade answer was malformed or its Sec-WebSocket-Accept wrong"
+            }
             Cause::Protocol => "the server broke the WebSocket or Pusher protocol",
             Cause::ServerClose => "the server closed with a close frame or a fatal pusher:error",
             Cause::Eof => "the server closed the TCP connection without a close frame",
@@ -141,7 +143,11 @@ impl CauseCounts {
 
     /// The non-zero counts with their causes.
     pub fn nonzero(&self) -> impl Iterator<Item = (Cause, u64)> + '_ {
-        Cause::ALL.iter().zip(self.0.iter()).filter(|(_, n)| **n > 0).map(|(c, n)| (*c, *n))
+        Cause::ALL
+            .iter()
+            .zip(self.0.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(c, n)| (*c, *n))
     }
 }
 
@@ -174,7 +180,10 @@ mod tests {
         counts.add(Cause::Refused);
         counts.add(Cause::Refused);
         counts.add(Cause::Eof);
-        assert_eq!(counts.nonzero().collect::<Vec<_>>(), vec![(Cause::Refused, 2), (Cause::Eof, 1)]);
+        assert_eq!(
+            counts.nonzero().collect::<Vec<_>>(),
+            vec![(Cause::Refused, 2), (Cause::Eof, 1)]
+        );
         assert_eq!(counts.total(), 3);
     }
 }

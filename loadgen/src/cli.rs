@@ -103,6 +103,9 @@ pub struct CommonArgs {
     /// Event-loop threads per worker; defaults to the online CPUs.
     #[arg(long)]
     pub threads: Option<u32>,
+    /// Event-loop backend, as for the server: io_uring when the kernel offers it, else epoll.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
     /// Source addresses to bind, as ranges and lists: `127.0.0.2-127.0.0.60,127.0.1.1`.
     #[arg(long)]
     pub src: Option<String>,
@@ -129,6 +132,17 @@ pub struct CommonArgs {
     pub max_failures: u64,
 }
 
+/// Which of the server's drivers the event loops run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// io_uring when available, epoll otherwise.
+    Auto,
+    /// io_uring only.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
 /// Flags of the Pusher protocol. Defaults come from the same environment variables the server
 /// reads for its default app, so one environment configures both.
 #[derive(Debug, Clone, Args)]
@@ -140,7 +154,12 @@ pub struct PusherArgs {
     #[arg(long, env = "RINGCAST_APP_KEY", default_value = "")]
     pub key: String,
     /// Pusher app secret (signs API requests).
-    #[arg(long, env = "RINGCAST_APP_SECRET", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RINGCAST_APP_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub secret: String,
     /// Number of channels subscribers spread over.
     #[arg(long, default_value_t = 1)]
@@ -194,16 +213,24 @@ pub struct StormArgs {
 /// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds (fractions allowed).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("not a duration: {text:?}"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?}"))?;
     let scale = match unit {
         "" | "s" => 1.0,
         "ms" => 1e-3,
         "us" => 1e-6,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
     };
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
 }

@@ -9,13 +9,19 @@ pub const RESERVED_FDS: u64 = 256;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit and returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
     if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
         // SAFETY: `raised` is a valid rlimit; raising the soft limit up to the hard one needs
         // no privilege.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
@@ -58,7 +64,11 @@ mod tests {
             (10, 0, None, 10),
         ];
         for (conns, nofile, asked, want) in cases {
-            assert_eq!(workers_needed(conns, nofile, asked), want, "{conns} conns, nofile {nofile}");
+            assert_eq!(
+                workers_needed(conns, nofile, asked),
+                want,
+                "{conns} conns, nofile {nofile}"
+            );
         }
     }
 

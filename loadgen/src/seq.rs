@@ -29,7 +29,11 @@ impl SeqTracker {
         }
         if seq > self.highest {
             let shift = seq - self.highest;
-            self.seen = if shift >= WINDOW { 0 } else { self.seen << shift };
+            self.seen = if shift >= WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
             self.seen |= 1;
             self.highest = seq;
             self.distinct += 1;
@@ -48,11 +52,12 @@ impl SeqTracker {
             self.out_of_order += 1;
         }
     }
+}
 
-    /// Sequences `1..=published` that never arrived.
-    pub fn lost(&self, published: u32) -> u32 {
-        published.saturating_sub(self.distinct)
-    }
+/// Deliveries that never arrived: `expected` (subscribers times events published) minus the
+/// distinct deliveries counted. Shared by the per-subscriber tests and the run's report.
+pub fn lost(expected: u64, distinct: u64) -> u64 {
+    expected.saturating_sub(distinct)
 }
 
 #[cfg(test)]
@@ -81,11 +86,15 @@ mod tests {
             (&[1, 100, 2], 100, 97, 0, 1),
             (&[1, 200, 100], 200, 197, 0, 1),
         ];
-        for (seqs, published, lost, duplicated, ooo) in cases {
+        for (seqs, published, want_lost, duplicated, ooo) in cases {
             let t = run(seqs);
             assert_eq!(
-                (t.lost(*published), t.duplicated, t.out_of_order),
-                (*lost, *duplicated, *ooo),
+                (
+                    lost(u64::from(*published), u64::from(t.distinct)) as u32,
+                    t.duplicated,
+                    t.out_of_order
+                ),
+                (*want_lost, *duplicated, *ooo),
                 "{seqs:?}"
             );
         }
@@ -104,7 +113,7 @@ mod tests {
                 t.handle_delivery(s);
             }
         }
-        assert_eq!(t.lost(10_000), 1);
+        assert_eq!(lost(10_000, u64::from(t.distinct)), 1);
         assert_eq!(t.duplicated, 1);
         assert_eq!(t.out_of_order, 0);
         assert_eq!(t.distinct, 9_999);

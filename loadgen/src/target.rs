@@ -25,20 +25,30 @@ impl Target {
             .strip_prefix("ws://")
             .ok_or_else(|| format!("{url:?}: only ws:// URLs are supported"))?;
         let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes().get(i) == Some(&b'?') => (&rest[..i], format!("/{}", &rest[i..])),
+            Some(i) if rest.as_bytes().get(i) == Some(&b'?') => {
+                (&rest[..i], format!("/{}", &rest[i..]))
+            }
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
         };
         if authority.is_empty() {
             return Err(format!("{url:?}: no host"));
         }
-        let with_port = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
+        let with_port = if has_port(authority) {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| format!("{url:?}: cannot resolve {authority:?}: {e}"))?
             .next()
             .ok_or_else(|| format!("{url:?}: {authority:?} resolves to no address"))?;
-        Ok(Self { addr, host: authority.to_string(), path })
+        Ok(Self {
+            addr,
+            host: authority.to_string(),
+            path,
+        })
     }
 
     /// Whether this target speaks the Pusher protocol (`/app/{key}`) rather than plain echo.
@@ -87,7 +97,9 @@ pub fn parse_sources(text: &str) -> Result<Vec<IpAddr>, String> {
 }
 
 fn parse_ip(text: &str) -> Result<IpAddr, String> {
-    text.trim().parse().map_err(|_| format!("{text:?} is not an IP address"))
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address"))
 }
 
 fn check_range(item: &str, first: u128, last: u128) -> Result<(), String> {
@@ -106,14 +118,22 @@ mod tests {
 
     #[test]
     fn urls_parse() {
-        let cases: &[(&str, Option<(&str, &str, &str)>)] = &[
-            ("ws://127.0.0.1:8080/echo", Some(("127.0.0.1:8080", "127.0.0.1:8080", "/echo"))),
+        /// (url, expected (address, host, path))
+        type Case<'a> = (&'a str, Option<(&'a str, &'a str, &'a str)>);
+        let cases: &[Case] = &[
+            (
+                "ws://127.0.0.1:8080/echo",
+                Some(("127.0.0.1:8080", "127.0.0.1:8080", "/echo")),
+            ),
             ("ws://127.0.0.1", Some(("127.0.0.1:80", "127.0.0.1", "/"))),
             (
                 "ws://127.0.0.1:9/app/k?protocol=7",
                 Some(("127.0.0.1:9", "127.0.0.1:9", "/app/k?protocol=7")),
             ),
-            ("ws://127.0.0.1:9?x=1", Some(("127.0.0.1:9", "127.0.0.1:9", "/?x=1"))),
+            (
+                "ws://127.0.0.1:9?x=1",
+                Some(("127.0.0.1:9", "127.0.0.1:9", "/?x=1")),
+            ),
             ("ws://[::1]:7/e", Some(("[::1]:7", "[::1]:7", "/e"))),
             ("wss://127.0.0.1/", None),
             ("http://127.0.0.1/", None),
@@ -132,12 +152,25 @@ mod tests {
 
     #[test]
     fn sources_parse() {
-        let ips = |v: &[&str]| v.iter().map(|s| s.parse::<IpAddr>().unwrap()).collect::<Vec<_>>();
+        let ips = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.parse::<IpAddr>().unwrap())
+                .collect::<Vec<_>>()
+        };
         let cases: &[(&str, Option<Vec<IpAddr>>)] = &[
             ("127.0.0.2", Some(ips(&["127.0.0.2"]))),
-            ("127.0.0.2-127.0.0.4", Some(ips(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]))),
-            ("127.0.0.9, 127.0.1.1-127.0.1.2", Some(ips(&["127.0.0.9", "127.0.1.1", "127.0.1.2"]))),
-            ("127.0.0.255-127.0.1.0", Some(ips(&["127.0.0.255", "127.0.1.0"]))),
+            (
+                "127.0.0.2-127.0.0.4",
+                Some(ips(&["127.0.0.2", "127.0.0.3", "127.0.0.4"])),
+            ),
+            (
+                "127.0.0.9, 127.0.1.1-127.0.1.2",
+                Some(ips(&["127.0.0.9", "127.0.1.1", "127.0.1.2"])),
+            ),
+            (
+                "127.0.0.255-127.0.1.0",
+                Some(ips(&["127.0.0.255", "127.0.1.0"])),
+            ),
             ("::1", Some(ips(&["::1"]))),
             ("127.0.0.4-127.0.0.2", None),
             ("127.0.0.1-::1", None),
