@@ -106,6 +106,11 @@ pub struct Counters {
     pub recover_ns: Option<u64>,
     /// Storm: when the drop happened, nanoseconds after `t0`.
     pub drop_at_ns: Option<u64>,
+    /// Nanoseconds after `t0` when the loop had opened its first `conns_target` connections; the
+    /// run's figure is the largest of its loops.
+    pub ramp_done_ns: Option<u64>,
+    /// Nanoseconds after `t0` of the loop's latest successful handshake.
+    pub last_open_ns: u64,
     /// Resident memory of the worker process at the end of the hold, bytes (summed over
     /// workers).
     pub rss_bytes: u64,
@@ -137,6 +142,11 @@ impl Counters {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self.ramp_done_ns = match (self.ramp_done_ns, o.ramp_done_ns) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_open_ns = self.last_open_ns.max(o.last_open_ns);
         self.rss_bytes += o.rss_bytes;
         self.rss_base_bytes += o.rss_base_bytes;
     }

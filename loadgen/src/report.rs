@@ -259,19 +259,17 @@ impl Report {
             publish_failed += t.publish_failed;
         }
         let points = series.points();
-        // Handshakes per second during the ramp: the first `conns_target` opens over the time
-        // they took, read off the series.
+        // Handshakes per second during the ramp: the first `conns_target` opens (or as many as
+        // succeeded) over the time they took from the start.
         let target = c.conns_target;
-        let mut cumulative = 0.0;
-        let mut ramp_end = None;
-        for p in &points {
-            cumulative += p.connects_per_s * TICK_NS as f64 / 1e9;
-            if cumulative + 0.5 >= target.min(c.conns_opened) as f64 && ramp_end.is_none() {
-                ramp_end = Some(p.t_s);
-            }
-        }
-        let connects_per_s =
-            ramp_end.map_or(0.0, |t| target.min(c.conns_opened) as f64 / t.max(1e-9));
+        let ramp_ns = if c.conns_opened >= target {
+            c.ramp_done_ns
+        } else {
+            Some(c.last_open_ns)
+        };
+        let connects_per_s = ramp_ns.filter(|ns| *ns > 0).map_or(0.0, |ns| {
+            target.min(c.conns_opened) as f64 / (ns as f64 / 1e9)
+        });
         let storm = matches!(plan.mode, Mode::Storm(_)).then(|| {
             let drop_s = c.drop_at_ns.map_or(f64::MAX, |ns| ns as f64 / 1e9);
             StormReport {

@@ -481,6 +481,12 @@ impl State {
                 let started = conn.stamp_ns;
                 record_us(&mut self.connect, ns_to_us(now.saturating_sub(started)));
                 self.counters.conns_opened += 1;
+                self.counters.last_open_ns = now.saturating_sub(self.t0);
+                if self.counters.ramp_done_ns.is_none()
+                    && self.counters.conns_opened >= self.counters.conns_target
+                {
+                    self.counters.ramp_done_ns = Some(now.saturating_sub(self.t0));
+                }
                 self.opened_total += 1;
                 self.open_now += 1;
                 self.handle_open(key, now);
