@@ -204,6 +204,7 @@ pub struct State {
     rng: fastrand::Rng,
     /// What the driver must do next.
     pub acts: Vec<Act>,
+    arena: EventArena,
     /// Counters.
     pub counters: Counters,
     connect: Hist,
@@ -280,6 +281,7 @@ impl State {
             free,
             rng: fastrand::Rng::with_seed(seed),
             acts: Vec::new(),
+            arena: EventArena::default(),
             counters,
             connect: new_hist(),
             latency: LatencyRecorder::default(),
@@ -565,11 +567,14 @@ impl State {
             return;
         };
         let Some(wsc) = conn.ws.as_mut() else { return };
-        let mut events: Vec<Owned> = Vec::new();
-        let result = wsc.handle_read(&self.ws_cfg, data, &mut |ev| events.push(Owned::from(ev)));
-        for ev in events {
-            self.handle_event(key, ev, now);
+        let mut arena = std::mem::take(&mut self.arena);
+        arena.clear();
+        let result = wsc.handle_read(&self.ws_cfg, data, &mut |ev| arena.push(ev));
+        for &(kind, start, end, code) in &arena.events {
+            let payload = arena.bytes.get(start..end).unwrap_or_default();
+            self.handle_event(key, kind, payload, code, now);
         }
+        self.arena = arena;
         if let Err(error) = result {
             let Some(conn) = self.live(key) else { return };
             if let Some(wsc) = conn.ws.as_mut().filter(|w| !w.is_close_sent()) {
@@ -591,15 +596,22 @@ impl State {
     }
 
     /// One WebSocket event.
-    fn handle_event(&mut self, key: ConnKey, ev: Owned, now: u64) {
-        self.counters.msgs_received += u64::from(!matches!(ev, Owned::Close(_)));
-        match ev {
-            Owned::Ping(payload) => {
+    fn handle_event(
+        &mut self,
+        key: ConnKey,
+        kind: Kind,
+        payload: &[u8],
+        code: Option<u16>,
+        now: u64,
+    ) {
+        self.counters.msgs_received += u64::from(kind != Kind::Close);
+        match kind {
+            Kind::Ping => {
                 let mut frame = Vec::new();
-                ws::encode_masked_frame(&mut frame, true, OpCode::Pong, &payload, self.mask());
+                ws::encode_masked_frame(&mut frame, true, OpCode::Pong, payload, self.mask());
                 self.acts.push(Act::Send(key, Bytes::from(frame)));
             }
-            Owned::Pong(payload) => {
+            Kind::Pong => {
                 if let Some(sent) = payload
                     .get(..8)
                     .and_then(|b| b.try_into().ok())
@@ -608,7 +620,7 @@ impl State {
                     self.record_latency(sent, now);
                 }
             }
-            Owned::Close(code) => {
+            Kind::Close => {
                 let Some(conn) = self.live(key) else { return };
                 let ours = conn.phase == Phase::Closing;
                 if let Some(wsc) = conn.ws.as_mut().filter(|w| !w.is_close_sent()) {
@@ -627,11 +639,13 @@ impl State {
                     self.end_conn(key, Cause::ServerClose, now);
                 }
             }
-            Owned::Data(bytes, text) => match &self.plan.mode {
+            Kind::Text | Kind::Binary => match &self.plan.mode {
                 Mode::Echo(e) => {
-                    self.handle_echo(key, &bytes, e.binary, e.interval_ns.is_none(), now)
+                    self.handle_echo(key, payload, e.binary, e.interval_ns.is_none(), now)
                 }
-                _ if self.plan.pusher && text => self.handle_pusher(key, &bytes, now),
+                _ if self.plan.pusher && kind == Kind::Text => {
+                    self.handle_pusher(key, payload, now)
+                }
                 _ => {}
             },
         }
@@ -1131,25 +1145,42 @@ impl State {
     }
 }
 
-/// A WebSocket event copied out of the decoder's borrow, so the state can react with `&mut self`.
-/// Copies are small: the loop's messages are tens of bytes.
-#[derive(Debug)]
-enum Owned {
-    Data(Vec<u8>, bool),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<u16>),
+/// What kind of WebSocket event an [`EventArena`] entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Binary,
+    Ping,
+    Pong,
+    Close,
 }
 
-impl From<ws::Event<'_>> for Owned {
-    fn from(ev: ws::Event<'_>) -> Self {
-        match ev {
-            ws::Event::Text(t) => Owned::Data(t.as_bytes().to_vec(), true),
-            ws::Event::Binary(b) => Owned::Data(b.to_vec(), false),
-            ws::Event::Ping(p) => Owned::Ping(p.to_vec()),
-            ws::Event::Pong(p) => Owned::Pong(p.to_vec()),
-            ws::Event::Close(c) => Owned::Close(c.map(|c| c.code.0)),
-        }
+/// The events of one read, copied out of the decoder's borrow into one reusable buffer so the
+/// state can react with `&mut self` without allocating per message.
+#[derive(Debug, Default)]
+struct EventArena {
+    bytes: Vec<u8>,
+    /// Kind, payload range in `bytes`, close code.
+    events: Vec<(Kind, usize, usize, Option<u16>)>,
+}
+
+impl EventArena {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.events.clear();
+    }
+
+    fn push(&mut self, ev: ws::Event<'_>) {
+        let (kind, payload, code) = match ev {
+            ws::Event::Text(t) => (Kind::Text, t.as_bytes(), None),
+            ws::Event::Binary(b) => (Kind::Binary, b, None),
+            ws::Event::Ping(p) => (Kind::Ping, p, None),
+            ws::Event::Pong(p) => (Kind::Pong, p, None),
+            ws::Event::Close(c) => (Kind::Close, &[][..], c.map(|c| c.code.0)),
+        };
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(payload);
+        self.events.push((kind, start, self.bytes.len(), code));
     }
 }
 
