@@ -44,6 +44,15 @@ pub struct Config {
     pub http: crate::http::HttpConfig,
     /// Limits of the WebSocket codec.
     pub ws: crate::ws::WsConfig,
+    /// Bytes per receive buffer: one io_uring provided buffer, or the epoll scratch buffer.
+    pub recv_buffer_size: usize,
+    /// Receive buffers per shard in the io_uring provided-buffer ring (a power of two, at most
+    /// 32768); shared by all of the shard's connections, none is owned by a connection.
+    pub recv_buffers: u16,
+    /// Most bytes queued for one connection before it is treated as a slow consumer and closed.
+    pub max_outbox_bytes: usize,
+    /// Pin each shard thread to its own CPU (when the CPUs allowed outnumber the shards).
+    pub pin_shards: bool,
 }
 
 impl Default for Config {
@@ -61,6 +70,13 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             http: crate::http::HttpConfig::default(),
             ws: crate::ws::WsConfig::default(),
+            // 16 KiB x 256 = 4 MiB per shard: a 16 KiB read holds many small frames, and 256
+            // buffers cover a burst from 256 connections in one loop turn.
+            recv_buffer_size: 16 * 1024,
+            recv_buffers: 256,
+            // 1 MiB and its answer from `shared/LIMITS.md` (outbox per connection).
+            max_outbox_bytes: 1024 * 1024,
+            pin_shards: true,
         }
     }
 }

@@ -8,4 +8,7 @@
 pub mod config;
 pub mod driver;
 pub mod http;
+pub mod mesh;
+pub mod server;
+pub mod shard;
 pub mod ws;

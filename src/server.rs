@@ -1,0 +1,430 @@
+//! `ringcast serve`: raise the descriptor limit, pick the backend, bind one SO_REUSEPORT listener
+//! per shard, start one pinned thread per shard, then wait for signals. The first SIGTERM or
+//! SIGINT drains every shard (stop accepting, 503 to handshakes, close 1001 to connections) and
+//! [`run`] returns `Ok` once they are gone or the drain timeout passed; a second signal returns
+//! at once with [`ServeError::Interrupted`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{Backend, Config};
+use crate::driver::Driver;
+use crate::driver::epoll::EpollDriver;
+use crate::driver::sys;
+use crate::driver::uring::{self, UringConfig, UringDriver};
+use crate::mesh::{Mailbox, MailboxSender, MeshMessage};
+use crate::shard::{ConnLimit, Shard, ShardError};
+
+/// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 by default since
+/// Linux 5.4), which `make tune` raises for connection storms.
+const LISTEN_BACKLOG: i32 = 65535;
+
+/// Descriptors a process needs besides connections: stdio, the signal pipe, and slack for logs
+/// and libraries.
+const RESERVED_FDS_PROCESS: u64 = 32;
+
+/// Descriptors each shard needs besides connections: listener, eventfd, and the ring or epoll.
+const RESERVED_FDS_PER_SHARD: u64 = 3;
+
+/// Why the server could not start, or stopped badly. Each message tells the operator the fix.
+#[derive(Debug)]
+pub enum ServeError {
+    /// Zero shards configured.
+    NoShards,
+    /// A listener could not be bound.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// `--backend uring` was asked for and io_uring is not usable here.
+    UringUnavailable(String),
+    /// The signal handlers could not be installed.
+    Signals(io::Error),
+    /// A shard thread could not be started or could not set up its driver.
+    ShardStart {
+        /// Which shard.
+        shard: usize,
+        /// The error.
+        source: io::Error,
+    },
+    /// A shard's event loop failed while serving.
+    ShardFailed {
+        /// Which shard.
+        shard: usize,
+        /// The error.
+        source: ShardError,
+    },
+    /// A second signal arrived during the drain; connections were not waited for.
+    Interrupted,
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoShards => write!(f, "shards must be at least 1; set --shards"),
+            Self::Bind { addr, source } => write!(
+                f,
+                "cannot listen on {addr}: {source}; is another process using it? Pick another \
+                 --listen address (a port below 1024 also needs CAP_NET_BIND_SERVICE)"
+            ),
+            Self::UringUnavailable(why) => write!(
+                f,
+                "--backend uring asked for, but {why}; use --backend auto (falls back to epoll) \
+                 or --backend epoll"
+            ),
+            Self::Signals(e) => write!(f, "cannot install SIGTERM/SIGINT handlers: {e}"),
+            Self::ShardStart { shard, source } => write!(
+                f,
+                "shard {shard} could not start: {source}; with io_uring on kernels before 5.12 \
+                 raise RLIMIT_MEMLOCK (ulimit -l), or use --backend epoll"
+            ),
+            Self::ShardFailed { shard, source } => write!(f, "shard {shard} stopped: {source}"),
+            Self::Interrupted => write!(f, "second signal during drain: exited without waiting"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Bind { source, .. } | Self::ShardStart { source, .. } => Some(source),
+            Self::Signals(source) => Some(source),
+            Self::ShardFailed { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The backend the shards run on, after probing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chosen {
+    Uring,
+    Epoll,
+}
+
+/// What shard threads and the signal thread tell the control loop.
+enum Control {
+    Ready {
+        shard: usize,
+        mailbox: MailboxSender,
+        backend: &'static str,
+    },
+    StartFailed {
+        shard: usize,
+        error: io::Error,
+    },
+    Exited {
+        shard: usize,
+        result: Result<(), ShardError>,
+    },
+    Signal(i32),
+}
+
+/// Serves until drained by a signal. See the module docs.
+pub fn run(config: Config) -> Result<(), ServeError> {
+    if config.shards == 0 {
+        return Err(ServeError::NoShards);
+    }
+    let capacity = connection_capacity(config.shards);
+    if capacity < config.max_connections as u64 {
+        tracing::warn!(
+            capacity,
+            max_connections = config.max_connections,
+            "the open-files limit allows fewer connections than max_connections; raise the hard \
+             RLIMIT_NOFILE (see `ringcast check` and `make tune`)"
+        );
+    }
+    let backend = choose_backend(config.backend)?;
+    let listeners = bind_listeners(config.listen, config.shards)?;
+    let listen_addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok()?.as_socket());
+    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ServeError::Signals)?;
+    let signal_handle = signals.handle();
+
+    let config = Arc::new(config);
+    let limit = Arc::new(ConnLimit::new(config.max_connections));
+    let cpus = sys::allowed_cpus().unwrap_or_default();
+    let pin = config.pin_shards && cpus.len() >= config.shards;
+    let (control_tx, control_rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    for (shard, listener) in listeners.into_iter().enumerate() {
+        let cpu = if pin { cpus.get(shard).copied() } else { None };
+        let (config, limit, control) =
+            (Arc::clone(&config), Arc::clone(&limit), control_tx.clone());
+        let spawned = thread::Builder::new()
+            .name(format!("shard-{shard}"))
+            .spawn(move || {
+                shard_thread(shard, cpu, backend, listener.into(), config, limit, control)
+            });
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(source) => return Err(ServeError::ShardStart { shard, source }),
+        }
+    }
+    let signal_tx = control_tx;
+    let signal_thread = thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal_tx.send(Control::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(ServeError::Signals)?;
+
+    let result = control_loop(&control_rx, config.shards, listen_addr, capacity);
+    signal_handle.close();
+    let _ = signal_thread.join();
+    if !matches!(result, Err(ServeError::Interrupted)) {
+        for handle in threads {
+            let _ = handle.join();
+        }
+    }
+    result
+}
+
+fn control_loop(
+    control: &mpsc::Receiver<Control>,
+    shards: usize,
+    listen: Option<SocketAddr>,
+    capacity: u64,
+) -> Result<(), ServeError> {
+    let mut mailboxes = Vec::with_capacity(shards);
+    let mut failure = None;
+    let mut running = 0;
+    let mut started = 0;
+    let mut draining = false;
+    let drain_all = |mailboxes: &[MailboxSender]| {
+        for mailbox in mailboxes {
+            mailbox.send(MeshMessage::Drain);
+        }
+    };
+    while let Ok(message) = control.recv() {
+        match message {
+            Control::Ready {
+                shard,
+                mailbox,
+                backend,
+            } => {
+                started += 1;
+                running += 1;
+                mailboxes.push(mailbox);
+                let listen = listen.map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(shard, backend, listen = %listen, capacity, "shard listening");
+                if draining || failure.is_some() {
+                    drain_all(&mailboxes);
+                }
+            }
+            Control::StartFailed { shard, error } => {
+                started += 1;
+                failure.get_or_insert(ServeError::ShardStart {
+                    shard,
+                    source: error,
+                });
+                drain_all(&mailboxes);
+            }
+            Control::Exited { shard, result } => {
+                running -= 1;
+                if let Err(source) = result {
+                    tracing::error!(shard, error = %source, "shard stopped");
+                    failure.get_or_insert(ServeError::ShardFailed { shard, source });
+                    drain_all(&mailboxes);
+                }
+            }
+            Control::Signal(signal) => {
+                if draining {
+                    tracing::warn!(
+                        signal,
+                        "second signal: exiting without waiting for the drain"
+                    );
+                    return Err(ServeError::Interrupted);
+                }
+                draining = true;
+                tracing::info!(signal, "draining: closing connections with 1001");
+                drain_all(&mailboxes);
+            }
+        }
+        if started == shards && running == 0 {
+            break;
+        }
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+fn shard_thread(
+    shard: usize,
+    cpu: Option<usize>,
+    backend: Chosen,
+    listener: OwnedFd,
+    config: Arc<Config>,
+    limit: Arc<ConnLimit>,
+    control: mpsc::Sender<Control>,
+) {
+    if let Some(cpu) = cpu
+        && let Err(error) = sys::pin_current_thread(cpu)
+    {
+        tracing::debug!(shard, cpu, %error, "could not pin shard thread");
+    }
+    let result = match backend {
+        Chosen::Uring => {
+            let uring_config = UringConfig {
+                recv_buffers: config.recv_buffers,
+                recv_buffer_size: config.recv_buffer_size.min(u32::MAX as usize) as u32,
+            };
+            UringDriver::new(uring_config)
+                .and_then(|driver| serve(shard, driver, listener, config, limit, &control))
+        }
+        Chosen::Epoll => EpollDriver::new(config.recv_buffer_size)
+            .and_then(|driver| serve(shard, driver, listener, config, limit, &control)),
+    };
+    let message = match result {
+        Ok(result) => Control::Exited { shard, result },
+        Err(error) => Control::StartFailed { shard, error },
+    };
+    let _ = control.send(message);
+}
+
+/// Sets the shard up on `driver`, reports it ready, runs it. The outer error is a start-up
+/// failure, the inner one a failure while serving.
+fn serve<D: Driver>(
+    shard: usize,
+    driver: D,
+    listener: OwnedFd,
+    config: Arc<Config>,
+    limit: Arc<ConnLimit>,
+    control: &mpsc::Sender<Control>,
+) -> io::Result<Result<(), ShardError>> {
+    let backend = driver.backend();
+    let (mailbox_tx, mailbox) = Mailbox::new(driver.waker());
+    let shard_loop = Shard::new(driver, listener, config, mailbox, limit)?;
+    let _ = control.send(Control::Ready {
+        shard,
+        mailbox: mailbox_tx,
+        backend,
+    });
+    Ok(shard_loop.run())
+}
+
+/// Raises the soft open-files limit to the hard one and returns how many connections it leaves
+/// room for.
+fn connection_capacity(shards: usize) -> u64 {
+    let soft = match sys::raise_nofile_limit() {
+        Ok(soft) => soft,
+        Err(error) => {
+            tracing::warn!(%error, "could not raise RLIMIT_NOFILE to its hard limit");
+            sys::nofile_limit().map(|(soft, _)| soft).unwrap_or(0)
+        }
+    };
+    soft.saturating_sub(RESERVED_FDS_PROCESS + RESERVED_FDS_PER_SHARD * shards as u64)
+}
+
+/// Probes io_uring for `auto` and `uring`; `auto` falls back to epoll with one line saying why.
+fn choose_backend(backend: Backend) -> Result<Chosen, ServeError> {
+    match backend {
+        Backend::Epoll => Ok(Chosen::Epoll),
+        Backend::Uring => uring::probe()
+            .map(|()| Chosen::Uring)
+            .map_err(|why| ServeError::UringUnavailable(why.to_string())),
+        Backend::Auto => match uring::probe() {
+            Ok(()) => Ok(Chosen::Uring),
+            Err(why) => {
+                tracing::warn!(reason = %why, "io_uring unavailable; using epoll");
+                Ok(Chosen::Epoll)
+            }
+        },
+    }
+}
+
+/// One SO_REUSEPORT listener per shard on `addr`. With port 0 the first binds an ephemeral port
+/// and the others bind the port it got, so all shards share one address.
+fn bind_listeners(addr: SocketAddr, shards: usize) -> Result<Vec<Socket>, ServeError> {
+    let mut listeners: Vec<Socket> = Vec::with_capacity(shards);
+    let mut bound = addr;
+    for _ in 0..shards {
+        let listener = bind_one(bound).map_err(|source| ServeError::Bind {
+            addr: bound,
+            source,
+        })?;
+        if let Some(local) = listener.local_addr().ok().and_then(|a| a.as_socket()) {
+            bound = local;
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_binds_every_shard_to_the_same_port() {
+        let listeners = bind_listeners("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| {
+                l.local_addr()
+                    .expect("addr")
+                    .as_socket()
+                    .expect("inet")
+                    .port()
+            })
+            .collect();
+        assert_ne!(ports[0], 0);
+        assert!(
+            ports.iter().all(|&p| p == ports[0]),
+            "ports differ: {ports:?}"
+        );
+    }
+
+    #[test]
+    fn bind_conflict_names_the_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        match bind_listeners(addr, 1) {
+            Err(ServeError::Bind { addr: failed, .. }) => assert_eq!(failed, addr),
+            other => panic!("expected a bind error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn capacity_leaves_room_for_the_process_and_shards() {
+        let (soft, _) = sys::nofile_limit().expect("rlimit");
+        let capacity = connection_capacity(2);
+        let (raised, _) = sys::nofile_limit().expect("rlimit");
+        assert!(raised >= soft);
+        assert_eq!(
+            capacity,
+            raised.saturating_sub(RESERVED_FDS_PROCESS + 2 * RESERVED_FDS_PER_SHARD)
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! One connection's state: a slab entry, not a task. It holds no read buffer (reads are lent
+//! by the driver), no timer object (its one deadline is derived from the fields below and filed
+//! in the shard's wheel), and heap memory only while it is needed: the request-head reader
+//! until the upgrade, the WebSocket decoder's buffers while a frame is split, the outbox's
+//! queue while frames wait.
+
+use crate::http::HeadReader;
+use crate::ws;
+
+use super::outbox::Outbox;
+use super::wheel::Tick;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the HTTP request head, under the handshake deadline.
+    Handshake,
+    /// WebSocket open: messages flow, pings keep it honest.
+    Open,
+    /// We sent a close frame and wait for the peer's, under the close deadline.
+    Closing,
+    /// Nothing more is read; the socket closes once the outbox is sent (or the close deadline
+    /// passes first).
+    Flushing,
+}
+
+/// What a connection serves, from the routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Not routed yet (handshake).
+    None,
+    /// Echo every text and binary message.
+    Echo,
+}
+
+/// Bit set of [`Conn::flags`].
+pub mod flags {
+    /// A send is in flight in the driver; the next waits for its completion.
+    pub const SEND_IN_FLIGHT: u8 = 1 << 0;
+    /// We pinged and no byte has arrived since.
+    pub const PING_OUTSTANDING: u8 = 1 << 1;
+    /// Close the socket at the next flush, whatever is queued.
+    pub const CLOSE_NOW: u8 = 1 << 2;
+}
+
+/// Marks "no wheel entry filed".
+pub const NOT_FILED: Tick = Tick::MAX;
+
+/// A connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// Life phase.
+    pub phase: Phase,
+    /// What it serves.
+    pub route: Route,
+    /// [`flags`] bits.
+    pub flags: u8,
+    /// Tick of the earliest wheel entry filed for this connection, or [`NOT_FILED`]. An entry
+    /// that fires with another tick is a leftover and is ignored.
+    pub wheel_due: Tick,
+    /// Tick of the last byte received.
+    pub last_rx: Tick,
+    /// Tick the current phase (or the outstanding ping) started; its deadline counts from here.
+    pub since: Tick,
+    /// The request-head reader, boxed and present only during the handshake.
+    pub head: Option<Box<HeadReader>>,
+    /// WebSocket decoder state.
+    pub ws: ws::Connection,
+    /// Frames waiting for the socket.
+    pub outbox: Outbox,
+}
+
+impl Conn {
+    /// A connection just accepted at tick `now`.
+    pub fn new(now: Tick) -> Self {
+        Self {
+            phase: Phase::Handshake,
+            route: Route::None,
+            flags: 0,
+            wheel_due: NOT_FILED,
+            last_rx: now,
+            since: now,
+            head: None,
+            ws: ws::Connection::new(ws::Role::Server),
+            outbox: Outbox::default(),
+        }
+    }
+
+    /// Whether `flag` is set.
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Enters `phase` at tick `now`.
+    pub fn enter(&mut self, phase: Phase, now: Tick) {
+        self.phase = phase;
+        self.since = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_entry_fits_the_inline_budget() {
+        // DESIGN.md: at most 256 bytes inline per connection (slab entry included).
+        let entry = super::super::slab::ConnSlab::<Conn>::ENTRY_BYTES;
+        assert!(entry <= 256, "a connection takes {entry} bytes in the slab");
+        assert!(
+            size_of::<Conn>() <= 128,
+            "Conn is {} bytes",
+            size_of::<Conn>()
+        );
+    }
+
+    #[test]
+    fn idle_open_connection_owns_no_heap() {
+        let conn = Conn::new(0);
+        assert!(conn.head.is_none());
+        assert!(conn.outbox.is_empty());
+    }
+}

@@ -1,0 +1,130 @@
+//! A connection's queue of encoded frames waiting for the socket. Frames are reference-counted
+//! [`Bytes`], so a frame fanned out to many connections is encoded once and shared. An empty
+//! outbox owns no heap memory: the queue's allocation is released when it drains.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::driver::MAX_SEND_FRAMES;
+
+/// The queue.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: VecDeque<Bytes>,
+    /// Bytes of `frames[0]` already sent.
+    head_sent: u32,
+    /// Bytes queued and not yet sent, `head_sent` excluded.
+    queued: u32,
+}
+
+impl Outbox {
+    /// Appends a frame; empty frames are ignored.
+    pub fn push(&mut self, frame: Bytes) {
+        if !frame.is_empty() {
+            self.queued = self.queued.saturating_add(frame.len() as u32);
+            self.frames.push_back(frame);
+        }
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued as usize
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Fills `out` with the unsent bytes of up to [`MAX_SEND_FRAMES`] frames, as cheap clones,
+    /// for one gathered send.
+    pub fn poll_transmit(&self, out: &mut Vec<Bytes>) {
+        out.clear();
+        for (i, frame) in self.frames.iter().take(MAX_SEND_FRAMES).enumerate() {
+            if i == 0 {
+                out.push(frame.slice((self.head_sent as usize).min(frame.len())..));
+            } else {
+                out.push(frame.clone());
+            }
+        }
+    }
+
+    /// Drops `sent` bytes from the front after a send completed.
+    pub fn handle_sent(&mut self, mut sent: usize) {
+        self.queued = self.queued.saturating_sub(sent as u32);
+        while sent > 0 {
+            let Some(front) = self.frames.front() else {
+                break;
+            };
+            let left = front.len() - (self.head_sent as usize).min(front.len());
+            if sent < left {
+                self.head_sent += sent as u32;
+                break;
+            }
+            sent -= left;
+            self.head_sent = 0;
+            self.frames.pop_front();
+        }
+        if self.frames.is_empty() {
+            self.frames = VecDeque::new();
+            self.head_sent = 0;
+            self.queued = 0;
+        }
+    }
+
+    /// Drops every frame not yet handed to the driver (a send in flight holds its own clones).
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transmit(outbox: &Outbox) -> Vec<u8> {
+        let mut frames = Vec::new();
+        outbox.poll_transmit(&mut frames);
+        frames.concat()
+    }
+
+    #[test]
+    fn partial_sends_resume_mid_frame() {
+        let mut outbox = Outbox::default();
+        outbox.push(Bytes::from_static(b"hello"));
+        outbox.push(Bytes::new());
+        outbox.push(Bytes::from_static(b"world"));
+        assert_eq!(outbox.queued_bytes(), 10);
+        assert_eq!(transmit(&outbox), b"helloworld");
+        outbox.handle_sent(3);
+        assert_eq!(transmit(&outbox), b"loworld");
+        outbox.handle_sent(4);
+        assert_eq!(transmit(&outbox), b"rld");
+        assert_eq!(outbox.queued_bytes(), 3);
+        outbox.handle_sent(3);
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn drained_outbox_releases_its_queue() {
+        let mut outbox = Outbox::default();
+        for _ in 0..10 {
+            outbox.push(Bytes::from_static(b"x"));
+        }
+        outbox.handle_sent(10);
+        assert_eq!(outbox.frames.capacity(), 0);
+    }
+
+    #[test]
+    fn one_transmit_gathers_at_most_the_frame_cap() {
+        let mut outbox = Outbox::default();
+        for _ in 0..MAX_SEND_FRAMES + 5 {
+            outbox.push(Bytes::from_static(b"ab"));
+        }
+        let mut frames = Vec::new();
+        outbox.poll_transmit(&mut frames);
+        assert_eq!(frames.len(), MAX_SEND_FRAMES);
+    }
+}
