@@ -2,8 +2,8 @@
 //! It runs one event loop per thread on the server's driver, forwards their live ticks to the
 //! parent as JSON lines on stdout, merges their results and sends them last.
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
 
 use ringcast::driver::Driver;
 use ringcast::driver::epoll::EpollDriver;
@@ -67,34 +67,40 @@ pub fn run(plan: Plan, index: u32, workers: u32, t0: u64) -> anyhow::Result<()> 
         Backend::Uring => true,
         Backend::Auto => uring::probe().is_ok(),
     };
-    let rss_base = resident_bytes().unwrap_or(0);
     let plan = Arc::new(plan);
     let (tx, rx) = mpsc::channel();
+    // Every loop sets up its driver, then the base RSS is read, then the loops allocate their
+    // slabs and run: the per-connection figure includes slab entries but not the drivers'
+    // fixed buffers.
+    let ready = Arc::new(Barrier::new(threads as usize + 1));
     let mut handles = Vec::new();
     for thread in 0..threads {
         let runner = u64::from(thread) * u64::from(workers) + u64::from(index);
-        let (plan, tx) = (Arc::clone(&plan), tx.clone());
+        let (plan, tx, ready) = (Arc::clone(&plan), tx.clone(), Arc::clone(&ready));
         handles.push(std::thread::spawn(move || {
             let seed = t0 ^ (runner << 32) ^ u64::from(std::process::id());
-            let state = State::new(plan, t0, runner, runners, seed);
+            let setup = || State::new(plan, t0, runner, runners, seed);
             let result = if use_uring {
                 let cfg = UringConfig {
                     recv_buffers: URING_BUFFERS,
                     recv_buffer_size: URING_BUFFER_SIZE,
                 };
-                UringDriver::new(cfg)
-                    .map_err(|e| format!("io_uring setup failed: {e}"))
-                    .and_then(|d| drive(d, state, &tx))
+                let driver =
+                    UringDriver::new(cfg).map_err(|e| format!("io_uring setup failed: {e}"));
+                drive(driver, &ready, setup, &tx)
             } else {
-                EpollDriver::new(EPOLL_SCRATCH)
-                    .map_err(|e| format!("epoll setup failed: {e}"))
-                    .and_then(|d| drive(d, state, &tx))
+                let driver =
+                    EpollDriver::new(EPOLL_SCRATCH).map_err(|e| format!("epoll setup failed: {e}"));
+                drive(driver, &ready, setup, &tx)
             };
             if let Err(e) = result {
                 let _ = tx.send(WorkerMsg::Fatal(e));
             }
         }));
     }
+    ready.wait();
+    let rss_base = resident_bytes().unwrap_or(0);
+    ready.wait();
     drop(tx);
     let mut merged = Merged::default();
     let mut rss = 0;
@@ -117,8 +123,15 @@ pub fn run(plan: Plan, index: u32, workers: u32, t0: u64) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn drive<D: Driver>(driver: D, state: State, tx: &mpsc::Sender<WorkerMsg>) -> Result<(), String> {
-    let mut runner = Runner::new(driver, state);
+fn drive<D: Driver>(
+    driver: Result<D, String>,
+    ready: &Barrier,
+    setup: impl FnOnce() -> State,
+    tx: &mpsc::Sender<WorkerMsg>,
+) -> Result<(), String> {
+    ready.wait();
+    ready.wait();
+    let mut runner = Runner::new(driver?, setup());
     runner
         .run(tx)
         .map_err(|e| format!("event loop failed: {e}"))?;
