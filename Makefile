@@ -31,3 +31,9 @@ fuzz:
 ## Criterion micro-benchmarks.
 bench:
 	$(CARGO) bench --locked --bench codec
+
+.PHONY: bench-loadgen
+## The load generator's own density and connect rate: CONNS idle connections (default 19000) in
+## one worker against a release ringcast; BACKEND=auto|uring|epoll.
+bench-loadgen:
+	bash loadgen/bench/idle-density.sh
