@@ -43,6 +43,9 @@ const SWEEP_PER_TURN: u64 = 4096;
 const MAX_UPGRADE_HEAD: usize = 8 * 1024;
 /// How long closing handshakes at the end of the run (and churn closes) may take.
 const CLOSE_WAIT_NS: u64 = 1_000_000_000;
+/// Driver events handled per loop turn at most, so timers (ticks, deadlines, the end of the run)
+/// are served even when events never stop coming (bounded work per turn).
+const EVENTS_PER_TURN: usize = 4096;
 /// Longest single wait on the driver, so ticks stay on time.
 const MAX_WAIT: Duration = Duration::from_millis(50);
 
@@ -1221,18 +1224,18 @@ pub struct Runner<D: Driver> {
     /// The state.
     pub state: State,
     frames: Vec<Bytes>,
-    storm: bool,
+    /// Connections whose receive stopped (buffer pool dry), resumed before the next wait.
+    stopped: Vec<ConnKey>,
 }
 
 impl<D: Driver> Runner<D> {
     /// A loop on `driver`.
     pub fn new(driver: D, state: State) -> Self {
-        let storm = matches!(state.plan.mode, Mode::Storm(_));
         Self {
             driver,
             state,
             frames: Vec::with_capacity(MAX_SEND_FRAMES),
-            storm,
+            stopped: Vec::new(),
         }
     }
 
@@ -1245,8 +1248,14 @@ impl<D: Driver> Runner<D> {
             if self.state.is_done() {
                 break;
             }
+            for key in self.stopped.drain(..) {
+                self.driver.resume_recv(key);
+            }
             self.driver.wait(wait)?;
-            while let Some(ev) = self.driver.poll_event() {
+            for _ in 0..EVENTS_PER_TURN {
+                let Some(ev) = self.driver.poll_event() else {
+                    break;
+                };
                 let now = now_ns();
                 match ev {
                     DriverEvent::Connected { key, result } => {
@@ -1257,7 +1266,9 @@ impl<D: Driver> Runner<D> {
                         self.state.handle_recv(key, data, now);
                         self.driver.release(buf);
                     }
-                    DriverEvent::RecvStopped { key } => self.driver.resume_recv(key),
+                    // Resumed before the next wait, once the buffers released in this turn are
+                    // back in the pool: resuming at once could stop again, turn after turn.
+                    DriverEvent::RecvStopped { key } => self.stopped.push(key),
                     DriverEvent::Eof { key } => self.state.handle_eof(key, now),
                     DriverEvent::Sent { key, result } => self.handle_sent(key, result, now),
                     DriverEvent::Accepted(_) | DriverEvent::AcceptError(_) | DriverEvent::Wake => {}
@@ -1317,7 +1328,6 @@ impl<D: Driver> Runner<D> {
         }
         // Acts queued while applying (failed connects) are applied on the next call.
         self.state.acts.append(&mut acts);
-        let _ = self.storm;
     }
 
     fn flush(driver: &mut D, frames: &mut Vec<Bytes>, link: &mut Link, key: ConnKey) {
