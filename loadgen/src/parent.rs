@@ -2,6 +2,7 @@
 //! (this same binary, same arguments), shows live progress, merges their results and reports.
 
 use std::io::{BufRead as _, BufReader, IsTerminal as _, Write as _};
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -76,6 +77,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<i32> {
     let mut merged = Merged::default();
     let mut finished = 0;
     let mut done = 0;
+    let mut reported = std::collections::HashSet::new();
     let mut fatal = Vec::new();
     let mut last_progress = Instant::now();
     while finished < workers {
@@ -93,6 +95,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<i32> {
                 Ok(WorkerMsg::Tick(t)) => series.handle_tick(t),
                 Ok(WorkerMsg::Done(o)) => {
                     done += 1;
+                    reported.insert(i);
                     if let Err(e) = merged.merge(&o) {
                         fatal.push(format!("worker {i}: unreadable result: {e}"));
                     }
@@ -114,14 +117,22 @@ pub fn run(plan: &Plan) -> anyhow::Result<i32> {
     if tty {
         eprintln!();
     }
-    for mut child in children {
+    for (i, mut child) in children.into_iter().enumerate() {
         if !matches!(child.try_wait(), Ok(Some(_))) {
             let _ = child.kill();
         }
-        let _ = child.wait();
-    }
-    if done < workers && fatal.is_empty() {
-        fatal.push(format!("only {done} of {workers} workers reported"));
+        let status = child.wait();
+        if !reported.contains(&(i as u32)) {
+            let how = match status {
+                Ok(st) => match (st.code(), st.signal()) {
+                    (Some(code), _) => format!("exited with status {code}"),
+                    (None, Some(sig)) => format!("was killed by signal {sig}"),
+                    _ => format!("ended: {st}"),
+                },
+                Err(e) => format!("could not be waited for: {e}"),
+            };
+            fatal.push(format!("worker {i} {how} without reporting its results"));
+        }
     }
     let backend = match plan.backend {
         crate::cli::Backend::Epoll => "epoll",

@@ -104,23 +104,31 @@ pub fn run(plan: Plan, index: u32, workers: u32, t0: u64) -> anyhow::Result<()> 
     drop(tx);
     let mut merged = Merged::default();
     let mut rss = 0;
-    for msg in rx {
+    // Every loop ends with exactly one Done or Fatal. The result goes to the parent as soon as
+    // all have, without waiting for the threads to tear their drivers down: closing thousands of
+    // sockets is the kernel's job at exit, and a slow teardown must not cost the figures.
+    let mut ended = 0;
+    while ended < threads {
+        let Ok(msg) = rx.recv() else { break };
         match msg {
             WorkerMsg::Done(mut outcome) => {
+                ended += 1;
                 rss = rss.max(outcome.counters.rss_bytes);
                 outcome.counters.rss_bytes = 0;
                 merged.merge(&outcome).map_err(anyhow::Error::msg)?;
             }
-            other => send_to_parent(&mut stdout, &other)?,
+            WorkerMsg::Fatal(e) => {
+                ended += 1;
+                send_to_parent(&mut stdout, &WorkerMsg::Fatal(e))?;
+            }
+            tick => send_to_parent(&mut stdout, &tick)?,
         }
-    }
-    for h in handles {
-        let _ = h.join();
     }
     merged.counters.rss_bytes = rss;
     merged.counters.rss_base_bytes = rss_base;
     send_to_parent(&mut stdout, &WorkerMsg::Done(Box::new(merged.to_outcome())))?;
-    Ok(())
+    drop(handles);
+    std::process::exit(0);
 }
 
 fn drive<D: Driver>(
