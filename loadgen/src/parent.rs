@@ -17,8 +17,12 @@ use crate::worker::{T0_ENV, WORKER_ENV};
 /// Head start between starting the workers and `t0`: time for every worker to exec, set up its
 /// loops and be ready before the first connection is due.
 const STARTUP_NS: u64 = 500_000_000;
-/// Extra time after the planned end before the parent kills workers that did not finish.
+/// Extra time after the planned end before the parent kills workers that did not finish: a
+/// fixed part, plus a part per connection of a worker, because closing tens of thousands of
+/// connections on a loaded box takes seconds.
 const GRACE: Duration = Duration::from_secs(15);
+/// The per-connection part of the grace: 1 ms, so 19 s more for 19,000 connections.
+const GRACE_PER_CONN: Duration = Duration::from_millis(1);
 /// How often the live progress line is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -71,7 +75,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<i32> {
     drop(tx);
     let planned =
         Duration::from_nanos(STARTUP_NS + plan.duration_ns + plan.drain_ns + 1_000_000_000);
-    let deadline = Instant::now() + planned + GRACE;
+    let per_worker = u32::try_from(plan.conns.div_ceil(u64::from(workers))).unwrap_or(u32::MAX);
+    let deadline = Instant::now() + planned + GRACE + GRACE_PER_CONN * per_worker;
     let tty = std::io::stderr().is_terminal();
     let mut series = Series::default();
     let mut merged = Merged::default();
