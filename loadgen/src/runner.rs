@@ -1389,6 +1389,53 @@ impl<D: Driver> Runner<D> {
 mod tests {
     use super::*;
 
+    fn storm_state() -> State {
+        use clap::Parser as _;
+        let args = [
+            "ringcast-loadgen",
+            "storm",
+            "--conns",
+            "1000",
+            "--backoff-base",
+            "100ms",
+        ];
+        let cli = crate::cli::Cli::try_parse_from(args.into_iter().chain(["--backoff-max", "1s"]))
+            .unwrap();
+        let plan = Plan::from_cli(&cli.scenario).unwrap();
+        State::new(Arc::new(plan), 0, 0, 1, 7)
+    }
+
+    /// Attempt n waits uniformly in [0, min(max, base * 2^n)]: spread over the whole range
+    /// (full jitter), doubling per attempt, capped.
+    #[test]
+    fn storm_backoff_is_exponential_with_full_jitter_and_capped() {
+        const MS: u64 = 1_000_000;
+        for (attempt, ceiling) in [
+            (0, 100 * MS),
+            (1, 200 * MS),
+            (3, 800 * MS),
+            (4, 1000 * MS),
+            (60, 1000 * MS),
+        ] {
+            let mut st = storm_state();
+            for slot in 0..1000 {
+                st.schedule_retry(slot, attempt, 5);
+            }
+            let waits: Vec<u64> = st.retries.iter().map(|Reverse((at, _))| at - 5).collect();
+            let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+            let mean = waits.iter().sum::<u64>() / waits.len() as u64;
+            assert!(*max <= ceiling, "attempt {attempt}: {max} above {ceiling}");
+            assert!(
+                *min < ceiling / 20 && *max > ceiling / 20 * 19,
+                "attempt {attempt}: {min}..{max}"
+            );
+            assert!(
+                (ceiling * 2 / 5..ceiling * 3 / 5).contains(&mean),
+                "attempt {attempt}: mean {mean}"
+            );
+        }
+    }
+
     #[test]
     fn sweep_visits_every_slot_once_per_period() {
         let mut s = Sweep {

@@ -10,6 +10,9 @@ use common::{Server, loadgen, n};
 fn idle_holds_every_connection() {
     let server = Server::start();
     let url = format!("{}/echo", server.url_base);
+    let html =
+        std::env::temp_dir().join(format!("ringcast-loadgen-idle-{}.html", std::process::id()));
+    let html_arg = html.to_string_lossy().into_owned();
     let (code, r) = loadgen(&[
         "idle",
         "--url",
@@ -22,6 +25,8 @@ fn idle_holds_every_connection() {
         "3s",
         "--ping-interval",
         "500ms",
+        "--report",
+        &html_arg,
     ]);
     assert_eq!(code, 0, "{r}");
     assert_eq!(n(&r, "conns_opened"), 300);
@@ -33,6 +38,11 @@ fn idle_holds_every_connection() {
         "heartbeats answered: {r}"
     );
     assert!(r["connect_latency_us"]["p99"].as_u64().unwrap() > 0);
+    // The HTML report stands alone: plots inline, nothing fetched.
+    let page = std::fs::read_to_string(&html).expect("HTML report written");
+    let _ = std::fs::remove_file(&html);
+    assert_eq!(page.matches("<svg").count(), 3, "three plots");
+    assert!(!page.contains("<script") && !page.contains("src=") && !page.contains("href="));
 }
 
 #[test]
