@@ -26,7 +26,12 @@ fn own(event: Event<'_>) -> Owned {
     }
 }
 
-fn decode(role: Role, cfg: &WsConfig, stream: &[u8], chunks: &[usize]) -> (Vec<Owned>, Result<(), WsError>) {
+fn decode(
+    role: Role,
+    cfg: &WsConfig,
+    stream: &[u8],
+    chunks: &[usize],
+) -> (Vec<Owned>, Result<(), WsError>) {
     let mut conn = Connection::new(role);
     let mut events = Vec::new();
     let mut input = stream.to_vec();
@@ -36,7 +41,10 @@ fn decode(role: Role, cfg: &WsConfig, stream: &[u8], chunks: &[usize]) -> (Vec<O
         rest = tail;
         if let Err(error) = conn.handle_read(cfg, chunk, &mut |e| events.push(own(e))) {
             // A failed connection stays failed.
-            assert_eq!(conn.handle_read(cfg, &mut [0x81, 0x80, 0, 0, 0, 0], &mut |_| panic!()), Err(error));
+            assert_eq!(
+                conn.handle_read(cfg, &mut [0x81, 0x80, 0, 0, 0, 0], &mut |_| panic!()),
+                Err(error)
+            );
             return (events, Err(error));
         }
     }
@@ -47,7 +55,11 @@ fuzz_target!(|data: &[u8]| {
     let [setup, split_seed, stream @ ..] = data else {
         return;
     };
-    let role = if setup & 1 == 0 { Role::Server } else { Role::Client };
+    let role = if setup & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
     // Small limits so the size and fragment rules are reached by short inputs.
     let cfg = WsConfig {
         max_frame_size: 1 + usize::from(setup >> 1 & 0x7) * 40,

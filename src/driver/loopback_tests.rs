@@ -239,3 +239,31 @@ fn uring_reports_nothing_after_close() {
     };
     closed_connection_reports_nothing_more(&mut driver);
 }
+
+fn stops_accepting(driver: &mut impl Driver) {
+    let (listener, addr) = listener();
+    driver.listen(listener).expect("listen");
+    driver.wait(Duration::from_millis(10)).expect("wait");
+    driver.stop_accepting();
+    driver.wait(Duration::from_millis(10)).expect("wait");
+    while driver.poll_event().is_some() {}
+    let refused = TcpStream::connect(addr).map_err(|e| e.kind());
+    assert_eq!(refused.err(), Some(std::io::ErrorKind::ConnectionRefused));
+}
+
+#[test]
+fn epoll_stops_accepting() {
+    stops_accepting(&mut EpollDriver::new(4096).expect("epoll driver"));
+}
+
+#[test]
+fn uring_stops_accepting() {
+    let config = UringConfig {
+        recv_buffers: 4,
+        recv_buffer_size: 4096,
+    };
+    let Some(mut driver) = uring_or_skip(config) else {
+        return;
+    };
+    stops_accepting(&mut driver);
+}

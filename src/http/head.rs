@@ -229,6 +229,10 @@ mod tests {
             let mut reader = HeadReader::new();
             let got = reader.handle_read(&HttpConfig::default(), input);
             assert_eq!(&got, expected, "{:?}", String::from_utf8_lossy(input));
+            if let Ok(Status::Complete(_)) = got {
+                let parsed = reader.parse(&HttpConfig::default()).map(|r| r.method);
+                assert_eq!(parsed, Ok("GET"), "{:?}", String::from_utf8_lossy(input));
+            }
         }
     }
 
@@ -342,6 +346,25 @@ mod tests {
         assert_eq!(reader.buffered_after_head(), b"");
         assert_eq!(reader.parse(&cfg).err(), Some(HttpError::Incomplete));
         assert_eq!(reader.into_after_head(), b"");
+    }
+
+    /// A plain request's body arrives after its head and is collected by the same reader.
+    #[test]
+    fn body_arrives_after_the_head() {
+        let cfg = HttpConfig::default();
+        let head = b"POST /apps/1/events HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n";
+        let mut reader = HeadReader::new();
+        let mut reads: Vec<&[u8]> = vec![&head[..20], &head[20..], b"{\"ok\""];
+        reads.push(b":true}");
+        let mut statuses = Vec::new();
+        for read in reads {
+            statuses.push(reader.handle_read(&cfg, read));
+        }
+        let done = Ok(Status::Complete(head.len()));
+        assert_eq!(statuses, [Ok(Status::Partial), done, done, done]);
+        let length = reader.parse(&cfg).and_then(|req| req.content_length());
+        assert_eq!(length, Ok(Some(11)));
+        assert_eq!(reader.buffered_after_head(), b"{\"ok\":true}");
     }
 
     #[test]

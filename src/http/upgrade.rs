@@ -44,7 +44,7 @@ pub enum HandshakeError {
     /// An `Upgrade` field that does not list `websocket` (400).
     UpgradeNotWebSocket,
     /// No `Connection` field listing `upgrade` (400).
-    MissingConnectionUpgrade,
+    MissingConnection,
     /// `Sec-WebSocket-Version` missing, repeated or not `13` (426, with
     /// `Sec-WebSocket-Version: 13`, RFC 6455 section 4.4).
     BadVersion,
@@ -76,7 +76,7 @@ impl HandshakeError {
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::HttpVersion
             | Self::UpgradeNotWebSocket
-            | Self::MissingConnectionUpgrade
+            | Self::MissingConnection
             | Self::BadHost
             | Self::BadKey
             | Self::DuplicateHeader
@@ -111,7 +111,7 @@ impl fmt::Display for HandshakeError {
             Self::HttpVersion => "WebSocket upgrade needs HTTP/1.1",
             Self::MissingUpgrade => "no Upgrade header",
             Self::UpgradeNotWebSocket => "Upgrade header does not list websocket",
-            Self::MissingConnectionUpgrade => "Connection header does not list upgrade",
+            Self::MissingConnection => "Connection header does not list upgrade",
             Self::BadVersion => "Sec-WebSocket-Version is not 13",
             Self::BadHost => "Host missing or repeated",
             Self::BadKey => "Sec-WebSocket-Key missing or not base64 of 16 bytes",
@@ -157,7 +157,7 @@ pub fn validate_upgrade<'a>(
         return Err(HandshakeError::UpgradeNotWebSocket);
     }
     if !req.header_has_token("connection", "upgrade") {
-        return Err(HandshakeError::MissingConnectionUpgrade);
+        return Err(HandshakeError::MissingConnection);
     }
     match single(req, "sec-websocket-version") {
         Ok(Some(b"13")) => {}
@@ -216,6 +216,8 @@ fn is_valid_key(key: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::{HandshakeError, HttpConfig, HttpError, Request, StatusCode, validate_upgrade};
     use crate::http::{HeadReader, Status};
 
@@ -295,8 +297,8 @@ mod tests {
             ("GET 1.0", "", no, Err(HttpVersion), 400, &[]),
             ("GET", "Upgrade", no, Err(MissingUpgrade), 426, upgrade_required),
             ("GET", "Upgrade: h2c", no, Err(UpgradeNotWebSocket), 400, &[]),
-            ("GET", "Connection", no, Err(MissingConnectionUpgrade), 400, &[]),
-            ("GET", "Connection: keep-alive", no, Err(MissingConnectionUpgrade), 400, &[]),
+            ("GET", "Connection", no, Err(MissingConnection), 400, &[]),
+            ("GET", "Connection: keep-alive", no, Err(MissingConnection), 400, &[]),
             ("GET", "Sec-WebSocket-Version: 8", no, Err(BadVersion), 426, v13),
             ("GET", "Sec-WebSocket-Version: 13, 8", no, Err(BadVersion), 426, v13),
             ("GET", VERSION_TWICE, no, Err(BadVersion), 426, v13),
@@ -419,6 +421,51 @@ mod tests {
                 Err(err) => Err(err.into()),
             };
             assert_eq!(err.map_err(|e| e.status()), Err(StatusCode(status)));
+        }
+    }
+
+    /// Whatever the bytes, the path from read to answer returns a status and never panics.
+    fn answer_status(cfg: &HttpConfig, input: &[u8]) -> Option<u16> {
+        let mut reader = HeadReader::new();
+        match reader.handle_read(cfg, input) {
+            Ok(Status::Partial) => None,
+            Err(err) => Some(err.status().0),
+            Ok(Status::Complete(_)) => Some(
+                match reader
+                    .parse(cfg)
+                    .map_err(HandshakeError::from)
+                    .and_then(|req| {
+                        let _ = req.content_length();
+                        validate_upgrade(&req, cfg)
+                    }) {
+                    Ok(_) => 101,
+                    Err(err) => err.status().0,
+                },
+            ),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_get_an_answer_without_panic(input in any::<Vec<u8>>()) {
+            let status = answer_status(&HttpConfig::default(), &input);
+            prop_assert!(status.is_none_or(|s| (101..=505).contains(&s)));
+        }
+
+        #[test]
+        fn mutated_upgrades_get_an_answer_without_panic(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut input = head("GET", "Origin: https://app.example.com").into_bytes();
+            let i = at.index(input.len());
+            input[i] = byte;
+            let listed = HttpConfig {
+                allowed_origins: vec!["https://app.example.com".to_owned()],
+                ..HttpConfig::default()
+            };
+            let status = answer_status(&listed, &input);
+            prop_assert!(status.is_none_or(|s| (101..=505).contains(&s)));
         }
     }
 }

@@ -62,6 +62,10 @@ pub struct Conn {
     pub last_rx: Tick,
     /// Tick the current phase (or the outstanding ping) started; its deadline counts from here.
     pub since: Tick,
+    /// Start tick of the window inbound control frames are counted in.
+    pub control_window: Tick,
+    /// Inbound Ping and Pong frames in the current window (saturating).
+    pub control_frames: u8,
     /// The request-head reader, boxed and present only during the handshake.
     pub head: Option<Box<HeadReader>>,
     /// WebSocket decoder state.
@@ -80,6 +84,8 @@ impl Conn {
             wheel_due: NOT_FILED,
             last_rx: now,
             since: now,
+            control_window: now,
+            control_frames: 0,
             head: None,
             ws: ws::Connection::new(ws::Role::Server),
             outbox: Outbox::default(),

@@ -39,6 +39,17 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// `/health`, `/metrics`, the HTTP API) are rows here.
 const ROUTES: &[(&str, Route)] = &[("/echo", Route::Echo)];
 
+/// Longest control-frame payload (RFC 6455 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Inbound Ping and Pong frames allowed per [`CONTROL_WINDOW`] before the connection is closed
+/// with 1008. `shared/LIMITS.md` asks for about 10 a second; 20 leaves room for a client that
+/// sends a burst of pings at once (the Autobahn suite sends 10 back to back).
+const MAX_CONTROL_FRAMES: u32 = 20;
+
+/// The window [`MAX_CONTROL_FRAMES`] is counted over: one second of ticks.
+const CONTROL_WINDOW: Tick = 10;
+
 /// A pre-encoded unmasked Ping with an empty payload (opcode 0x9, FIN, length 0).
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
 
@@ -400,12 +411,16 @@ impl Core {
     }
 
     fn handle_ws_bytes(&mut self, key: ConnKey, data: &mut [u8]) {
+        let now = self.now;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let echo = conn.route == Route::Echo;
         let out = &mut self.out;
         let mut peer_close = None;
+        let mut control_frames = 0u32;
+        // Pongs are coalesced: only the latest Ping of a read is answered (RFC 6455 5.5.3).
+        let mut last_ping: Option<([u8; MAX_CONTROL_PAYLOAD], usize)> = None;
         let result = conn
             .ws
             .handle_read(&self.config.ws, data, &mut |event| match event {
@@ -415,40 +430,61 @@ impl Core {
                 ws::Event::Binary(bytes) if echo => {
                     ws::encode_frame(out, true, OpCode::Binary, bytes)
                 }
-                ws::Event::Ping(payload) => ws::encode_frame(out, true, OpCode::Pong, payload),
+                ws::Event::Ping(payload) => {
+                    control_frames += 1;
+                    let mut copy = [0; MAX_CONTROL_PAYLOAD];
+                    let len = payload.len().min(MAX_CONTROL_PAYLOAD);
+                    copy[..len].copy_from_slice(&payload[..len]);
+                    last_ping = Some((copy, len));
+                }
+                ws::Event::Pong(_) => control_frames += 1,
                 ws::Event::Close(frame) => peer_close = Some(ws::close_reply(frame.as_ref())),
-                ws::Event::Text(_) | ws::Event::Binary(_) | ws::Event::Pong(_) => {}
+                ws::Event::Text(_) | ws::Event::Binary(_) => {}
             });
-        match (result, peer_close) {
-            (Err(error), _) => {
+        if control_frames > 0 {
+            if now >= conn.control_window.saturating_add(CONTROL_WINDOW) {
+                conn.control_window = now;
+                conn.control_frames = 0;
+            }
+            let count = u32::from(conn.control_frames).saturating_add(control_frames);
+            conn.control_frames = count.min(u32::from(u8::MAX)) as u8;
+        }
+        let failure = match result {
+            Err(error) => Some((CloseCode::from(error), error.reason())),
+            Ok(()) if u32::from(conn.control_frames) > MAX_CONTROL_FRAMES => {
+                Some((CloseCode::POLICY_VIOLATION, "control frame flood"))
+            }
+            Ok(()) => None,
+        };
+        if let Some((payload, len)) = last_ping
+            && failure.is_none()
+            && !conn.ws.is_close_sent()
+        {
+            ws::encode_frame(out, true, OpCode::Pong, &payload[..len]);
+        }
+        match (failure, peer_close) {
+            (Some((code, reason)), _) => {
                 if !conn.ws.is_close_sent() {
-                    let code = wire_close_code(CloseCode::from(error));
-                    ws::encode_close(
-                        out,
-                        Some(CloseFrame {
-                            code,
-                            reason: error.reason(),
-                        }),
-                        None,
-                    );
+                    let code = wire_close_code(code);
+                    ws::encode_close(out, Some(CloseFrame { code, reason }), None);
                     conn.ws.handle_close_sent();
                 }
-                conn.enter(Phase::Flushing, self.now);
+                conn.enter(Phase::Flushing, now);
                 self.dirty.push(key);
                 self.schedule(key);
             }
-            (Ok(()), Some(reply)) => {
+            (None, Some(reply)) => {
                 if !conn.ws.is_close_sent() {
                     ws::encode_close(out, reply, None);
                     conn.ws.handle_close_sent();
                 }
                 // The closing handshake is complete: the server closes TCP first (RFC 6455 7.1.1),
                 // at the next flush when nothing is left to send.
-                conn.enter(Phase::Flushing, self.now);
+                conn.enter(Phase::Flushing, now);
                 self.dirty.push(key);
                 self.schedule(key);
             }
-            (Ok(()), None) => {}
+            (None, None) => {}
         }
         self.push_out(key);
     }
@@ -651,5 +687,386 @@ mod tests {
         limit.release();
         assert!(limit.try_acquire());
         assert_eq!(limit.open(), 2);
+    }
+}
+
+/// The connection state machine driven through a fake driver: events in, bytes out, simulated
+/// ticks; no sockets or clocks involved.
+#[cfg(test)]
+mod state_tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::driver::RecvBuf;
+    use crate::driver::sys::Waker;
+
+    #[derive(Default)]
+    struct FakeDriver {
+        bufs: Vec<Vec<u8>>,
+        sent: Vec<(ConnKey, Vec<u8>)>,
+        closed: Vec<ConnKey>,
+        stopped_accepting: bool,
+        waker: Option<Waker>,
+    }
+
+    impl Driver for FakeDriver {
+        fn backend(&self) -> &'static str {
+            "fake"
+        }
+        fn listen(&mut self, _listener: OwnedFd) -> io::Result<()> {
+            Ok(())
+        }
+        fn stop_accepting(&mut self) {
+            self.stopped_accepting = true;
+        }
+        fn register(&mut self, _key: ConnKey, _socket: OwnedFd) -> io::Result<()> {
+            Ok(())
+        }
+        fn adopt_connecting(&mut self, _key: ConnKey, _socket: OwnedFd) -> io::Result<()> {
+            Ok(())
+        }
+        fn resume_recv(&mut self, _key: ConnKey) {}
+        fn send(&mut self, key: ConnKey, frames: &mut Vec<Bytes>) {
+            self.sent.push((key, frames.concat()));
+            frames.clear();
+        }
+        fn close(&mut self, key: ConnKey) {
+            self.closed.push(key);
+        }
+        fn wait(&mut self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn poll_event(&mut self) -> Option<Event> {
+            None
+        }
+        fn recv_buf(&mut self, buf: RecvBuf) -> &mut [u8] {
+            &mut self.bufs[usize::from(buf.id)]
+        }
+        fn release(&mut self, _buf: RecvBuf) {}
+        fn waker(&self) -> Waker {
+            self.waker.clone().expect("waker")
+        }
+    }
+
+    struct Harness {
+        shard: Shard<FakeDriver>,
+        transmit: Vec<Bytes>,
+        _peers: VecDeque<std::os::unix::net::UnixStream>,
+    }
+
+    fn fd() -> (OwnedFd, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        (OwnedFd::from(a), b)
+    }
+
+    impl Harness {
+        fn new(config: Config) -> Self {
+            let eventfd = Arc::new(crate::driver::sys::eventfd().expect("eventfd"));
+            let waker = Waker::new(eventfd);
+            let (_tx, mailbox) = Mailbox::new(waker.clone());
+            let driver = FakeDriver {
+                waker: Some(waker),
+                ..FakeDriver::default()
+            };
+            let (listener, peer) = fd();
+            let limit = Arc::new(ConnLimit::new(100));
+            let shard =
+                Shard::new(driver, listener, Arc::new(config), mailbox, limit).expect("shard");
+            Self {
+                shard,
+                transmit: Vec::new(),
+                _peers: VecDeque::from([peer]),
+            }
+        }
+
+        fn accept(&mut self) -> ConnKey {
+            let (socket, peer) = fd();
+            self._peers.push_back(peer);
+            self.shard.handle_event(Event::Accepted(socket));
+            self.shard.core.conns.keys().last().expect("accepted")
+        }
+
+        /// Feeds bytes, flushes, completes every send, returns what was sent.
+        fn read(&mut self, key: ConnKey, bytes: &[u8]) -> Vec<u8> {
+            self.shard.driver.bufs = vec![bytes.to_vec()];
+            let buf = RecvBuf {
+                id: 0,
+                len: bytes.len() as u32,
+            };
+            self.shard.handle_event(Event::Recv { key, buf });
+            self.settle(key)
+        }
+
+        fn settle(&mut self, key: ConnKey) -> Vec<u8> {
+            let mut out = Vec::new();
+            loop {
+                self.shard.flush(&mut self.transmit);
+                let sent = std::mem::take(&mut self.shard.driver.sent);
+                if sent.is_empty() {
+                    return out;
+                }
+                for (k, bytes) in sent {
+                    assert_eq!(k, key);
+                    out.extend_from_slice(&bytes);
+                    self.shard.handle_event(Event::Sent {
+                        key: k,
+                        result: Ok(bytes.len()),
+                    });
+                }
+            }
+        }
+
+        fn advance(&mut self, key: ConnKey, now: Tick) -> Vec<u8> {
+            self.shard.core.advance(now);
+            self.settle(key)
+        }
+
+        fn closed(&self, key: ConnKey) -> bool {
+            self.shard.driver.closed.contains(&key) && self.shard.core.conns.get(key).is_none()
+        }
+
+        fn upgrade(&mut self, key: ConnKey) {
+            let out = self.read(key, UPGRADE);
+            assert!(
+                out.starts_with(b"HTTP/1.1 101 "),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+
+    const UPGRADE: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        ws::encode_masked_frame(
+            &mut out,
+            true,
+            OpCode::from_bits(opcode).expect("op"),
+            payload,
+            [1, 2, 3, 4],
+        );
+        out
+    }
+
+    fn close_code(frame: &[u8]) -> u16 {
+        assert_eq!(frame[0], 0x88, "not a close frame: {frame:?}");
+        u16::from_be_bytes([frame[2], frame[3]])
+    }
+
+    #[test]
+    fn upgrade_then_echo_then_close_handshake() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        assert!(
+            h.shard.core.conns.get(key).expect("conn").head.is_none(),
+            "head reader freed"
+        );
+        assert_eq!(h.read(key, &masked(0x1, b"hello")), b"\x81\x05hello");
+        assert_eq!(
+            h.read(key, &masked(0x2, &[7; 200]))[..4],
+            [0x82, 126, 0, 200]
+        );
+        let mut close = Vec::new();
+        ws::encode_close(
+            &mut close,
+            Some(CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: "",
+            }),
+            Some([9; 4]),
+        );
+        let reply = h.read(key, &close);
+        assert_eq!(close_code(&reply), 1000);
+        assert!(
+            h.closed(key),
+            "server closes TCP once its close answer is sent"
+        );
+    }
+
+    #[test]
+    fn frames_sent_with_the_head_are_echoed() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let mut bytes = UPGRADE.to_vec();
+        bytes.extend(masked(0x1, b"early"));
+        let out = h.read(key, &bytes);
+        assert!(out.starts_with(b"HTTP/1.1 101 "));
+        assert!(out.ends_with(b"\x81\x05early"));
+    }
+
+    #[test]
+    fn http_answers_then_closes() {
+        let cases: [(&[u8], &str); 3] = [
+            (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 404 "),
+            (b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 426 "),
+            (b"BROKEN\r\n\r\n", "HTTP/1.1 400 "),
+        ];
+        for (request, status) in cases {
+            let mut h = Harness::new(Config::default());
+            let key = h.accept();
+            let out = h.read(key, request);
+            assert!(
+                out.starts_with(status.as_bytes()),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(h.closed(key));
+        }
+    }
+
+    #[test]
+    fn protocol_error_gets_its_close_code() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let unmasked = [0x81, 0x02, b'h', b'i'];
+        assert_eq!(close_code(&h.read(key, &unmasked)), 1002);
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn handshake_deadline_closes_a_slow_client_only() {
+        let config = Config {
+            handshake_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let slow = h.accept();
+        h.read(slow, b"GET /echo HTTP/1.1\r\n");
+        h.advance(slow, 9);
+        assert!(!h.closed(slow));
+        h.advance(slow, 10);
+        assert!(h.closed(slow), "half-open handshake closed at its deadline");
+    }
+
+    #[test]
+    fn silent_connection_is_pinged_then_closed_1011() {
+        let config = Config {
+            ping_interval: Duration::from_secs(1),
+            pong_timeout: Duration::from_secs(1),
+            close_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        assert_eq!(h.advance(key, 9), b"");
+        assert_eq!(h.advance(key, 10), PING_FRAME);
+        assert_eq!(close_code(&h.advance(key, 20)), 1011);
+        assert!(!h.closed(key), "waits close_timeout for the peer's close");
+        h.advance(key, 30);
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn any_byte_answers_a_ping() {
+        let config = Config {
+            ping_interval: Duration::from_secs(1),
+            pong_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        assert_eq!(h.advance(key, 10), PING_FRAME);
+        h.shard.core.now = 15;
+        h.read(key, &masked(0xA, b""));
+        assert_eq!(h.advance(key, 24), b"", "no close: the pong arrived");
+        assert_eq!(
+            h.advance(key, 25),
+            PING_FRAME,
+            "next ping after another quiet interval"
+        );
+    }
+
+    #[test]
+    fn pings_in_one_read_get_one_pong_for_the_latest() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let mut bytes = masked(0x9, b"first");
+        bytes.extend(masked(0x9, b"second"));
+        assert_eq!(h.read(key, &bytes), b"\x8a\x06second");
+    }
+
+    #[test]
+    fn control_frame_flood_closes_1008() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let ping = masked(0x9, b"");
+        for _ in 0..MAX_CONTROL_FRAMES {
+            assert_eq!(h.read(key, &ping), b"\x8a\x00");
+        }
+        assert!(!h.closed(key), "the limit itself is allowed");
+        let reply = h.read(key, &ping);
+        assert_eq!(close_code(&reply), 1008);
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn control_frame_budget_refills_each_window() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let ping = masked(0x9, b"");
+        for round in 0..3 {
+            h.shard.core.now = round * CONTROL_WINDOW;
+            for _ in 0..MAX_CONTROL_FRAMES {
+                assert_eq!(h.read(key, &ping), b"\x8a\x00");
+            }
+        }
+        assert!(!h.closed(key));
+    }
+
+    #[test]
+    fn drain_answers_handshakes_503_and_open_connections_1001() {
+        let mut h = Harness::new(Config::default());
+        let open = h.accept();
+        h.upgrade(open);
+        let pending = h.accept();
+        h.read(pending, b"GET /echo HTTP/1.1\r\n");
+        h.shard.core.begin_drain(&mut h.shard.driver);
+        assert!(h.shard.driver.stopped_accepting);
+        h.shard.flush(&mut h.transmit);
+        let sent = std::mem::take(&mut h.shard.driver.sent);
+        let to = |key| {
+            sent.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, b)| b.clone())
+                .expect("sent")
+        };
+        assert_eq!(close_code(&to(open)), 1001);
+        assert!(to(pending).starts_with(b"HTTP/1.1 503 "));
+        assert!(!h.shard.core.drain_done());
+    }
+
+    #[test]
+    fn events_for_a_closed_connection_are_ignored() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.shard.handle_event(Event::Eof { key });
+        h.shard.flush(&mut h.transmit);
+        assert!(h.closed(key));
+        let reused = h.accept();
+        assert_eq!(reused.slot, key.slot);
+        h.read(key, UPGRADE);
+        h.shard.handle_event(Event::Sent {
+            key,
+            result: Ok(10),
+        });
+        h.shard.flush(&mut h.transmit);
+        let conn = h
+            .shard
+            .core
+            .conns
+            .get(reused)
+            .expect("reused slot untouched");
+        assert_eq!(conn.phase, Phase::Handshake);
+        assert!(conn.head.is_none());
     }
 }
