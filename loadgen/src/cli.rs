@@ -85,6 +85,7 @@ pub enum ScenarioCmd {
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// Target, `ws://HOST:PORT/PATH`; repeat to spread connections over several targets.
+    /// Default: `ws://127.0.0.1:8080/echo`, or `/app/{key}?protocol=7` there for pubsub.
     #[arg(long = "url")]
     pub urls: Vec<String>,
     /// Connections to open (at once; for churn, the most open at once).
