@@ -176,10 +176,24 @@ pub struct PublishArgs {
     /// Event data size in bytes (at least the sequence header).
     #[arg(long, default_value_t = 32)]
     pub size: usize,
+    /// How events are published: through the signed HTTP API, or as client events (`client-seq`
+    /// on `private-` channels, sent by one subscriber of each channel; the server limits client
+    /// events to about 10 per second per connection).
+    #[arg(long, value_enum, default_value_t = PublishVia::Api)]
+    pub publish_via: PublishVia,
     /// When publishing starts; defaults to the end of the ramp (`--conns` / `--rate`) plus one
     /// second, so that subscribers are in place first.
     #[arg(long, value_parser = parse_duration)]
     pub publish_after: Option<Duration>,
+}
+
+/// How the pubsub scenario publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishVia {
+    /// `POST /apps/{id}/events`, signed like the server SDKs.
+    Api,
+    /// Client events on private channels.
+    Client,
 }
 
 /// Flags of the echo scenario.

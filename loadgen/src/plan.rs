@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use crate::cli::{Backend, CommonArgs, ScenarioCmd};
+use crate::cli::{Backend, CommonArgs, PublishVia, ScenarioCmd};
 use crate::sign::AppCredentials;
 use crate::target::{Target, parse_sources};
 
@@ -58,6 +58,8 @@ pub struct PubsubPlan {
     pub publish_after_ns: u64,
     /// Event data size in bytes.
     pub size: usize,
+    /// Publish as client events on private channels instead of through the HTTP API.
+    pub client_events: bool,
 }
 
 /// Storm parameters.
@@ -190,6 +192,12 @@ impl Plan {
                     );
                 }
                 let publish_after_ns = publish.publish_after.map_or(ramp_ns + 1_000_000_000, ns);
+                let client_events = publish.publish_via == PublishVia::Client;
+                if client_events && common.conns < u64::from(pusher.channels) {
+                    return Err(
+                        "--publish-via client needs at least one connection per channel".into(),
+                    );
+                }
                 (
                     "pubsub",
                     Mode::Pubsub(PubsubPlan {
@@ -197,6 +205,7 @@ impl Plan {
                         publish_interval_ns: interval_ns(publish.publish_rate, "--publish-rate")?,
                         publish_after_ns,
                         size: publish.size,
+                        client_events,
                     }),
                 )
             }
@@ -303,9 +312,14 @@ fn ramp_ns(common: &CommonArgs) -> Result<u64, String> {
     Ok((common.conns as f64 * 1e9 / common.rate) as u64)
 }
 
-/// Name of channel `c`.
-pub fn channel_name(c: u32) -> String {
-    format!("loadgen-{c}")
+/// Name of channel `c`: private channels when events are client events, which Pusher allows on
+/// private and presence channels only.
+pub fn channel_name(c: u32, private: bool) -> String {
+    if private {
+        format!("private-loadgen-{c}")
+    } else {
+        format!("loadgen-{c}")
+    }
 }
 
 #[cfg(test)]
@@ -379,6 +393,38 @@ mod tests {
             (&["idle", "--src", "bogus"], false),
             (&["storm", "--backoff-base", "0s"], false),
             (&["churn", "--hold", "250ms"], true),
+            (
+                &[
+                    "pubsub",
+                    "--app-id",
+                    "1",
+                    "--key",
+                    "k",
+                    "--secret",
+                    "s",
+                    "--publish-via",
+                    "client",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "pubsub",
+                    "--app-id",
+                    "1",
+                    "--key",
+                    "k",
+                    "--secret",
+                    "s",
+                    "--publish-via",
+                    "client",
+                    "--conns",
+                    "2",
+                    "--channels",
+                    "3",
+                ],
+                false,
+            ),
         ];
         for (args, ok) in cases {
             // Pusher credentials may come from the environment; keep the cases independent of it.

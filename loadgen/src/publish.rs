@@ -461,7 +461,7 @@ fn events_request(
     }
     let body = format!(
         r#"{{"name":"seq","channels":["{}"],"data":"{data}"}}"#,
-        channel_name(channel)
+        channel_name(channel, false)
     );
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -224,6 +224,7 @@ pub struct State {
     next_open: u64,
     sweep: Option<Sweep>,
     publisher: Option<Publisher>,
+    client_pub: Option<ClientPublisher>,
     open_now: u64,
     opened_total: u64,
     failed_total: u64,
@@ -255,7 +256,7 @@ impl State {
             }),
         };
         let publisher = match &plan.mode {
-            Mode::Pubsub(p) => Publisher::new(
+            Mode::Pubsub(p) if !p.client_events => Publisher::new(
                 &plan,
                 p,
                 t0,
@@ -263,6 +264,10 @@ impl State {
                 runners,
                 u32::try_from(n).unwrap_or(u32::MAX),
             ),
+            _ => None,
+        };
+        let client_pub = match &plan.mode {
+            Mode::Pubsub(p) if p.client_events => ClientPublisher::new(p, t0, runner, runners),
             _ => None,
         };
         let free = if matches!(plan.mode, Mode::Churn { .. }) {
@@ -296,6 +301,7 @@ impl State {
             next_open: 0,
             sweep,
             publisher,
+            client_pub,
             open_now: 0,
             opened_total: 0,
             failed_total: 0,
@@ -705,10 +711,25 @@ impl State {
         match msg.event.as_str() {
             "pusher:connection_established" => {
                 if let Mode::Pubsub(p) = &self.plan.mode {
-                    let channel = channel_name(Plan::channel_of(self.global(key.slot), p.channels));
-                    let sub = format!(
-                        r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#
-                    );
+                    let private = p.client_events;
+                    let channel =
+                        channel_name(Plan::channel_of(self.global(key.slot), p.channels), private);
+                    let sub = if private {
+                        // The auth an auth endpoint would hand out: the load generator knows the
+                        // secret, so it signs `socket_id:channel` itself.
+                        let Some(socket_id) = socket_id_of(msg.data.as_ref()) else {
+                            self.end_conn(key, Cause::Protocol, now);
+                            return;
+                        };
+                        let auth = self.plan.app.private_channel_auth(&socket_id, &channel);
+                        format!(
+                            r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}","auth":"{auth}"}}}}"#
+                        )
+                    } else {
+                        format!(
+                            r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#
+                        )
+                    };
                     if let Some(conn) = self.live(key) {
                         conn.pusher = PusherPhase::Subscribing;
                     }
@@ -720,13 +741,16 @@ impl State {
                     return;
                 };
                 let publish_start = self.t0 + p.publish_after_ns;
+                // A client event never comes back to its sender: the publishing subscriber of
+                // each channel (global index = channel) is not counted.
+                let publisher = p.client_events && self.global(key.slot) < u64::from(p.channels);
                 let Some(conn) = self.live(key) else { return };
                 if conn.pusher != PusherPhase::Subscribing {
                     return;
                 }
                 conn.pusher = PusherPhase::Subscribed;
-                conn.counted = now < publish_start;
-                let late = !conn.counted;
+                conn.counted = now < publish_start && !publisher;
+                let late = now >= publish_start;
                 self.counters.subscribed += 1;
                 self.counters.late_subscribers += u64::from(late);
             }
@@ -734,7 +758,8 @@ impl State {
             "pusher:pong" => {
                 let Some(conn) = self.live(key) else { return };
                 let sent = std::mem::take(&mut conn.stamp_ns);
-                if sent != 0 {
+                // In pubsub the latency figure is publish-to-delivery only.
+                if sent != 0 && !matches!(self.plan.mode, Mode::Pubsub(_)) {
                     self.record_latency(sent, now);
                 }
             }
@@ -855,6 +880,7 @@ impl State {
             if let Some(p) = self.publisher.as_mut() {
                 p.handle_timeout(now, &mut self.acts);
             }
+            self.client_publish_due(now);
         }
         self.deadlines_due(now);
         match self.stage {
@@ -881,6 +907,9 @@ impl State {
             }
             if let Some(p) = &self.publisher {
                 next = next.min(p.next_ns());
+            }
+            if let Some(p) = &self.client_pub {
+                next = next.min(p.sweep.next_ns());
             }
         }
         for q in [&self.deadlines, &self.holds, &self.closings] {
@@ -947,6 +976,42 @@ impl State {
             }
         }
         self.sweep = Some(sweep);
+    }
+
+    /// Client events due by `now`: sequence `k` of channel `c` goes out as `client-seq` from the
+    /// channel's publishing subscriber (slot `c / loops` of loop `c % loops`).
+    fn client_publish_due(&mut self, now: u64) {
+        let Some(mut p) = self.client_pub.take() else {
+            return;
+        };
+        let due = p.sweep.due(now).min(p.sweep.done + SWEEP_PER_TURN);
+        while p.sweep.done < due {
+            let v = p.sweep.done;
+            p.sweep.done += 1;
+            let Some(chan) = p.channels.get_mut((v % p.sweep.n) as usize) else {
+                continue;
+            };
+            chan.seq += 1;
+            let slot = (u64::from(chan.id) / self.runners) as u32;
+            let ready = self
+                .conns
+                .get(slot as usize)
+                .filter(|c| c.pusher == PusherPhase::Subscribed && c.phase == Phase::Open);
+            let Some(key) = ready.map(|c| c.link.key(slot)) else {
+                chan.failed += 1;
+                continue;
+            };
+            let mut data = format!("lg:{}:{}:", chan.seq, p.sweep.intended(v));
+            if data.len() < p.size {
+                data.extend(std::iter::repeat_n('x', p.size - data.len()));
+            }
+            let text = format!(
+                r#"{{"event":"client-seq","channel":"{}","data":"{data}"}}"#,
+                channel_name(chan.id, true)
+            );
+            self.send_text(key, &text);
+        }
+        self.client_pub = Some(p);
     }
 
     fn storm_due(&mut self, now: u64) {
@@ -1124,6 +1189,13 @@ impl State {
                 t.duplicated += u64::from(conn.seq.duplicated);
                 t.out_of_order += u64::from(conn.seq.out_of_order);
             }
+            if let Some(publisher) = &self.client_pub {
+                for c in &publisher.channels {
+                    let t = channels.entry(c.id).or_default();
+                    t.published += u64::from(c.seq);
+                    t.publish_failed += c.failed;
+                }
+            }
             if let Some(publisher) = &self.publisher {
                 for (c, published, failed) in publisher.tallies() {
                     let t = channels.entry(c).or_default();
@@ -1145,6 +1217,44 @@ impl State {
             latency_hist: encode_hist(&self.latency.hist),
             channels: channels.into_iter().collect(),
         }
+    }
+}
+
+/// Client-event publishing of one loop: the channels it owns and their sequences.
+#[derive(Debug)]
+struct ClientPublisher {
+    sweep: Sweep,
+    channels: Vec<ClientChannel>,
+    size: usize,
+}
+
+#[derive(Debug)]
+struct ClientChannel {
+    id: u32,
+    seq: u32,
+    failed: u64,
+}
+
+impl ClientPublisher {
+    fn new(p: &crate::plan::PubsubPlan, t0: u64, runner: u64, runners: u64) -> Option<Self> {
+        let channels: Vec<ClientChannel> = (0..p.channels)
+            .filter(|c| u64::from(*c) % runners == runner)
+            .map(|id| ClientChannel {
+                id,
+                seq: 0,
+                failed: 0,
+            })
+            .collect();
+        (!channels.is_empty()).then(|| Self {
+            sweep: Sweep {
+                start_ns: t0 + p.publish_after_ns,
+                period_ns: p.publish_interval_ns,
+                n: channels.len() as u64,
+                done: 0,
+            },
+            channels,
+            size: p.size,
+        })
     }
 }
 
@@ -1191,6 +1301,17 @@ impl EventArena {
 #[derive(Debug, serde::Deserialize)]
 struct PusherMsg {
     event: String,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+}
+
+/// The socket id in the data of `pusher:connection_established`, a JSON object sent as a string.
+fn socket_id_of(data: Option<&serde_json::Value>) -> Option<String> {
+    let inner: serde_json::Value = match data? {
+        serde_json::Value::String(text) => serde_json::from_str(text).ok()?,
+        other => other.clone(),
+    };
+    inner.get("socket_id")?.as_str().map(str::to_string)
 }
 
 /// Marker that starts the data of a load-generator event: `lg:SEQ:STAMP:`.

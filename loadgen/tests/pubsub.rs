@@ -47,6 +47,38 @@ fn pubsub_delivers_every_event_exactly_once() {
 
 #[test]
 #[ignore = "needs the Pusher protocol served by the shards"]
+fn pubsub_over_client_events_delivers_to_every_other_subscriber() {
+    let server = Server::start();
+    let url = format!("{}/app/{APP_KEY}?protocol=7", server.url_base);
+    let (code, r) = loadgen(&[
+        "pubsub",
+        "--url",
+        &url,
+        "--conns",
+        "50",
+        "--channels",
+        "5",
+        "--publish-rate",
+        "5",
+        "--duration",
+        "3s",
+        "--publish-via",
+        "client",
+    ]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(n(&r, "subscribed"), 50, "{r}");
+    let expected = n(&r, "expected");
+    assert!(expected > 0, "{r}");
+    assert_eq!(n(&r, "delivered"), expected, "{r}");
+    assert_eq!(
+        (n(&r, "lost"), n(&r, "duplicated"), n(&r, "out_of_order")),
+        (0, 0, 0),
+        "{r}"
+    );
+}
+
+#[test]
+#[ignore = "needs the Pusher protocol served by the shards"]
 fn pubsub_with_wrong_secret_fails_loudly() {
     let server = Server::start();
     let url = format!("{}/app/{APP_KEY}?protocol=7", server.url_base);
