@@ -66,3 +66,8 @@ untune:
 ## The tuning scripts against a scratch copy of /proc/sys and /etc.
 test-sysctl:
 	sh tests/sysctl/test.sh
+.PHONY: bench-loadgen
+## The load generator's own density and connect rate: CONNS idle connections (default 19000) in
+## one worker against a release ringcast; BACKEND=auto|uring|epoll.
+bench-loadgen:
+	bash loadgen/bench/idle-density.sh
