@@ -67,6 +67,14 @@ pub struct Config {
     pub max_outbox_bytes: usize,
     /// Pin each shard thread to its own CPU (when the CPUs allowed outnumber the shards).
     pub pin_shards: bool,
+    /// Connections and handshakes per client address, and whose forwarded addresses count.
+    pub ip_limits: crate::limits::IpLimitsConfig,
+    /// Messages and bytes per second each connection may send.
+    pub message_rate: crate::limits::MessageRateConfig,
+    /// What crossing `max_outbox_bytes` does.
+    pub outbox_policy: crate::limits::OutboxPolicy,
+    /// A connection whose queued bytes make no progress for this long is closed.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for Config {
@@ -91,6 +99,10 @@ impl Default for Config {
             // 1 MiB and its answer from `shared/LIMITS.md` (outbox per connection).
             max_outbox_bytes: 1024 * 1024,
             pin_shards: true,
+            ip_limits: crate::limits::IpLimitsConfig::default(),
+            message_rate: crate::limits::MessageRateConfig::default(),
+            outbox_policy: crate::limits::OutboxPolicy::Close,
+            write_stall_timeout: crate::limits::WRITE_STALL_TIMEOUT,
         }
     }
 }
@@ -351,6 +363,30 @@ pub struct ConfigLayer {
     /// Pin each shard thread to its own CPU: true or false [default: true].
     #[arg(long, value_name = "BOOL")]
     pub pin_shards: Option<bool>,
+    /// Most connections one client address may hold (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+    /// Most WebSocket handshakes one client address may start per second (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_handshakes_per_ip: Option<u32>,
+    /// Proxies whose X-Forwarded-For is believed (comma-separated addresses or ranges).
+    #[arg(long, value_name = "RANGES", value_parser = parse_nets)]
+    pub trusted_proxies: Option<Nets>,
+    /// Client addresses the per-IP limits never apply to (comma-separated; empty for none).
+    #[arg(long, value_name = "RANGES", value_parser = parse_nets)]
+    pub limits_exempt: Option<Nets>,
+    /// Most data messages a connection may send per second (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_messages_per_sec: Option<u32>,
+    /// Most payload bytes a connection may send per second (0: no limit).
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes_per_sec: Option<u32>,
+    /// What a full outbox does: close, or drop-oldest for lossy messages.
+    #[arg(long, value_name = "POLICY", value_parser = crate::limits::OutboxPolicy::from_str)]
+    pub outbox_policy: Option<crate::limits::OutboxPolicy>,
+    /// Close a connection whose queued bytes make no progress for this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub write_stall_timeout: Option<Duration>,
     /// Log filter in RUST_LOG syntax, e.g. `info` or `ringcast=debug,warn` [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -385,6 +421,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .checked_mul(millis_per_unit)
         .map(Duration::from_millis)
         .ok_or_else(bad)
+}
+
+/// Address ranges from a comma-separated list (`10.0.0.0/8, ::1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nets(pub Vec<crate::limits::IpNet>);
+
+fn parse_nets(text: &str) -> Result<Nets, String> {
+    crate::limits::parse_nets(text).map(Nets)
 }
 
 /// Parses a comma-separated origin list; `*` (or an empty value) allows every origin.
@@ -475,6 +519,16 @@ impl ConfigLayer {
             "RECV_BUFFERS" => self.recv_buffers = parsed(value)?,
             "MAX_OUTBOX_BYTES" => self.max_outbox_bytes = Some(parse_count(value)?),
             "PIN_SHARDS" => self.pin_shards = parsed(value)?,
+            "MAX_CONNECTIONS_PER_IP" => self.max_connections_per_ip = parsed(value)?,
+            "MAX_HANDSHAKES_PER_IP" => self.max_handshakes_per_ip = parsed(value)?,
+            "TRUSTED_PROXIES" => self.trusted_proxies = Some(parse_nets(value)?),
+            "LIMITS_EXEMPT" => self.limits_exempt = Some(parse_nets(value)?),
+            "MAX_MESSAGES_PER_SEC" => self.max_messages_per_sec = parsed(value)?,
+            "MAX_BYTES_PER_SEC" => self.max_bytes_per_sec = parsed(value)?,
+            "OUTBOX_POLICY" => {
+                self.outbox_policy = Some(crate::limits::OutboxPolicy::from_str(value)?)
+            }
+            "WRITE_STALL_TIMEOUT" => self.write_stall_timeout = Some(parse_duration(value)?),
             "LOG_LEVEL" => self.log_level = Some(value.to_owned()),
             "LOG_FORMAT" => self.log_format = Some(LogFormat::from_str(value.trim())?),
             _ => return Ok(false),
@@ -526,6 +580,14 @@ impl ConfigLayer {
             recv_buffers: self.recv_buffers.or(base.recv_buffers),
             max_outbox_bytes: self.max_outbox_bytes.or(base.max_outbox_bytes),
             pin_shards: self.pin_shards.or(base.pin_shards),
+            max_connections_per_ip: self.max_connections_per_ip.or(base.max_connections_per_ip),
+            max_handshakes_per_ip: self.max_handshakes_per_ip.or(base.max_handshakes_per_ip),
+            trusted_proxies: self.trusted_proxies.or(base.trusted_proxies),
+            limits_exempt: self.limits_exempt.or(base.limits_exempt),
+            max_messages_per_sec: self.max_messages_per_sec.or(base.max_messages_per_sec),
+            max_bytes_per_sec: self.max_bytes_per_sec.or(base.max_bytes_per_sec),
+            outbox_policy: self.outbox_policy.or(base.outbox_policy),
+            write_stall_timeout: self.write_stall_timeout.or(base.write_stall_timeout),
             log_level: self.log_level.or(base.log_level),
             log_format: self.log_format.or(base.log_format),
         }
@@ -565,6 +627,16 @@ impl ConfigLayer {
         set(&mut config.recv_buffers, self.recv_buffers);
         set(&mut config.max_outbox_bytes, self.max_outbox_bytes);
         set(&mut config.pin_shards, self.pin_shards);
+        let ip = &mut config.ip_limits;
+        set(&mut ip.max_connections_per_ip, self.max_connections_per_ip);
+        set(&mut ip.max_handshakes_per_ip, self.max_handshakes_per_ip);
+        set(&mut ip.trusted_proxies, self.trusted_proxies.map(|n| n.0));
+        set(&mut ip.exempt, self.limits_exempt.map(|n| n.0));
+        let rate = &mut config.message_rate;
+        set(&mut rate.messages_per_second, self.max_messages_per_sec);
+        set(&mut rate.bytes_per_second, self.max_bytes_per_sec);
+        set(&mut config.outbox_policy, self.outbox_policy);
+        set(&mut config.write_stall_timeout, self.write_stall_timeout);
         let mut log = LogConfig::default();
         set(&mut log.filter, self.log_level);
         set(&mut log.format, self.log_format);
@@ -704,6 +776,17 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         );
     }
+    let bps = config.message_rate.bytes_per_second as usize;
+    if bps != 0 && bps < ws.max_message_size {
+        return invalid(
+            "max_bytes_per_sec",
+            format!(
+                "{bps} is below max_message_size ({}), so one largest message could never pass; \
+                 raise it, or set 0 for no limit (default 4194304)",
+                ws.max_message_size
+            ),
+        );
+    }
     if config.max_outbox_bytes < ws.max_message_size {
         return invalid(
             "max_outbox_bytes",
@@ -799,6 +882,17 @@ struct FileConfig {
     recv_buffers: Option<u16>,
     max_outbox_bytes: Option<usize>,
     pin_shards: Option<bool>,
+    max_connections_per_ip: Option<u32>,
+    max_handshakes_per_ip: Option<u32>,
+    #[serde(default, deserialize_with = "nets_value")]
+    trusted_proxies: Option<Nets>,
+    #[serde(default, deserialize_with = "nets_value")]
+    limits_exempt: Option<Nets>,
+    max_messages_per_sec: Option<u32>,
+    max_bytes_per_sec: Option<u32>,
+    outbox_policy: Option<crate::limits::OutboxPolicy>,
+    #[serde(default, deserialize_with = "duration_value")]
+    write_stall_timeout: Option<Duration>,
     #[serde(default)]
     http: FileHttp,
     #[serde(default)]
@@ -862,6 +956,14 @@ impl From<FileConfig> for ConfigLayer {
             recv_buffers: file.recv_buffers,
             max_outbox_bytes: file.max_outbox_bytes,
             pin_shards: file.pin_shards,
+            max_connections_per_ip: file.max_connections_per_ip,
+            max_handshakes_per_ip: file.max_handshakes_per_ip,
+            trusted_proxies: file.trusted_proxies,
+            limits_exempt: file.limits_exempt,
+            max_messages_per_sec: file.max_messages_per_sec,
+            max_bytes_per_sec: file.max_bytes_per_sec,
+            outbox_policy: file.outbox_policy,
+            write_stall_timeout: file.write_stall_timeout,
             log_level: file.log.level,
             log_format: file.log.format,
         }
@@ -869,6 +971,16 @@ impl From<FileConfig> for ConfigLayer {
 }
 
 /// Deserializes a file duration: integer seconds or a string such as `"30s"`.
+/// An address-range list in the file: a comma-separated string, like the flag.
+fn nets_value<'de, D>(deserializer: D) -> Result<Option<Nets>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    text.map(|t| parse_nets(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 fn duration_value<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
 where
     D: serde::Deserializer<'de>,

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod driver;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod mesh;
 pub mod metrics;
 pub mod server;

@@ -20,7 +20,9 @@ use crate::driver::Driver;
 use crate::driver::epoll::EpollDriver;
 use crate::driver::sys;
 use crate::driver::uring::{self, UringConfig, UringDriver};
+use crate::limits::IpLimits;
 use crate::mesh::{Mailbox, MailboxSender, MeshMessage};
+use crate::metrics::{ProcessInfo, Registry};
 use crate::shard::{ConnLimit, Shard, ShardError};
 
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 by default since
@@ -154,6 +156,21 @@ pub fn run(config: Config) -> Result<(), ServeError> {
 
     let config = Arc::new(config);
     let limit = Arc::new(ConnLimit::new(config.max_connections));
+    let shared = Shared {
+        registry: Arc::new(Registry::new(
+            config.shards,
+            ProcessInfo {
+                version: env!("CARGO_PKG_VERSION"),
+                backend: match backend {
+                    Chosen::Uring => "io_uring",
+                    Chosen::Epoll => "epoll",
+                },
+                start_time: std::time::SystemTime::now(),
+                capacity: config.max_connections as u64,
+            },
+        )),
+        ip_limits: Arc::new(IpLimits::new(config.ip_limits.clone())),
+    };
     let cpus = sys::allowed_cpus().unwrap_or_default();
     let pin = config.pin_shards && cpus.len() >= config.shards;
     let (control_tx, control_rx) = mpsc::channel();
@@ -162,10 +179,12 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         let cpu = if pin { cpus.get(shard).copied() } else { None };
         let (config, limit, control) =
             (Arc::clone(&config), Arc::clone(&limit), control_tx.clone());
+        let shared = shared.clone();
         let spawned = thread::Builder::new()
             .name(format!("shard-{shard}"))
             .spawn(move || {
-                shard_thread(shard, cpu, backend, listener.into(), config, limit, control)
+                let setup = (shard, cpu, backend);
+                shard_thread(setup, listener.into(), config, limit, shared, control)
             });
         match spawned {
             Ok(handle) => threads.push(handle),
@@ -266,13 +285,19 @@ fn control_loop(
     }
 }
 
+/// What every shard shares besides the configuration and the connection limit.
+#[derive(Clone)]
+struct Shared {
+    registry: Arc<Registry>,
+    ip_limits: Arc<IpLimits>,
+}
+
 fn shard_thread(
-    shard: usize,
-    cpu: Option<usize>,
-    backend: Chosen,
+    (shard, cpu, backend): (usize, Option<usize>, Chosen),
     listener: OwnedFd,
     config: Arc<Config>,
     limit: Arc<ConnLimit>,
+    shared: Shared,
     control: mpsc::Sender<Control>,
 ) {
     if let Some(cpu) = cpu
@@ -287,10 +312,10 @@ fn shard_thread(
                 recv_buffer_size: config.recv_buffer_size.min(u32::MAX as usize) as u32,
             };
             UringDriver::new(uring_config)
-                .and_then(|driver| serve(shard, driver, listener, config, limit, &control))
+                .and_then(|driver| serve(shard, driver, listener, config, limit, shared, &control))
         }
         Chosen::Epoll => EpollDriver::new(config.recv_buffer_size)
-            .and_then(|driver| serve(shard, driver, listener, config, limit, &control)),
+            .and_then(|driver| serve(shard, driver, listener, config, limit, shared, &control)),
     };
     let message = match result {
         Ok(result) => Control::Exited { shard, result },
@@ -307,11 +332,16 @@ fn serve<D: Driver>(
     listener: OwnedFd,
     config: Arc<Config>,
     limit: Arc<ConnLimit>,
+    shared: Shared,
     control: &mpsc::Sender<Control>,
 ) -> io::Result<Result<(), ShardError>> {
     let backend = driver.backend();
     let (mailbox_tx, mailbox) = Mailbox::new(driver.waker());
-    let shard_loop = Shard::new(driver, listener, config, mailbox, limit)?;
+    let shard_loop = Shard::new(driver, listener, config, mailbox, limit)?.with_shared(
+        shard,
+        shared.registry,
+        shared.ip_limits,
+    );
     let _ = control.send(Control::Ready {
         shard,
         mailbox: mailbox_tx,

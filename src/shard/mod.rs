@@ -23,11 +23,16 @@ use crate::mesh::{Mailbox, MeshMessage};
 use crate::ws::{self, CloseCode, CloseFrame, OpCode};
 
 pub mod conn;
+mod observe;
 pub mod outbox;
 pub mod slab;
 pub mod wheel;
 
-use conn::{Conn, NOT_FILED, Phase, Route, flags};
+use conn::{Conn, NO_REASON, NOT_FILED, Phase, Route, flags};
+use observe::Observe;
+
+use crate::limits::{IpLimitError, IpLimits, OutboxPolicy, TokenBucket};
+use crate::metrics::{DisconnectReason, Registry, RejectReason};
 use wheel::{Tick, TimerWheel};
 
 /// Length of one wheel tick, the granularity of every connection deadline. 100 ms keeps the
@@ -37,7 +42,10 @@ pub const TICK: Duration = Duration::from_millis(100);
 
 /// The routing table: request path to what the connection serves. Later routes (`/app/{key}`,
 /// `/health`, `/metrics`, the HTTP API) are rows here.
-const ROUTES: &[(&str, Route)] = &[("/echo", Route::Echo)];
+const ROUTES: &[(&str, Route)] = &[
+    ("/echo", Route::Echo),
+    (crate::dashboard::FEED_PATH, Route::Feed),
+];
 
 /// Longest control-frame payload (RFC 6455 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -49,6 +57,11 @@ const MAX_CONTROL_FRAMES: u32 = 20;
 
 /// The window [`MAX_CONTROL_FRAMES`] is counted over: one second of ticks.
 const CONTROL_WINDOW: Tick = 10;
+
+/// What a connection over `max_connections` is told before its socket closes (`LIMITS.md`:
+/// 503 to new upgrades at capacity).
+const CAPACITY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\
+    Connection: close\r\n\r\n";
 
 /// A pre-encoded unmasked Ping with an empty payload (opcode 0x9, FIN, length 0).
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
@@ -98,6 +111,7 @@ struct Ticks {
     idle: Tick,
     close: Tick,
     drain: Tick,
+    stall: Tick,
 }
 
 fn ticks(d: Duration) -> Tick {
@@ -115,6 +129,7 @@ impl Ticks {
             idle: ticks(config.idle_timeout),
             close: ticks(config.close_timeout).max(1),
             drain: ticks(config.drain_timeout),
+            stall: ticks(config.write_stall_timeout).max(1),
         }
     }
 }
@@ -167,6 +182,8 @@ struct Core {
     drain_until: Option<Tick>,
     stop: bool,
     last_accept_warning: Option<Tick>,
+    /// Stats, admin answers, dashboard feeds and per-IP slots.
+    observe: Observe,
 }
 
 impl<D: Driver> Shard<D> {
@@ -180,6 +197,7 @@ impl<D: Driver> Shard<D> {
     ) -> io::Result<Self> {
         driver.listen(listener)?;
         let ticks = Ticks::new(&config);
+        let observe = Observe::standalone(&config, driver.backend());
         Ok(Self {
             driver,
             core: Core {
@@ -196,8 +214,22 @@ impl<D: Driver> Shard<D> {
                 drain_until: None,
                 stop: false,
                 last_accept_warning: None,
+                observe,
             },
         })
+    }
+
+    /// Makes this shard number `id` of the process: it publishes its stats to `registry`'s slot
+    /// `id` and charges client addresses to the process-wide `ip_limits`.
+    #[must_use]
+    pub fn with_shared(
+        mut self,
+        id: usize,
+        registry: Arc<Registry>,
+        ip_limits: Arc<IpLimits>,
+    ) -> Self {
+        self.core.observe = Observe::new(id, registry, ip_limits);
+        self
     }
 
     /// Runs the loop until a drain completes or a stop is asked for.
@@ -214,7 +246,12 @@ impl<D: Driver> Shard<D> {
             }
             self.flush(&mut transmit);
             let now = self.core.tick_now();
+            if now > self.core.now {
+                let late = Instant::now().saturating_duration_since(next_tick);
+                self.core.observe.stats.record_loop_lag(late);
+            }
             self.core.advance(now);
+            self.core.handle_tick_observe();
             self.flush(&mut transmit);
             if self.core.stop || self.core.drain_done() {
                 return Ok(());
@@ -261,11 +298,16 @@ impl<D: Driver> Shard<D> {
             let flushed = conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT);
             if conn.has(flags::CLOSE_NOW) || (conn.phase == Phase::Flushing && flushed) {
                 self.driver.close(key);
-                core.conns.remove(key);
+                if let Some(conn) = core.conns.remove(key) {
+                    core.handle_removed(key, &conn);
+                }
                 core.limit.release();
                 continue;
             }
             if !conn.has(flags::SEND_IN_FLIGHT) && !conn.outbox.is_empty() {
+                core.observe
+                    .stats
+                    .record_outbox(conn.outbox.queued_bytes() as u64);
                 conn.outbox.poll_transmit(transmit);
                 conn.flags |= flags::SEND_IN_FLIGHT;
                 self.driver.send(key, transmit);
@@ -280,15 +322,64 @@ impl Core {
             as Tick
     }
 
+    /// A connection left the slab: its disconnect, its per-IP slot, the gauges.
+    fn handle_removed(&mut self, key: ConnKey, conn: &Conn) {
+        let was_open = conn.route != Route::None;
+        if was_open {
+            let reason = DisconnectReason::ALL
+                .get(usize::from(conn.reason))
+                .copied()
+                .unwrap_or(DisconnectReason::ConnectionLost);
+            let code = (conn.close_code != 0).then_some(conn.close_code);
+            self.observe.stats.record_disconnect(reason, code);
+        }
+        self.observe.handle_closed(key, was_open);
+    }
+
+    /// Once per loop turn: publishes the stats and sends a dashboard frame when one is due.
+    fn handle_tick_observe(&mut self) {
+        self.observe.publish();
+        let conns = &self.conns;
+        let is_feed = |key| {
+            conns
+                .get(key)
+                .is_some_and(|c: &Conn| c.route == Route::Feed && c.phase == Phase::Open)
+        };
+        let Some((frame, keys)) = self.observe.poll_feed(self.now, is_feed) else {
+            return;
+        };
+        let mut encoded = Vec::with_capacity(frame.len() + 10);
+        ws::encode_frame(&mut encoded, true, OpCode::Text, frame.as_bytes());
+        let encoded = Bytes::from(encoded);
+        let keys = keys.to_vec();
+        for key in keys {
+            self.push_frame(key, encoded.clone(), false);
+        }
+    }
+
     fn drain_done(&self) -> bool {
         self.drain_until
             .is_some_and(|until| self.conns.is_empty() || self.now >= until)
     }
 
     fn handle_accept(&mut self, driver: &mut impl Driver, socket: OwnedFd) {
-        if self.drain_until.is_some() || !self.limit.try_acquire() {
+        if self.drain_until.is_some() {
+            self.observe.stats.record_reject(RejectReason::Draining);
             return;
         }
+        if !self.limit.try_acquire() {
+            self.observe.stats.record_reject(RejectReason::Capacity);
+            // The client has not sent its request yet, but an HTTP client reads an early
+            // answer; one short non-blocking send into an empty socket buffer, then close.
+            let _ = socket2::SockRef::from(&socket)
+                .send_with_flags(CAPACITY_ANSWER, libc::MSG_DONTWAIT);
+            return;
+        }
+        let peer = socket2::SockRef::from(&socket)
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.ip());
         // Small frames go out at once: latency matters more than packet count for echo and
         // pub/sub, and every send already gathers whatever is queued.
         let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
@@ -301,6 +392,7 @@ impl Core {
             self.limit.release();
             return;
         }
+        self.observe.handle_accept(key, peer);
         self.schedule(key);
     }
 
@@ -328,7 +420,13 @@ impl Core {
         };
         conn.flags &= !flags::SEND_IN_FLIGHT;
         match result {
-            Ok(n) => conn.outbox.handle_sent(n),
+            Ok(n) => {
+                conn.outbox.handle_sent(n);
+                if n > 0 {
+                    conn.last_tx = self.now;
+                }
+                self.observe.stats.record_bytes_sent(n as u64);
+            }
             Err(_) => conn.flags |= flags::CLOSE_NOW,
         }
         self.dirty.push(key);
@@ -340,7 +438,13 @@ impl Core {
             return;
         };
         conn.last_rx = now;
+        if conn.has(flags::PING_OUTSTANDING) {
+            // Any byte answers our ping; its delay is the round trip, to a tick.
+            let rtt = TICK * now.saturating_sub(conn.since);
+            self.observe.stats.record_heartbeat(rtt);
+        }
         conn.flags &= !flags::PING_OUTSTANDING;
+        self.observe.stats.record_bytes_received(data.len() as u64);
         match conn.phase {
             Phase::Handshake => self.handle_head_bytes(key, data),
             Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
@@ -369,25 +473,55 @@ impl Core {
         let Some(reader) = conn.head.take() else {
             return;
         };
+        let observe = &mut self.observe;
         let outcome = match reader.parse(&self.config.http) {
             Err(e) => Err((e.status(), &[][..])),
             Ok(_) if draining => Err((StatusCode::SERVICE_UNAVAILABLE, &[][..])),
+            Ok(req)
+                if !req.is_websocket_upgrade() && observe.write_admin(req.path, &mut self.out) =>
+            {
+                conn.head = None;
+                conn.enter(Phase::Flushing, self.now);
+                self.push_out(key);
+                self.schedule(key);
+                return;
+            }
             Ok(req) => match ROUTES.iter().find(|(path, _)| *path == req.path) {
                 None => Err((StatusCode::NOT_FOUND, &[][..])),
                 Some(&(_, route)) => match http::validate_upgrade(&req, &self.config.http) {
-                    Ok(upgrade) => {
-                        let accept = ws::accept_key(upgrade.key);
-                        http::write_switching_protocols(&mut self.out, &accept, None);
-                        Ok(route)
-                    }
+                    Ok(upgrade) => match admit_ip(observe, key, &req, &self.config) {
+                        Err(status) => Err((status, &[][..])),
+                        Ok(()) => {
+                            let accept = ws::accept_key(upgrade.key);
+                            http::write_switching_protocols(&mut self.out, &accept, None);
+                            Ok(route)
+                        }
+                    },
                     Err(e) => Err((e.status(), e.extra_headers())),
                 },
             },
         };
         match outcome {
-            Err((status, extra)) => self.http_error(key, status, extra),
+            Err((status, extra)) => {
+                let reason = match status {
+                    StatusCode::TOO_MANY_REQUESTS => None,
+                    StatusCode::SERVICE_UNAVAILABLE => Some(RejectReason::Draining),
+                    StatusCode::FORBIDDEN => Some(RejectReason::Origin),
+                    _ => Some(RejectReason::HandshakeError),
+                };
+                if let Some(reason) = reason {
+                    self.observe.stats.record_reject(reason);
+                }
+                self.http_error(key, status, extra)
+            }
             Ok(route) => {
+                let rate = self.config.message_rate;
                 conn.route = route;
+                conn.msg_bucket = TokenBucket::full(rate.messages_per_second, self.now);
+                conn.byte_bucket = TokenBucket::full(rate.bytes_per_second, self.now);
+                let handshake = TICK * self.now.saturating_sub(conn.since);
+                self.observe.stats.record_accept(handshake);
+                self.observe.handle_open(key, route == Route::Feed);
                 conn.enter(Phase::Open, self.now);
                 self.push_out(key);
                 self.schedule(key);
@@ -417,6 +551,15 @@ impl Core {
         };
         let echo = conn.route == Route::Echo;
         let out = &mut self.out;
+        let rate = self.config.message_rate;
+        let (msg_bucket, byte_bucket) = (&mut conn.msg_bucket, &mut conn.byte_bucket);
+        let (mut received, mut sent, mut over_rate) = (0u64, 0u64, false);
+        let mut allow = |len: usize| {
+            let (mps, bps) = (rate.messages_per_second, rate.bytes_per_second);
+            let len = u32::try_from(len).unwrap_or(u32::MAX);
+            (mps == 0 || msg_bucket.try_take(now, 1, mps, mps))
+                && (bps == 0 || byte_bucket.try_take(now, len, bps, bps))
+        };
         let mut peer_close = None;
         let mut control_frames = 0u32;
         // Pongs are coalesced: only the latest Ping of a read is answered (RFC 6455 5.5.3).
@@ -424,10 +567,23 @@ impl Core {
         let result = conn
             .ws
             .handle_read(&self.config.ws, data, &mut |event| match event {
+                ws::Event::Text(_) | ws::Event::Binary(_) if over_rate => {}
+                ws::Event::Text(text) if !allow(text.len()) => {
+                    received += 1;
+                    over_rate = true;
+                }
+                ws::Event::Binary(bytes) if !allow(bytes.len()) => {
+                    received += 1;
+                    over_rate = true;
+                }
                 ws::Event::Text(text) if echo => {
+                    received += 1;
+                    sent += 1;
                     ws::encode_frame(out, true, OpCode::Text, text.as_bytes());
                 }
                 ws::Event::Binary(bytes) if echo => {
+                    received += 1;
+                    sent += 1;
                     ws::encode_frame(out, true, OpCode::Binary, bytes)
                 }
                 ws::Event::Ping(payload) => {
@@ -438,9 +594,18 @@ impl Core {
                     last_ping = Some((copy, len));
                 }
                 ws::Event::Pong(_) => control_frames += 1,
-                ws::Event::Close(frame) => peer_close = Some(ws::close_reply(frame.as_ref())),
-                ws::Event::Text(_) | ws::Event::Binary(_) => {}
+                ws::Event::Close(frame) => {
+                    let code = frame.as_ref().map(|f| f.code);
+                    peer_close = Some((ws::close_reply(frame.as_ref()), code));
+                }
+                ws::Event::Text(_) | ws::Event::Binary(_) => received += 1,
             });
+        for _ in 0..received {
+            self.observe.stats.record_message_received();
+        }
+        for _ in 0..sent {
+            self.observe.stats.record_message_sent();
+        }
         if control_frames > 0 {
             if now >= conn.control_window.saturating_add(CONTROL_WINDOW) {
                 conn.control_window = now;
@@ -450,10 +615,20 @@ impl Core {
             conn.control_frames = count.min(u32::from(u8::MAX)) as u8;
         }
         let failure = match result {
-            Err(error) => Some((CloseCode::from(error), error.reason())),
-            Ok(()) if u32::from(conn.control_frames) > MAX_CONTROL_FRAMES => {
-                Some((CloseCode::POLICY_VIOLATION, "control frame flood"))
+            Err(error) => {
+                let code = CloseCode::from(error);
+                Some((code, error.reason(), failure_reason(code)))
             }
+            Ok(()) if u32::from(conn.control_frames) > MAX_CONTROL_FRAMES => Some((
+                CloseCode::POLICY_VIOLATION,
+                "control frame flood",
+                DisconnectReason::Policy,
+            )),
+            Ok(()) if over_rate => Some((
+                CloseCode::POLICY_VIOLATION,
+                "message rate exceeded",
+                DisconnectReason::RateLimit,
+            )),
             Ok(()) => None,
         };
         if let Some((payload, len)) = last_ping
@@ -463,7 +638,8 @@ impl Core {
             ws::encode_frame(out, true, OpCode::Pong, &payload[..len]);
         }
         match (failure, peer_close) {
-            (Some((code, reason)), _) => {
+            (Some((code, reason, why)), _) => {
+                set_reason(conn, why, Some(wire_close_code(code)));
                 if !conn.ws.is_close_sent() {
                     let code = wire_close_code(code);
                     ws::encode_close(out, Some(CloseFrame { code, reason }), None);
@@ -473,7 +649,8 @@ impl Core {
                 self.dirty.push(key);
                 self.schedule(key);
             }
-            (None, Some(reply)) => {
+            (None, Some((reply, code))) => {
+                set_reason(conn, DisconnectReason::ClientClose, code);
                 if !conn.ws.is_close_sent() {
                     ws::encode_close(out, reply, None);
                     conn.ws.handle_close_sent();
@@ -494,22 +671,63 @@ impl Core {
         if self.out.is_empty() {
             return;
         }
-        let Some(conn) = self.conns.get_mut(key) else {
+        if self.conns.get(key).is_none() {
             self.out.clear();
             return;
-        };
-        conn.outbox.push(Bytes::copy_from_slice(&self.out));
+        }
+        let frame = Bytes::copy_from_slice(&self.out);
         self.out.clear();
+        self.push_frame(key, frame, false);
+    }
+
+    /// Queues an encoded `frame` (whole WebSocket frames) to the connection, enforcing the
+    /// outbox cap. This is the path for fan-out: `frame` is shared, not copied. A `lossy` frame
+    /// (a channel marked lossy) under [`OutboxPolicy::DropOldest`] makes room by dropping the
+    /// oldest queued frames instead of closing; anything else over the cap closes the
+    /// connection as a slow consumer (1008; the code follows [`slow_consumer_code`]).
+    fn push_frame(&mut self, key: ConnKey, frame: Bytes, lossy: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let was_idle = conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT);
+        if was_idle {
+            conn.last_tx = self.now;
+        }
+        conn.outbox.push(frame);
         self.dirty.push(key);
-        if conn.outbox.queued_bytes() > self.config.max_outbox_bytes {
+        if was_idle {
+            // Files the write-stall deadline.
+            self.schedule(key);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let max = self.config.max_outbox_bytes;
+        if conn.outbox.queued_bytes() > max {
+            if lossy && self.config.outbox_policy == OutboxPolicy::DropOldest {
+                // Frames handed to the driver stay: the socket may be mid-way through them.
+                let in_flight = if conn.has(flags::SEND_IN_FLIGHT) {
+                    crate::driver::MAX_SEND_FRAMES
+                } else {
+                    0
+                };
+                conn.outbox.drop_oldest(in_flight, max);
+                if conn.outbox.queued_bytes() <= max {
+                    return;
+                }
+            }
+            let code = slow_consumer_code(conn.route);
+            set_reason(conn, DisconnectReason::SlowConsumer, Some(code));
             // A slow consumer. Without a send in flight the queue can be replaced by a close
-            // frame; with one, the stream may stop mid-frame, so only closing TCP is safe.
+            // frame; with one, the stream may stop mid-frame, so only closing TCP is safe. The
+            // queue is dropped now either way: a send in flight holds its own references.
             if conn.has(flags::SEND_IN_FLIGHT) || conn.phase == Phase::Flushing {
+                conn.outbox.clear();
                 conn.flags |= flags::CLOSE_NOW;
             } else {
                 conn.outbox.clear();
                 let close = CloseFrame {
-                    code: CloseCode::POLICY_VIOLATION,
+                    code,
                     reason: "slow consumer",
                 };
                 ws::encode_close(&mut self.out, Some(close), None);
@@ -549,6 +767,7 @@ impl Core {
             return;
         }
         driver.stop_accepting();
+        self.observe.handle_drain();
         self.drain_until = Some(self.now.saturating_add(self.ticks.drain));
         let keys: Vec<ConnKey> = self.conns.keys().collect();
         for key in keys {
@@ -557,6 +776,9 @@ impl Core {
                     self.http_error(key, StatusCode::SERVICE_UNAVAILABLE, &[]);
                 }
                 Some(Phase::Open) => {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        set_reason(conn, DisconnectReason::Drain, Some(CloseCode::GOING_AWAY));
+                    }
                     self.start_close(key, CloseCode::GOING_AWAY, "server draining")
                 }
                 _ => {}
@@ -610,16 +832,40 @@ impl Core {
         };
         match conn.phase {
             // Slowloris: a head not complete in time gets no answer, only a closed socket.
-            Phase::Handshake | Phase::Closing | Phase::Flushing => self.close_now(key),
+            Phase::Handshake => {
+                self.observe
+                    .stats
+                    .record_reject(RejectReason::HandshakeTimeout);
+                self.close_now(key);
+            }
+            Phase::Closing | Phase::Flushing => self.close_now(key),
+            // Bytes queued and none taken by the socket for the stall timeout: the peer stopped
+            // reading. A send may be in flight, so only closing TCP is safe.
+            Phase::Open
+                if !conn.outbox.is_empty() && now >= conn.last_tx.saturating_add(t.stall) =>
+            {
+                set_reason(conn, DisconnectReason::SlowConsumer, None);
+                conn.outbox.clear();
+                self.close_now(key);
+            }
             Phase::Open if conn.has(flags::PING_OUTSTANDING) => {
+                set_reason(
+                    conn,
+                    DisconnectReason::PongTimeout,
+                    Some(CloseCode::INTERNAL_ERROR),
+                );
                 self.start_close(key, CloseCode::INTERNAL_ERROR, "pong timeout");
             }
             Phase::Open if t.idle > 0 && now >= conn.last_rx + t.idle => {
+                set_reason(conn, DisconnectReason::IdleTimeout, Some(CloseCode::NORMAL));
                 self.start_close(key, CloseCode::NORMAL, "idle timeout");
             }
             Phase::Open => {
                 conn.flags |= flags::PING_OUTSTANDING;
                 conn.since = now;
+                if conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT) {
+                    conn.last_tx = now;
+                }
                 conn.outbox.push(Bytes::from_static(&PING_FRAME));
                 self.dirty.push(key);
                 self.schedule(key);
@@ -633,12 +879,76 @@ fn deadline(t: &Ticks, conn: &Conn) -> Option<Tick> {
     match conn.phase {
         Phase::Handshake => Some(conn.since + t.handshake),
         Phase::Closing | Phase::Flushing => Some(conn.since + t.close),
-        Phase::Open if conn.has(flags::PING_OUTSTANDING) => Some(conn.since + t.pong),
         Phase::Open => {
-            let ping = (t.ping > 0).then(|| conn.last_rx + t.ping);
-            let idle = (t.idle > 0).then(|| conn.last_rx + t.idle);
-            ping.into_iter().chain(idle).min()
+            let stall = (!conn.outbox.is_empty()).then(|| conn.last_tx.saturating_add(t.stall));
+            let quiet = if conn.has(flags::PING_OUTSTANDING) {
+                Some(conn.since + t.pong)
+            } else {
+                let ping = (t.ping > 0).then(|| conn.last_rx + t.ping);
+                let idle = (t.idle > 0).then(|| conn.last_rx + t.idle);
+                ping.into_iter().chain(idle).min()
+            };
+            quiet.into_iter().chain(stall).min()
         }
+    }
+}
+
+/// Charges the upgrade to its client address (the TCP peer, or the forwarded client when the
+/// peer is a trusted proxy): `Err(429)` when the address is over its connection or handshake
+/// limit, counted in the rejects.
+fn admit_ip(
+    observe: &mut Observe,
+    key: ConnKey,
+    req: &http::Request<'_>,
+    config: &Config,
+) -> Result<(), StatusCode> {
+    let Some(peer) = observe.peer(key) else {
+        return Ok(());
+    };
+    let forwarded: Vec<&[u8]> = req.header_values("x-forwarded-for").collect();
+    let client = crate::limits::client_ip(peer, &forwarded, &config.ip_limits.trusted_proxies);
+    if !observe.ip_limits().applies_to(client) {
+        return Ok(());
+    }
+    match observe.ip_limits().try_acquire(client, Instant::now()) {
+        Ok(()) => {
+            observe.hold_ip(key, client);
+            Ok(())
+        }
+        Err(error) => {
+            let reason = match error {
+                IpLimitError::TooManyConnections => RejectReason::PerIp,
+                IpLimitError::TooManyHandshakes => RejectReason::Rate,
+            };
+            observe.stats.record_reject(reason);
+            Err(StatusCode::TOO_MANY_REQUESTS)
+        }
+    }
+}
+
+/// The close code a slow consumer of `route` gets: `LIMITS.md` says 1008 for echo (Pusher
+/// connections get 4100, their route's row here).
+fn slow_consumer_code(route: Route) -> CloseCode {
+    match route {
+        Route::None | Route::Echo | Route::Feed => CloseCode::POLICY_VIOLATION,
+    }
+}
+
+/// Why a connection closed with `code` after a failure of its stream.
+fn failure_reason(code: CloseCode) -> DisconnectReason {
+    match code.0 {
+        1009 => DisconnectReason::MessageTooBig,
+        1008 => DisconnectReason::Policy,
+        1011 => DisconnectReason::ServerError,
+        _ => DisconnectReason::ProtocolError,
+    }
+}
+
+/// Sets why `conn` is ending, unless a reason was already set (the first one wins).
+fn set_reason(conn: &mut Conn, reason: DisconnectReason, code: Option<CloseCode>) {
+    if conn.reason == NO_REASON {
+        conn.reason = reason as u8;
+        conn.close_code = code.map_or(0, |c| c.0);
     }
 }
 

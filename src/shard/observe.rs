@@ -1,0 +1,255 @@
+//! What a shard tells operators and what it holds per client address: its [`ShardStats`]
+//! (published to the process [`Registry`] every tick), the admin answers (`/metrics`,
+//! `/health`, `/ready`, `/dashboard`), the dashboard feed connections it owns, and the
+//! per-IP slots its connections hold in the shared [`IpLimits`].
+//!
+//! Kept apart from the connection state machine so that the loop only calls `record_*` and
+//! a few hooks; everything here runs on the shard's thread.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::dashboard;
+use crate::driver::ConnKey;
+use crate::health::{self, HealthConfig, HealthSnapshot};
+use crate::http::{self, StatusCode};
+use crate::limits::IpLimits;
+use crate::metrics::{self, MetricsSnapshot, ProcessInfo, Registry, ShardStats};
+
+use super::wheel::Tick;
+
+/// Ticks between dashboard feed frames: [`dashboard::FEED_INTERVAL`] in 100 ms ticks.
+const FEED_TICKS: Tick = 10;
+
+/// A shard's observability and per-address state.
+pub struct Observe {
+    id: usize,
+    registry: Arc<Registry>,
+    /// The shard's counters; bumped by the loop, copied to the registry each tick.
+    pub stats: ShardStats,
+    ip_limits: Arc<IpLimits>,
+    health: HealthConfig,
+    /// Client addresses of connections the per-IP limits may apply to, and whether the
+    /// connection holds a slot in [`IpLimits`]. Exempt peers (loopback by default) are not
+    /// entered, so they cost nothing here.
+    peers: HashMap<ConnKey, (IpAddr, bool)>,
+    /// Dashboard feed connections on this shard.
+    feeds: Vec<ConnKey>,
+    feed_prev: Option<MetricsSnapshot>,
+    last_feed: Tick,
+    /// Open WebSocket connections (the connections gauge).
+    open: u64,
+}
+
+impl Observe {
+    /// Shard `id`'s state, publishing to `registry` and charging addresses to `ip_limits`.
+    pub fn new(id: usize, registry: Arc<Registry>, ip_limits: Arc<IpLimits>) -> Self {
+        let mut stats = ShardStats::new();
+        stats.set_listening(true);
+        Self {
+            id,
+            registry,
+            stats,
+            ip_limits,
+            health: HealthConfig::default(),
+            peers: HashMap::new(),
+            feeds: Vec::new(),
+            feed_prev: None,
+            last_feed: 0,
+            open: 0,
+        }
+    }
+
+    /// A stand-alone shard's state: its own one-slot registry, limits from `config`.
+    pub fn standalone(config: &crate::config::Config, backend: &'static str) -> Self {
+        let process = ProcessInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            backend,
+            start_time: SystemTime::now(),
+            capacity: config.max_connections as u64,
+        };
+        Self::new(
+            0,
+            Arc::new(Registry::new(1, process)),
+            Arc::new(IpLimits::new(config.ip_limits.clone())),
+        )
+    }
+
+    /// The shared per-IP table.
+    pub fn ip_limits(&self) -> &IpLimits {
+        &self.ip_limits
+    }
+
+    /// Notes the TCP peer of a new connection when the per-IP limits may concern it: a peer
+    /// that is limited itself, or a trusted proxy whose forwarded clients may be.
+    pub fn handle_accept(&mut self, key: ConnKey, peer: Option<IpAddr>) {
+        let Some(peer) = peer.map(|p| p.to_canonical()) else {
+            return;
+        };
+        let config = self.ip_limits.config();
+        let proxy = config.trusted_proxies.iter().any(|net| net.contains(peer));
+        if proxy || self.ip_limits.applies_to(peer) {
+            self.peers.insert(key, (peer, false));
+        }
+    }
+
+    /// The TCP peer noted at accept, if any.
+    pub fn peer(&self, key: ConnKey) -> Option<IpAddr> {
+        self.peers.get(&key).map(|&(ip, _)| ip)
+    }
+
+    /// Records that `key` holds a per-IP slot for `client`.
+    pub fn hold_ip(&mut self, key: ConnKey, client: IpAddr) {
+        self.peers.insert(key, (client, true));
+    }
+
+    /// A connection completed its upgrade.
+    pub fn handle_open(&mut self, key: ConnKey, feed: bool) {
+        self.open += 1;
+        if feed {
+            self.feeds.push(key);
+        }
+    }
+
+    /// A connection is gone: gives back its per-IP slot and its place in the gauges.
+    pub fn handle_closed(&mut self, key: ConnKey, was_open: bool) {
+        if let Some((ip, true)) = self.peers.remove(&key) {
+            self.ip_limits.release(ip, Instant::now());
+        }
+        if was_open {
+            self.open = self.open.saturating_sub(1);
+        }
+    }
+
+    /// Marks the shard draining in what it publishes.
+    pub fn handle_drain(&mut self) {
+        self.stats.set_draining(true);
+        self.stats.set_listening(false);
+    }
+
+    /// Publishes the stats (once per tick; [`metrics::PUBLISH_INTERVAL`] is one tick).
+    pub fn publish(&mut self) {
+        self.stats.set_connections(self.open);
+        if let Some(slot) = self.registry.shard(self.id) {
+            slot.publish(&self.stats);
+        }
+    }
+
+    /// When a feed frame is due at `now`: the frame and the feed connections to send it to.
+    /// `None` when no feed is open here or the interval has not passed.
+    pub fn poll_feed(
+        &mut self,
+        now: Tick,
+        is_feed: impl Fn(ConnKey) -> bool,
+    ) -> Option<(String, &[ConnKey])> {
+        if self.feeds.is_empty() || now < self.last_feed.saturating_add(FEED_TICKS) {
+            return None;
+        }
+        self.feeds.retain(|&key| is_feed(key));
+        if self.feeds.is_empty() {
+            self.feed_prev = None;
+            return None;
+        }
+        self.last_feed = now;
+        let snapshot = self.registry.snapshot(SystemTime::now());
+        let frame = dashboard::dashboard_frame(&snapshot, self.feed_prev.as_ref());
+        self.feed_prev = Some(snapshot);
+        Some((frame, &self.feeds))
+    }
+
+    /// Writes the whole HTTP answer for an admin path into `out`; `false` when `path` is not
+    /// one. The answer says `Connection: close`: probes and scrapes are one request each.
+    pub fn write_admin(&self, path: &str, out: &mut Vec<u8>) -> bool {
+        let close = [("Connection", "close"), ("Cache-Control", "no-store")];
+        let (status, content_type, body) = match path {
+            "/metrics" => {
+                let mut text = String::new();
+                metrics::encode(&self.registry.snapshot(SystemTime::now()), &mut text);
+                (200, metrics::CONTENT_TYPE, text.into_bytes())
+            }
+            "/health" => {
+                let snapshot = self.health_snapshot();
+                let (status, body) = health::health_response(&snapshot, &self.health);
+                (status, health::CONTENT_TYPE, body)
+            }
+            "/ready" => {
+                let (status, body) = health::ready_response(&self.health_snapshot());
+                (status, health::CONTENT_TYPE, body)
+            }
+            dashboard::PAGE_PATH => (
+                200,
+                dashboard::PAGE_CONTENT_TYPE,
+                dashboard::PAGE_HTML.as_bytes().to_vec(),
+            ),
+            _ => return false,
+        };
+        http::write_response(out, StatusCode(status), content_type, &close, &body);
+        true
+    }
+
+    fn health_snapshot(&self) -> HealthSnapshot {
+        HealthSnapshot::from_metrics(&self.registry.snapshot(SystemTime::now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn answer(observe: &Observe, path: &str) -> String {
+        let mut out = Vec::new();
+        assert!(observe.write_admin(path, &mut out), "{path}");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn admin_paths_answer_with_their_content() {
+        let mut observe = Observe::standalone(&Config::default(), "fake");
+        observe.stats.record_message_received();
+        observe.publish();
+        let metrics = answer(&observe, "/metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200 "), "{metrics}");
+        assert!(
+            metrics.contains("ringcast_messages_received_total 1"),
+            "{metrics}"
+        );
+        assert!(answer(&observe, "/health").contains("\"status\""));
+        assert!(answer(&observe, "/ready").starts_with("HTTP/1.1 200 "));
+        assert!(answer(&observe, "/dashboard").contains("<html"));
+        assert!(!observe.write_admin("/echo", &mut Vec::new()));
+    }
+
+    #[test]
+    fn ready_turns_503_once_draining() {
+        let mut observe = Observe::standalone(&Config::default(), "fake");
+        observe.publish();
+        observe.handle_drain();
+        observe.publish();
+        assert!(answer(&observe, "/ready").starts_with("HTTP/1.1 503 "));
+    }
+
+    #[test]
+    fn feed_frames_come_once_per_interval_to_live_feeds() {
+        let mut observe = Observe::standalone(&Config::default(), "fake");
+        let key = ConnKey {
+            slot: 0,
+            generation: 1,
+        };
+        assert!(observe.poll_feed(100, |_| true).is_none(), "no feed yet");
+        observe.handle_open(key, true);
+        let (frame, keys) = observe.poll_feed(100, |_| true).expect("due");
+        assert!(frame.contains("\"v\":1"), "{frame}");
+        assert_eq!(keys, [key]);
+        assert!(
+            observe.poll_feed(105, |_| true).is_none(),
+            "within the interval"
+        );
+        assert!(
+            observe.poll_feed(110, |_| false).is_none(),
+            "closed feeds dropped"
+        );
+    }
+}
