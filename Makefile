@@ -4,7 +4,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 
-.PHONY: run build test lint fmt fuzz bench
+.PHONY: run build test lint fmt fuzz bench test-dashboard
 
 ## Build release and start the server on its defaults.
 run:
@@ -14,7 +14,7 @@ build:
 	$(CARGO) build --release --locked --workspace
 
 ## Unit, conformance, property and integration tests, then lint.
-test: lint
+test: lint test-sysctl
 	$(CARGO) test --workspace --locked
 
 lint:
@@ -24,6 +24,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+## The dashboard page in headless Chromium against a scripted feed (needs Debian chromium and
+## tests/dashboard/requirements.txt); DASHBOARD_ARGS=--target=URL points it at a running server.
+test-dashboard:
+	python3 tests/dashboard/run.py $(DASHBOARD_ARGS)
+
 ## Run every fuzz target for FUZZ_SECONDS each (cargo-fuzz, installed on demand).
 fuzz:
 	sh fuzz/run.sh $(FUZZ_SECONDS)
@@ -31,3 +36,20 @@ fuzz:
 ## Criterion micro-benchmarks.
 bench:
 	$(CARGO) bench --locked --bench codec
+
+## Host tuning for a million connections (sysctl/, docs/tuning.md). tune and untune need root;
+## DRY_RUN=1 prints the commands instead. tune-check changes nothing and exits 1 if any is off.
+.PHONY: tune tune-check untune test-sysctl
+DRY_RUN ?= 0
+tune:
+	DRY_RUN=$(DRY_RUN) sh sysctl/tune.sh apply
+
+tune-check:
+	sh sysctl/tune.sh check
+
+untune:
+	DRY_RUN=$(DRY_RUN) sh sysctl/tune.sh revert
+
+## The tuning scripts against a scratch copy of /proc/sys and /etc.
+test-sysctl:
+	sh tests/sysctl/test.sh

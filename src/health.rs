@@ -1,0 +1,467 @@
+//! `/health` and `/ready`: what a load balancer and an orchestrator ask a ringcast process.
+//!
+//! Both are pure functions from a [`HealthSnapshot`] to a status code and a JSON body, so the
+//! shard that serves them only copies the [`crate::metrics::Registry`] and writes the answer.
+//!
+//! - `/health` says how well the process serves: `ok`, `degraded` (serving, but something an
+//!   operator should see: a late event loop, load near capacity, a shard not listening, the
+//!   broker unreachable) or `draining` (shutting down). The status code is what a load balancer
+//!   acts on: 200 keeps the instance in rotation, 503 takes it out. `draining` is 503, and so is
+//!   `degraded` once a hard threshold is crossed ([`HealthConfig::unavailable_lag`], capacity
+//!   full, no shard listening): new clients are better served elsewhere.
+//! - `/ready` says whether the process should receive traffic at all: 200 once every shard
+//!   listens and none drains, 503 before (starting) and after (draining). Orchestrators gate
+//!   rollouts on it; it ignores load, so a busy instance is not restarted for being busy.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::metrics::{BrokerState, BrokerStatus, MetricsSnapshot};
+
+/// The `Content-Type` of `/health` and `/ready` answers.
+pub const CONTENT_TYPE: &str = "application/json";
+
+/// Thresholds that turn measurements into a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Worst shard loop lag from which the status is `degraded` (still 200).
+    pub degraded_lag: Duration,
+    /// Worst shard loop lag from which `/health` answers 503: every deadline the shard owns
+    /// (pings, handshakes, closes) slips by this much, so new clients should go elsewhere.
+    pub unavailable_lag: Duration,
+    /// Connections as a percentage of capacity from which the status is `degraded`; at 100 the
+    /// process refuses new connections and `/health` answers 503.
+    pub degraded_load_percent: u8,
+}
+
+impl Default for HealthConfig {
+    /// 100 ms of lag is when delays become visible to people in a chat; 1 s is when heartbeat
+    /// and handshake deadlines (seconds, `LIMITS.md`) start to misfire; 90 % of capacity leaves
+    /// a scrape interval or two to react before refusals start.
+    fn default() -> Self {
+        Self {
+            degraded_lag: Duration::from_millis(100),
+            unavailable_lag: Duration::from_secs(1),
+            degraded_load_percent: 90,
+        }
+    }
+}
+
+/// One shard, as `/health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardHealth {
+    /// The shard's index.
+    pub id: usize,
+    /// Its open connections.
+    pub connections: u64,
+    /// How late its loop ran its latest timer tick.
+    pub lag: Duration,
+    /// Whether its listener accepts.
+    pub listening: bool,
+    /// Whether it is draining.
+    pub draining: bool,
+}
+
+/// What `/health` and `/ready` judge from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSnapshot {
+    /// Open connections across all shards.
+    pub connections: u64,
+    /// The configured maximum of connections.
+    pub capacity: u64,
+    /// Each shard, by id.
+    pub shards: Vec<ShardHealth>,
+    /// The broker bridge.
+    pub broker: BrokerStatus,
+}
+
+impl HealthSnapshot {
+    /// The health-relevant part of a metrics snapshot.
+    pub fn from_metrics(snapshot: &MetricsSnapshot) -> Self {
+        let shards: Vec<ShardHealth> = snapshot
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(id, shard)| ShardHealth {
+                id,
+                connections: shard.connections,
+                lag: shard.loop_lag(),
+                listening: shard.listening,
+                draining: shard.draining,
+            })
+            .collect();
+        Self {
+            connections: shards.iter().map(|shard| shard.connections).sum(),
+            capacity: snapshot.process.capacity,
+            shards,
+            broker: snapshot.broker,
+        }
+    }
+
+    fn worst_lag(&self) -> Duration {
+        self.shards
+            .iter()
+            .map(|shard| shard.lag)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// The overall status `/health` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// Serving normally.
+    Ok,
+    /// Serving, with [`Assessment::reasons`] an operator should look at.
+    Degraded,
+    /// Shutting down: closing connections, refusing new ones.
+    Draining,
+}
+
+impl HealthStatus {
+    /// The `status` value in the JSON body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Degraded => "degraded",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// Why a process is degraded; the `reasons` array of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DegradedReason {
+    /// A shard's loop lag is at or over [`HealthConfig::degraded_lag`].
+    Lag,
+    /// Connections are at or over [`HealthConfig::degraded_load_percent`] of capacity.
+    Load,
+    /// Connections reached capacity: new ones are refused.
+    Full,
+    /// A shard is not listening (starting, or its listener failed).
+    ShardNotListening,
+    /// A broker is configured and unreachable: delivery is local only.
+    BrokerUnreachable,
+}
+
+impl DegradedReason {
+    /// The value in the `reasons` array.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lag => "lag",
+            Self::Load => "load",
+            Self::Full => "full",
+            Self::ShardNotListening => "shard_not_listening",
+            Self::BrokerUnreachable => "broker_unreachable",
+        }
+    }
+}
+
+/// The judgement behind a `/health` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    /// The overall status.
+    pub status: HealthStatus,
+    /// Why it is degraded; empty when `ok`.
+    pub reasons: Vec<DegradedReason>,
+    /// Whether a load balancer should stop sending new clients (answer 503).
+    pub unavailable: bool,
+}
+
+/// Judges `snapshot` against `config`.
+pub fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assessment {
+    let draining = snapshot.shards.iter().any(|shard| shard.draining);
+    let lag = snapshot.worst_lag();
+    let load_limit = u128::from(snapshot.capacity) * u128::from(config.degraded_load_percent);
+    let full = snapshot.connections >= snapshot.capacity;
+    let none_listening = snapshot.shards.iter().all(|shard| !shard.listening);
+
+    let mut reasons = Vec::new();
+    if lag >= config.degraded_lag {
+        reasons.push(DegradedReason::Lag);
+    }
+    if full {
+        reasons.push(DegradedReason::Full);
+    } else if u128::from(snapshot.connections) * 100 >= load_limit {
+        reasons.push(DegradedReason::Load);
+    }
+    if snapshot.shards.iter().any(|shard| !shard.listening) {
+        reasons.push(DegradedReason::ShardNotListening);
+    }
+    if snapshot.broker.state == BrokerState::Disconnected {
+        reasons.push(DegradedReason::BrokerUnreachable);
+    }
+
+    let status = if draining {
+        HealthStatus::Draining
+    } else if reasons.is_empty() {
+        HealthStatus::Ok
+    } else {
+        HealthStatus::Degraded
+    };
+    let unavailable = draining || full || none_listening || lag >= config.unavailable_lag;
+    Assessment {
+        status,
+        reasons,
+        unavailable,
+    }
+}
+
+/// The `/health` answer: 200 or 503 and the JSON body
+/// `{status, reasons, connections, capacity, shards: [{id, connections, lag_ms, listening,
+/// draining}], broker: {kind, state, reachable}}`.
+pub fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) -> (u16, Vec<u8>) {
+    let assessment = assess(snapshot, config);
+    let shards: Vec<Value> = snapshot
+        .shards
+        .iter()
+        .map(|shard| {
+            json!({
+                "id": shard.id,
+                "connections": shard.connections,
+                "lag_ms": millis(shard.lag),
+                "listening": shard.listening,
+                "draining": shard.draining,
+            })
+        })
+        .collect();
+    let body = json!({
+        "status": assessment.status.as_str(),
+        "reasons": assessment.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "connections": snapshot.connections,
+        "capacity": snapshot.capacity,
+        "shards": shards,
+        "broker": broker_json(&snapshot.broker),
+    });
+    let code = if assessment.unavailable { 503 } else { 200 };
+    (code, body.to_string().into_bytes())
+}
+
+/// The `/ready` answer: 200 `{"ready":true}` once every shard listens and none drains, else 503
+/// `{"ready":false,"reason":"starting"|"draining"}`.
+pub fn ready_response(snapshot: &HealthSnapshot) -> (u16, Vec<u8>) {
+    let draining = snapshot.shards.iter().any(|shard| shard.draining);
+    let starting =
+        snapshot.shards.is_empty() || snapshot.shards.iter().any(|shard| !shard.listening);
+    let (code, body) = if draining {
+        (503, json!({"ready": false, "reason": "draining"}))
+    } else if starting {
+        (503, json!({"ready": false, "reason": "starting"}))
+    } else {
+        (200, json!({"ready": true}))
+    };
+    (code, body.to_string().into_bytes())
+}
+
+/// The broker object of `/health` and the dashboard feed; `reachable` is `null` when no broker
+/// is configured.
+pub(crate) fn broker_json(broker: &BrokerStatus) -> Value {
+    let reachable = match broker.state {
+        BrokerState::Disabled => Value::Null,
+        BrokerState::Connected => Value::Bool(true),
+        BrokerState::Disconnected => Value::Bool(false),
+    };
+    json!({"kind": broker.kind, "state": broker.state.as_str(), "reachable": reachable})
+}
+
+/// Milliseconds with microsecond precision, for JSON.
+pub(crate) fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: usize, connections: u64, lag_ms: u64) -> ShardHealth {
+        ShardHealth {
+            id,
+            connections,
+            lag: Duration::from_millis(lag_ms),
+            listening: true,
+            draining: false,
+        }
+    }
+
+    fn healthy() -> HealthSnapshot {
+        HealthSnapshot {
+            connections: 30,
+            capacity: 100,
+            shards: vec![shard(0, 10, 1), shard(1, 20, 2)],
+            broker: BrokerStatus::NONE,
+        }
+    }
+
+    fn body(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    #[test]
+    fn health_table() {
+        type Case = (
+            &'static str,
+            fn(&mut HealthSnapshot),
+            u16,
+            &'static str,
+            &'static [&'static str],
+        );
+        let cases: [Case; 10] = [
+            ("healthy", |_| {}, 200, "ok", &[]),
+            (
+                "lag degraded",
+                |s| s.shards[1].lag = Duration::from_millis(100),
+                200,
+                "degraded",
+                &["lag"],
+            ),
+            (
+                "lag unavailable",
+                |s| s.shards[0].lag = Duration::from_secs(2),
+                503,
+                "degraded",
+                &["lag"],
+            ),
+            ("load", |s| s.connections = 90, 200, "degraded", &["load"]),
+            ("full", |s| s.connections = 100, 503, "degraded", &["full"]),
+            (
+                "one shard down",
+                |s| s.shards[0].listening = false,
+                200,
+                "degraded",
+                &["shard_not_listening"],
+            ),
+            (
+                "all shards down",
+                |s| {
+                    s.shards
+                        .iter_mut()
+                        .for_each(|shard| shard.listening = false)
+                },
+                503,
+                "degraded",
+                &["shard_not_listening"],
+            ),
+            (
+                "broker unreachable",
+                |s| {
+                    s.broker = BrokerStatus {
+                        kind: "redis",
+                        state: BrokerState::Disconnected,
+                    }
+                },
+                200,
+                "degraded",
+                &["broker_unreachable"],
+            ),
+            (
+                "broker connected",
+                |s| {
+                    s.broker = BrokerStatus {
+                        kind: "redis",
+                        state: BrokerState::Connected,
+                    }
+                },
+                200,
+                "ok",
+                &[],
+            ),
+            (
+                "draining",
+                |s| s.shards[1].draining = true,
+                503,
+                "draining",
+                &[],
+            ),
+        ];
+        for (name, change, code, status, reasons) in cases {
+            let mut snapshot = healthy();
+            change(&mut snapshot);
+            let (got_code, bytes) = health_response(&snapshot, &HealthConfig::default());
+            let json = body(&bytes);
+            assert_eq!(got_code, code, "{name}: {json}");
+            assert_eq!(json["status"], status, "{name}");
+            assert_eq!(json["reasons"], json!(reasons), "{name}");
+        }
+    }
+
+    #[test]
+    fn health_body_carries_shards_and_broker() {
+        let (_, bytes) = health_response(&healthy(), &HealthConfig::default());
+        let json = body(&bytes);
+        assert_eq!(json["connections"], 30);
+        assert_eq!(json["capacity"], 100);
+        assert_eq!(json["shards"][1]["id"], 1);
+        assert_eq!(json["shards"][1]["connections"], 20);
+        assert_eq!(json["shards"][1]["lag_ms"], 2.0);
+        assert_eq!(
+            json["broker"],
+            json!({"kind": "none", "state": "disabled", "reachable": null})
+        );
+    }
+
+    #[test]
+    fn ready_table() {
+        type Case = (&'static str, fn(&mut HealthSnapshot), u16, Value);
+        let cases: [Case; 5] = [
+            ("listening", |_| {}, 200, json!({"ready": true})),
+            (
+                "busy still ready",
+                |s| s.connections = 100,
+                200,
+                json!({"ready": true}),
+            ),
+            (
+                "a shard starting",
+                |s| s.shards[1].listening = false,
+                503,
+                json!({"ready": false, "reason": "starting"}),
+            ),
+            (
+                "no shards",
+                |s| s.shards.clear(),
+                503,
+                json!({"ready": false, "reason": "starting"}),
+            ),
+            (
+                "draining",
+                |s| s.shards[0].draining = true,
+                503,
+                json!({"ready": false, "reason": "draining"}),
+            ),
+        ];
+        for (name, change, code, expected) in cases {
+            let mut snapshot = healthy();
+            change(&mut snapshot);
+            let (got_code, bytes) = ready_response(&snapshot);
+            assert_eq!(got_code, code, "{name}");
+            assert_eq!(body(&bytes), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn snapshot_from_metrics() {
+        use crate::metrics::{ProcessInfo, ShardStats};
+        let mut stats = ShardStats::new();
+        stats.set_listening(true);
+        stats.set_connections(4);
+        stats.record_loop_lag(Duration::from_millis(3));
+        let metrics = MetricsSnapshot {
+            taken_at: std::time::SystemTime::UNIX_EPOCH,
+            shards: vec![stats, ShardStats::new()],
+            broker: BrokerStatus::NONE,
+            process: ProcessInfo {
+                version: "0",
+                backend: "epoll",
+                start_time: std::time::SystemTime::UNIX_EPOCH,
+                capacity: 10,
+            },
+        };
+        let health = HealthSnapshot::from_metrics(&metrics);
+        assert_eq!(health.connections, 4);
+        assert_eq!(health.capacity, 10);
+        assert_eq!(health.shards[0], shard(0, 4, 3));
+        assert!(!health.shards[1].listening);
+        assert_eq!(ready_response(&health).0, 503);
+    }
+}
