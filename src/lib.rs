@@ -7,4 +7,5 @@
 
 pub mod config;
 pub mod http;
+pub mod pusher;
 pub mod ws;

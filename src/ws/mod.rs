@@ -16,6 +16,10 @@ pub struct WsConfig {
 impl Default for WsConfig {
     /// Defaults from `shared/LIMITS.md`: 64 KiB messages and frames, 1024 fragments.
     fn default() -> Self {
-        Self { max_frame_size: 64 * 1024, max_message_size: 64 * 1024, max_fragments: 1024 }
+        Self {
+            max_frame_size: 64 * 1024,
+            max_message_size: 64 * 1024,
+            max_fragments: 1024,
+        }
     }
 }
