@@ -151,6 +151,11 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ProtocolErr
     }
 }
 
+/// Whether JSON text is an object: derived structs would also accept an array of the fields.
+fn is_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
 /// Decodes a `pusher:` event's data: an object, or (older clients) a string holding one.
 fn pusher_data(raw: Option<&RawValue>) -> Result<PusherData, ProtocolError> {
     let Some(raw) = raw else {
@@ -207,6 +212,9 @@ pub fn parse_channel_data(channel_data: &str) -> Result<PresenceMember, ChannelD
         #[serde(borrow, default)]
         user_info: Option<&'a RawValue>,
     }
+    if !is_object(channel_data) {
+        return Err(ChannelDataError::Invalid);
+    }
     let parsed: ChannelData<'_> =
         serde_json::from_str(channel_data).map_err(|_| ChannelDataError::Invalid)?;
     let user_id = parsed.user_id.ok_or(ChannelDataError::MissingUserId)?;
@@ -233,6 +241,9 @@ pub fn parse_user_data_id(user_data: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct UserData {
         id: String,
+    }
+    if !is_object(user_data) {
+        return None;
     }
     let parsed: UserData = serde_json::from_str(user_data).ok()?;
     (!parsed.id.is_empty() && parsed.id.len() <= MAX_USER_ID).then_some(parsed.id)
@@ -537,7 +548,10 @@ mod tests {
         ];
         for &(text, expected) in cases {
             let got = parse_channel_data(text);
-            let got = got.as_ref().map(|m| (&*m.user_id, m.user_info.as_deref()));
+            let got = got
+                .as_ref()
+                .map(|m| (&*m.user_id, m.user_info.as_deref()))
+                .map_err(|e| *e);
             assert_eq!(got, expected, "{text}");
         }
         assert_eq!(
@@ -556,6 +570,7 @@ mod tests {
         assert_eq!(parse_user_data_id(r#"{"id":""}"#), None);
         assert_eq!(parse_user_data_id(r#"{"name":"x"}"#), None);
         assert_eq!(parse_user_data_id("x"), None);
+        assert_eq!(parse_user_data_id(r#"["1"]"#), None);
     }
 
     #[test]

@@ -566,3 +566,628 @@ struct SubscribeRequest<'a> {
     auth: Option<&'a str>,
     channel_data: Option<&'a str>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// The shard's channel table, reduced to what a session sees.
+    #[derive(Default)]
+    struct Table(HashMap<String, ChannelId>);
+
+    impl ChannelRegistry for Table {
+        fn intern(&mut self, name: &str) -> ChannelId {
+            let next = ChannelId(self.0.len() as u32);
+            *self.0.entry(name.to_owned()).or_insert(next)
+        }
+        fn find(&self, name: &str) -> Option<ChannelId> {
+            self.0.get(name).copied()
+        }
+    }
+
+    const SOCKET: SocketId = SocketId { high: 7, low: 42 };
+
+    fn app() -> AppConfig {
+        AppConfig {
+            client_events: true,
+            user_authentication: true,
+            ..AppConfig::new("1", "key", "secret")
+        }
+    }
+
+    struct Harness {
+        app: AppConfig,
+        config: PusherConfig,
+        table: Table,
+        session: Session,
+        t0: Instant,
+    }
+
+    impl Harness {
+        fn new(app: AppConfig) -> Self {
+            let apps = Apps::new(vec![app.clone()]).unwrap_or_else(|e| panic!("{e}"));
+            let config = PusherConfig::default();
+            let t0 = Instant::now();
+            let request = ConnectRequest {
+                app_key: "key",
+                protocol: Some("7"),
+            };
+            let (session, _) = Session::connect(&apps, &request, SOCKET, 0, &config, t0)
+                .unwrap_or_else(|c| panic!("{c:?}"));
+            Self {
+                app,
+                config,
+                table: Table::default(),
+                session,
+                t0,
+            }
+        }
+
+        fn text_at(&mut self, text: &str, now: Instant) -> Vec<Action> {
+            let mut out = Vec::new();
+            self.session.handle_text(
+                &self.app,
+                &self.config,
+                &mut self.table,
+                text,
+                now,
+                &mut out,
+            );
+            out
+        }
+
+        fn text(&mut self, text: &str) -> Vec<Action> {
+            self.text_at(text, self.t0)
+        }
+
+        fn subscribe(&mut self, channel: &str, channel_data: Option<&str>) -> Vec<Action> {
+            let mut data = json!({ "channel": channel });
+            if ChannelKind::of(channel).needs_auth() {
+                let mut parts = vec!["7.42", ":", channel];
+                if let Some(cd) = channel_data {
+                    parts.extend([":", cd]);
+                    data["channel_data"] = cd.into();
+                }
+                data["auth"] = format!("key:{}", auth::sign("secret", &parts)).into();
+            }
+            self.text(&json!({"event": "pusher:subscribe", "data": data}).to_string())
+        }
+    }
+
+    fn sent(actions: &[Action]) -> Vec<Value> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(f) => Some(serde_json::from_str(f.text()).unwrap_or(Value::Null)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn only_error(actions: &[Action]) -> Value {
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        let v = sent(actions).remove(0);
+        assert_eq!(v["event"], "pusher:error", "{v}");
+        v["data"].clone()
+    }
+
+    fn subscription_error_type(actions: &[Action]) -> String {
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        let v = sent(actions).remove(0);
+        assert_eq!(v["event"], "pusher:subscription_error", "{v}");
+        let data: Value =
+            serde_json::from_str(v["data"].as_str().unwrap_or_default()).unwrap_or_default();
+        data["type"].as_str().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn connect_decisions_table() {
+        let disabled = AppConfig {
+            enabled: false,
+            ..AppConfig::new("2", "off", "s")
+        };
+        let capped = AppConfig {
+            limits: crate::pusher::AppLimits {
+                max_connections: Some(3),
+                ..Default::default()
+            },
+            ..AppConfig::new("3", "capped", "s")
+        };
+        let apps = Apps::new(vec![app(), disabled, capped]).unwrap_or_else(|e| panic!("{e}"));
+        let cases: &[(&str, u32, Result<(), CloseCode>)] = &[
+            (
+                "/app/key?protocol=7&client=js&version=8.4.0&flash=false",
+                0,
+                Ok(()),
+            ),
+            ("/app/key?client=js&protocol=7", 0, Ok(())),
+            ("/app/nope?protocol=7", 0, Err(CloseCode::AppDoesNotExist)),
+            ("/app/off?protocol=7", 0, Err(CloseCode::AppDisabled)),
+            ("/app/key", 0, Err(CloseCode::NoProtocolVersion)),
+            (
+                "/app/key?protocol=",
+                0,
+                Err(CloseCode::InvalidVersionFormat),
+            ),
+            (
+                "/app/key?protocol=7.1",
+                0,
+                Err(CloseCode::InvalidVersionFormat),
+            ),
+            (
+                "/app/key?protocol=6",
+                0,
+                Err(CloseCode::UnsupportedProtocolVersion),
+            ),
+            (
+                "/app/key?protocol=8",
+                0,
+                Err(CloseCode::UnsupportedProtocolVersion),
+            ),
+            (
+                "/app/key?protocol=99999999999999999999",
+                0,
+                Err(CloseCode::UnsupportedProtocolVersion),
+            ),
+            ("/app/capped?protocol=7", 2, Ok(())),
+            (
+                "/app/capped?protocol=7",
+                3,
+                Err(CloseCode::OverConnectionQuota),
+            ),
+            ("/apps/key?protocol=7", 0, Err(CloseCode::PathNotFound)),
+            ("/app/?protocol=7", 0, Err(CloseCode::PathNotFound)),
+            ("/app/key/x?protocol=7", 0, Err(CloseCode::PathNotFound)),
+            ("/", 0, Err(CloseCode::PathNotFound)),
+        ];
+        let now = Instant::now();
+        for &(target, count, expected) in cases {
+            let result = ConnectRequest::parse(target).and_then(|req| {
+                Session::connect(&apps, &req, SOCKET, count, &PusherConfig::default(), now)
+            });
+            assert_eq!(
+                result.as_ref().map(|_| ()).map_err(|c| *c),
+                expected,
+                "{target}"
+            );
+            if let Ok((session, frame)) = result {
+                assert_eq!(session.socket_id(), SOCKET);
+                assert!(frame.text().contains("7.42"), "{}", frame.text());
+            }
+        }
+    }
+
+    #[test]
+    fn session_stays_small() {
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 72, "Session is {size} bytes");
+    }
+
+    #[test]
+    fn ping_is_answered_and_garbage_gets_an_error() {
+        let mut h = Harness::new(app());
+        assert_eq!(
+            sent(&h.text(r#"{"event":"pusher:ping","data":{}}"#))[0]["event"],
+            "pusher:pong"
+        );
+        assert!(h.text(r#"{"event":"pusher:pong","data":{}}"#).is_empty());
+        let cases = [
+            "nope",
+            r#"{"event":"x"}"#,
+            r#"{"event":"pusher:subscribe","data":{}}"#,
+        ];
+        for text in cases {
+            assert_eq!(only_error(&h.text(text))["code"], Value::Null, "{text}");
+        }
+    }
+
+    #[test]
+    fn public_private_and_cache_subscriptions() {
+        let mut h = Harness::new(app());
+        let actions = h.subscribe("chat", None);
+        assert_eq!(
+            actions[0],
+            Action::Subscribe {
+                channel: ChannelId(0)
+            }
+        );
+        assert_eq!(
+            actions[1],
+            Action::Send(protocol::subscription_succeeded("chat"))
+        );
+        assert_eq!(actions.len(), 2);
+
+        let actions = h.subscribe("private-cache-x", None);
+        assert_eq!(
+            actions,
+            [
+                Action::Subscribe {
+                    channel: ChannelId(1)
+                },
+                Action::Send(protocol::subscription_succeeded("private-cache-x")),
+                Action::ReplayCache {
+                    channel: ChannelId(1),
+                    channel_name: "private-cache-x".into()
+                },
+            ]
+        );
+        assert_eq!(h.session.subscriptions().count(), 2);
+
+        // A repeat is answered but changes nothing.
+        assert_eq!(
+            h.subscribe("chat", None),
+            [Action::Send(protocol::subscription_succeeded("chat"))]
+        );
+        assert_eq!(h.session.subscriptions().count(), 2);
+
+        let unsub = h.text(r#"{"event":"pusher:unsubscribe","data":{"channel":"chat"}}"#);
+        assert_eq!(
+            unsub,
+            [Action::Unsubscribe {
+                channel: ChannelId(0)
+            }]
+        );
+        assert!(
+            h.text(r#"{"event":"pusher:unsubscribe","data":{"channel":"chat"}}"#)
+                .is_empty()
+        );
+        assert!(
+            h.text(r#"{"event":"pusher:unsubscribe","data":{"channel":"never"}}"#)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn subscription_refusals_table() {
+        let sig = |msg: &str| format!("key:{}", auth::sign("secret", &[msg]));
+        let long = "a".repeat(165);
+        let cases: Vec<(Value, &str)> = vec![
+            (json!({"channel": long}), "InvalidChannel"),
+            (json!({"channel": "bad name"}), "InvalidChannel"),
+            (json!({"channel": "#server-to-user-1"}), "InvalidChannel"),
+            (json!({"channel": "private-a"}), "AuthError"),
+            (
+                json!({"channel": "private-a", "auth": "key:nothex"}),
+                "AuthError",
+            ),
+            (
+                json!({"channel": "private-a", "auth": sig("7.42:private-b")}),
+                "AuthError",
+            ),
+            (
+                json!({"channel": "private-a", "auth": sig("7.43:private-a")}),
+                "AuthError",
+            ),
+            (
+                json!({"channel": "private-encrypted-a", "auth": sig("7.42:private-a")}),
+                "AuthError",
+            ),
+            (
+                json!({"channel": "presence-a", "auth": sig("7.42:presence-a")}),
+                "AuthError",
+            ),
+            (
+                json!({"channel": "presence-a", "channel_data": "{}", "auth": sig("7.42:presence-a:{}")}),
+                "InvalidChannelData",
+            ),
+        ];
+        let mut h = Harness::new(app());
+        for (data, expected) in cases {
+            let text = json!({"event": "pusher:subscribe", "data": data}).to_string();
+            assert_eq!(subscription_error_type(&h.text(&text)), expected, "{text}");
+        }
+        assert_eq!(h.session.subscriptions().count(), 0);
+        let ok = json!({"channel": "private-a", "auth": sig("7.42:private-a")});
+        let ok = h.text(&json!({"event": "pusher:subscribe", "data": ok}).to_string());
+        assert_eq!(ok.len(), 2, "{ok:?}");
+    }
+
+    #[test]
+    fn subscription_cap() {
+        let mut h = Harness::new(app());
+        for i in 0..h.config.max_subscriptions {
+            assert_eq!(h.subscribe(&format!("c{i}"), None).len(), 2);
+        }
+        assert_eq!(
+            subscription_error_type(&h.subscribe("one-more", None)),
+            "LimitReached"
+        );
+        h.text(r#"{"event":"pusher:unsubscribe","data":{"channel":"c0"}}"#);
+        assert_eq!(h.subscribe("one-more", None).len(), 2);
+    }
+
+    #[test]
+    fn presence_join_leave_and_disconnect() {
+        let mut h = Harness::new(app());
+        let data = r#"{"user_id":"u1","user_info":{"name":"A"}}"#;
+        let actions = h.subscribe("presence-room", Some(data));
+        let member = PresenceMember {
+            user_id: "u1".into(),
+            user_info: Some(r#"{"name":"A"}"#.into()),
+        };
+        assert_eq!(
+            actions,
+            [
+                Action::Subscribe {
+                    channel: ChannelId(0)
+                },
+                Action::JoinPresence {
+                    channel: ChannelId(0),
+                    channel_name: "presence-room".into(),
+                    member
+                },
+            ]
+        );
+        assert!(
+            h.subscribe("presence-room", Some(data)).is_empty(),
+            "repeat presence subscribe"
+        );
+        h.subscribe("chat", None);
+        let unsub = h.text(r#"{"event":"pusher:unsubscribe","data":{"channel":"presence-room"}}"#);
+        assert_eq!(
+            unsub,
+            [
+                Action::LeavePresence {
+                    channel: ChannelId(0),
+                    user_id: "u1".into()
+                },
+                Action::Unsubscribe {
+                    channel: ChannelId(0)
+                },
+            ]
+        );
+        h.subscribe("presence-room", Some(data));
+        let mut out = Vec::new();
+        h.session.handle_disconnect(&mut out);
+        assert_eq!(
+            out,
+            [
+                Action::Unsubscribe {
+                    channel: ChannelId(1)
+                },
+                Action::LeavePresence {
+                    channel: ChannelId(0),
+                    user_id: "u1".into()
+                },
+                Action::Unsubscribe {
+                    channel: ChannelId(0)
+                },
+            ]
+        );
+        assert!(h.session.is_closed());
+        assert!(
+            h.text(r#"{"event":"pusher:ping"}"#).is_empty(),
+            "closed sessions ignore input"
+        );
+    }
+
+    #[test]
+    fn client_events_are_relayed_to_others_only() {
+        let mut h = Harness::new(app());
+        h.subscribe("private-a", None);
+        h.subscribe("presence-r", Some(r#"{"user_id":"u9"}"#));
+        let actions = h.text(r#"{"event":"client-typing","channel":"private-a","data":{"x":1}}"#);
+        let expected = encode_event_frame("client-typing", "private-a", r#"{"x":1}"#, None);
+        assert_eq!(
+            actions,
+            [Action::Publish {
+                channel: ChannelId(0),
+                frame: expected,
+                exclude: Some(SOCKET)
+            }]
+        );
+
+        let actions = h.text(r#"{"event":"client-typing","channel":"presence-r","data":"hi"}"#);
+        let expected = encode_event_frame("client-typing", "presence-r", r#""hi""#, Some("u9"));
+        assert_eq!(
+            actions,
+            [Action::Publish {
+                channel: ChannelId(1),
+                frame: expected,
+                exclude: Some(SOCKET)
+            }]
+        );
+    }
+
+    #[test]
+    fn client_event_refusals_table() {
+        let mut h = Harness::new(app());
+        h.subscribe("private-a", None);
+        h.subscribe("chat", None);
+        h.subscribe("private-encrypted-e", None);
+        let big = format!(
+            r#"{{"event":"client-x","channel":"private-a","data":"{}"}}"#,
+            "x".repeat(10 * 1024)
+        );
+        let long_name = format!(
+            r#"{{"event":"client-{}","channel":"private-a"}}"#,
+            "x".repeat(200)
+        );
+        let cases = [
+            r#"{"event":"client-x","channel":"chat","data":1}"#.to_owned(),
+            r#"{"event":"client-x","channel":"private-encrypted-e","data":1}"#.to_owned(),
+            r#"{"event":"client-x","channel":"private-other","data":1}"#.to_owned(),
+            big,
+            long_name,
+        ];
+        for text in &cases {
+            let error = only_error(&h.text(text));
+            assert_eq!(error["code"], Value::Null, "{text}");
+        }
+        let mut off = Harness::new(AppConfig {
+            client_events: false,
+            ..app()
+        });
+        off.subscribe("private-a", None);
+        let error = only_error(&off.text(r#"{"event":"client-x","channel":"private-a"}"#));
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("disabled")
+        );
+    }
+
+    #[test]
+    fn client_events_are_rate_limited_per_connection() {
+        let mut h = Harness::new(app());
+        h.subscribe("private-a", None);
+        let event = r#"{"event":"client-x","channel":"private-a","data":1}"#;
+        for _ in 0..10 {
+            assert!(matches!(h.text(event)[..], [Action::Publish { .. }]));
+        }
+        assert_eq!(only_error(&h.text(event))["code"], 4301);
+        let later = h.t0 + Duration::from_millis(100);
+        assert!(matches!(
+            h.text_at(event, later)[..],
+            [Action::Publish { .. }]
+        ));
+        assert_eq!(only_error(&h.text_at(event, later))["code"], 4301);
+        assert!(
+            !h.session.is_closed(),
+            "a rate-limited client stays connected"
+        );
+    }
+
+    fn signin_text(user_data: &str, socket: &str) -> String {
+        let auth = format!(
+            "key:{}",
+            auth::sign("secret", &[socket, "::user::", user_data])
+        );
+        json!({"event": "pusher:signin", "data": {"user_data": user_data, "auth": auth}})
+            .to_string()
+    }
+
+    #[test]
+    fn signin_success_and_sign_out_on_disconnect() {
+        let mut h = Harness::new(app());
+        let user_data = r#"{"id":"u1","name":"A"}"#;
+        let actions = h.text(&signin_text(user_data, "7.42"));
+        assert_eq!(
+            actions[0],
+            Action::SignIn {
+                user_id: "u1".into()
+            }
+        );
+        assert_eq!(
+            actions[1],
+            Action::Send(protocol::signin_success(user_data))
+        );
+        assert_eq!(h.session.user_id(), Some("u1"));
+        assert_eq!(
+            only_error(&h.text(&signin_text(user_data, "7.42")))["code"],
+            Value::Null
+        );
+        let mut out = Vec::new();
+        h.session.handle_disconnect(&mut out);
+        assert_eq!(
+            out,
+            [Action::SignOut {
+                user_id: "u1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn signin_refusals_table() {
+        let cases = [
+            signin_text(r#"{"id":"u1"}"#, "7.43"),
+            signin_text(r#"{"name":"no id"}"#, "7.42"),
+            signin_text("not json", "7.42"),
+            r#"{"event":"pusher:signin","data":{"user_data":"{\"id\":\"1\"}","auth":"key:00"}}"#
+                .to_owned(),
+        ];
+        for text in cases {
+            let mut h = Harness::new(app());
+            let actions = h.text(&text);
+            assert_eq!(sent(&actions)[0]["data"]["code"], 4009, "{text}");
+            assert_eq!(
+                actions.last(),
+                Some(&Action::Close(CloseCode::Unauthorized)),
+                "{text}"
+            );
+            assert!(h.session.is_closed());
+        }
+        let mut off = Harness::new(AppConfig {
+            user_authentication: false,
+            ..app()
+        });
+        assert_eq!(
+            only_error(&off.text(&signin_text(r#"{"id":"u1"}"#, "7.42")))["code"],
+            Value::Null
+        );
+        assert!(!off.session.is_closed());
+    }
+
+    #[test]
+    fn server_pings_after_silence_and_closes_4201_without_pong() {
+        let mut h = Harness::new(app());
+        let config = h.config.clone();
+        let mut out = Vec::new();
+        let due = h.t0 + config.activity_timeout;
+        assert_eq!(h.session.poll_timeout(&config), Some(due));
+        h.session
+            .handle_timeout(&config, due - Duration::from_secs(1), &mut out);
+        assert!(out.is_empty(), "not due yet");
+        h.session.handle_timeout(&config, due, &mut out);
+        assert_eq!(out, [Action::Send(protocol::ping())]);
+        out.clear();
+
+        // Any message counts as the answer.
+        h.text_at(
+            r#"{"event":"pusher:pong","data":{}}"#,
+            due + Duration::from_secs(1),
+        );
+        assert_eq!(
+            h.session.poll_timeout(&config),
+            Some(due + Duration::from_secs(1) + config.activity_timeout)
+        );
+
+        let second = due + Duration::from_secs(1) + config.activity_timeout;
+        h.session.handle_timeout(&config, second, &mut out);
+        assert_eq!(out, [Action::Send(protocol::ping())]);
+        out.clear();
+        assert_eq!(
+            h.session.poll_timeout(&config),
+            Some(second + config.pong_timeout)
+        );
+        h.session
+            .handle_timeout(&config, second + config.pong_timeout, &mut out);
+        assert_eq!(sent(&out)[0]["data"]["code"], 4201);
+        assert_eq!(out.last(), Some(&Action::Close(CloseCode::PongNotReceived)));
+        assert_eq!(h.session.poll_timeout(&config), None);
+    }
+
+    #[test]
+    fn activity_other_than_text_defers_the_ping() {
+        let mut h = Harness::new(app());
+        let config = h.config.clone();
+        let later = h.t0 + Duration::from_secs(100);
+        h.session.handle_activity(later);
+        let mut out = Vec::new();
+        h.session
+            .handle_timeout(&config, h.t0 + config.activity_timeout, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn server_side_close_codes() {
+        for code in [
+            CloseCode::Reconnect,
+            CloseCode::Unauthorized,
+            CloseCode::OverCapacity,
+        ] {
+            let mut h = Harness::new(app());
+            let mut out = Vec::new();
+            h.session.close(code, &mut out);
+            h.session.close(code, &mut out);
+            assert_eq!(out.len(), 2, "closing twice sends one close");
+            assert_eq!(sent(&out)[0]["data"]["code"], code.code());
+            assert_eq!(out[1], Action::Close(code));
+        }
+    }
+}
