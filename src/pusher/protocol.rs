@@ -533,7 +533,8 @@ mod tests {
 
     #[test]
     fn channel_data_table() {
-        let cases: &[(&str, Result<(&str, Option<&str>), ChannelDataError>)] = &[
+        type Parsed<'a> = Result<(&'a str, Option<&'a str>), ChannelDataError>;
+        let cases: &[(&str, Parsed<'_>)] = &[
             (
                 r#"{"user_id":"u1","user_info":{"name":"A"}}"#,
                 Ok(("u1", Some(r#"{"name":"A"}"#))),

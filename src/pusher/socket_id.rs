@@ -52,7 +52,8 @@ mod tests {
 
     #[test]
     fn parse_and_format_table() {
-        let cases: &[(&str, Option<(u32, u64)>, bool)] = &[
+        type Case<'a> = (&'a str, Option<(u32, u64)>, bool);
+        let cases: &[Case<'_>] = &[
             ("1234.1234", Some((1234, 1234)), true),
             ("0.0", Some((0, 0)), true),
             (
