@@ -1,5 +1,5 @@
 //! The Pusher Channels protocol v7, sans-IO: client messages in, actions and ready-to-send
-//! WebSocket frames out.
+//! WebSocket frames out, plus the HTTP API's request verification and response shapes.
 //!
 //! Nothing here touches a socket, reads a clock or starts a thread: every input carries its
 //! `now`, and every output is a value the caller (a shard) carries out. The per-connection
@@ -9,6 +9,7 @@
 //! from here for the protocol parts of it.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod apps;
 pub mod auth;
 pub mod cache;
