@@ -236,7 +236,9 @@ pub fn parse_channel_data(channel_data: &str) -> Result<PresenceMember, ChannelD
     })
 }
 
-/// Parses `pusher:signin` user_data and returns its `id`, which must be a non-empty string.
+/// Parses `pusher:signin` user_data and returns its `id`: a non-empty string of at most
+/// [`MAX_USER_ID`] bytes from the channel-name alphabet, because it names the user's
+/// `#server-to-user-{id}` channel (the Pusher SDKs apply the same rule).
 pub fn parse_user_data_id(user_data: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct UserData {
@@ -246,7 +248,13 @@ pub fn parse_user_data_id(user_data: &str) -> Option<String> {
         return None;
     }
     let parsed: UserData = serde_json::from_str(user_data).ok()?;
-    (!parsed.id.is_empty() && parsed.id.len() <= MAX_USER_ID).then_some(parsed.id)
+    let valid = !parsed.id.is_empty()
+        && parsed.id.len() <= MAX_USER_ID
+        && parsed
+            .id
+            .bytes()
+            .all(crate::pusher::channels::is_channel_byte);
+    valid.then_some(parsed.id)
 }
 
 /// Appends `inner` (JSON text) as a JSON string: how Pusher nests `data`.
@@ -572,6 +580,7 @@ mod tests {
         assert_eq!(parse_user_data_id(r#"{"name":"x"}"#), None);
         assert_eq!(parse_user_data_id("x"), None);
         assert_eq!(parse_user_data_id(r#"["1"]"#), None);
+        assert_eq!(parse_user_data_id(r#"{"id":"a/b"}"#), None);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::pusher::apps::{AppConfig, AppIndex, Apps};
 use crate::pusher::auth;
-use crate::pusher::channels::{self, ChannelId, ChannelKind, ChannelRegistry};
+use crate::pusher::channels::{
+    self, ChannelId, ChannelKind, ChannelRegistry, SERVER_TO_USER_PREFIX,
+};
 use crate::pusher::codes::{CLIENT_EVENT_RATE_LIMIT, CloseCode};
 use crate::pusher::frame::{Frame, encode_event_frame};
 use crate::pusher::protocol::{self, ClientMessage, PresenceMember};
@@ -389,7 +391,13 @@ impl Session {
         let refuse = |kind: &str, message: &str, status: u16| {
             Action::Send(protocol::subscription_error(channel, kind, message, status))
         };
-        if let Err(e) = channels::validate_channel_name(channel) {
+        // pusher-js subscribes to `#server-to-user-{id}` after signing in; that channel is how
+        // user events reach the connection, and only the signed-in user may join it.
+        let validity = match channel.strip_prefix(SERVER_TO_USER_PREFIX) {
+            Some(user) if Some(user) == self.user_id() => Ok(()),
+            _ => channels::validate_channel_name(channel),
+        };
+        if let Err(e) = validity {
             return out.push(refuse("InvalidChannel", e.message(), 400));
         }
         let kind = ChannelKind::of(channel);
@@ -1082,20 +1090,46 @@ mod tests {
             only_error(&h.text(&signin_text(user_data, "7.42")))["code"],
             Value::Null
         );
-        let mut out = Vec::new();
-        h.session.handle_disconnect(&mut out);
+
+        // pusher-js then subscribes to its own server-to-user channel, and only to its own.
+        let own =
+            h.text(r##"{"event":"pusher:subscribe","data":{"channel":"#server-to-user-u1"}}"##);
         assert_eq!(
-            out,
-            [Action::SignOut {
-                user_id: "u1".into()
+            own[0],
+            Action::Subscribe {
+                channel: ChannelId(0)
+            }
+        );
+        let other =
+            h.text(r##"{"event":"pusher:subscribe","data":{"channel":"#server-to-user-u2"}}"##);
+        assert_eq!(subscription_error_type(&other), "InvalidChannel");
+        let msg = r##"{"event":"pusher:unsubscribe","data":{"channel":"#server-to-user-u1"}}"##;
+        assert_eq!(
+            h.text(msg),
+            [Action::Unsubscribe {
+                channel: ChannelId(0)
             }]
         );
+        h.text(r##"{"event":"pusher:subscribe","data":{"channel":"#server-to-user-u1"}}"##);
+
+        let mut out = Vec::new();
+        h.session.handle_disconnect(&mut out);
+        let expected = [
+            Action::Unsubscribe {
+                channel: ChannelId(0),
+            },
+            Action::SignOut {
+                user_id: "u1".into(),
+            },
+        ];
+        assert_eq!(out, expected);
     }
 
     #[test]
     fn signin_refusals_table() {
         let cases = [
             signin_text(r#"{"id":"u1"}"#, "7.43"),
+            signin_text(r#"{"id":"u 1"}"#, "7.42"),
             signin_text(r#"{"name":"no id"}"#, "7.42"),
             signin_text("not json", "7.42"),
             r#"{"event":"pusher:signin","data":{"user_data":"{\"id\":\"1\"}","auth":"key:00"}}"#
