@@ -48,6 +48,7 @@ class Ws:
         if not head.startswith(b"HTTP/1.1 101"):
             raise ConnectionError(head.split(b"\r\n")[0].decode())
         self.close_code = None
+        self.skipped = []
 
     def _read(self, n):
         while len(self.buf) < n:
@@ -98,6 +99,7 @@ class Ws:
                 raise AssertionError(f"closed with {self.close_code} while waiting for {event}")
             if message.get("event") == event and (channel is None or message.get("channel") == channel):
                 return message
+            self.skipped.append(message)
         raise AssertionError(f"no {event} within {TIMEOUT} s")
 
 
@@ -160,10 +162,12 @@ def main():
     check("trigger_batch delivers each event", batch)
 
     def exclusion():
+        ws.skipped.clear()
         client.trigger("chat", "not-for-me", {}, socket_id=socket_id)
         client.trigger("chat", "marker", {})
         assert ws.expect("marker", "chat")
         # Events on one channel arrive in order: had the first been delivered, it came first.
+        assert not [m for m in ws.skipped if m.get("event") == "not-for-me"], ws.skipped
 
     check("socket_id exclusion", exclusion)
 
