@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real-client tests: installs pusher-js, ws and the pusher server SDKs (npm, PyPI) into
 # tests/clients, starts a debug ringcast on a free loopback port with known development-app
-# credentials, runs the node and python suites against it, and stops the server.
+# credentials, runs the node, python and headless-Chromium suites against it, and stops the
+# server. Needs node, npm, python3 and chromium (Debian package `chromium`).
 # Usage: tests/clients/run.sh [path/to/ringcast]   (default: target/debug/ringcast)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -32,4 +33,5 @@ done
 status=0
 timeout 90 node "$here/pusher_js.mjs" || status=1
 timeout 90 "$here/.venv/bin/python" "$here/pusher_sdk.py" || status=1
+timeout 60 node "$here/browser.mjs" || status=1
 exit "$status"
