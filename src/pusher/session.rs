@@ -1224,4 +1224,32 @@ mod tests {
             assert_eq!(out[1], Action::Close(code));
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let mut h = Harness::new(app());
+            h.text(&text);
+        }
+
+        #[test]
+        fn message_shaped_text_never_panics(
+            event in "(pusher:(subscribe|unsubscribe|signin|ping|pong)|client-[a-z]{0,4}|[a-z:]{0,8})",
+            channel in "(private-|presence-|cache-|private-encrypted-|#server-to-user-)?[a-z0-9;@=]{0,8}",
+            data in "\\PC{0,40}",
+        ) {
+            let mut h = Harness::new(app());
+            h.subscribe("private-a", None);
+            let messages = [
+                json!({"event": event, "channel": channel, "data": data}),
+                json!({"event": event, "data": {"channel": channel, "auth": data, "channel_data": data, "user_data": data}}),
+                json!({"event": event, "data": data}),
+            ];
+            for m in messages {
+                h.text(&m.to_string());
+            }
+            let mut out = Vec::new();
+            h.session.handle_disconnect(&mut out);
+        }
+    }
 }

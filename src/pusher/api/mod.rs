@@ -987,4 +987,43 @@ mod tests {
         assert!(is_api_path("/users/u/terminate_connections"));
         assert!(!is_api_path("/app/key?protocol=7"));
     }
+
+    #[test]
+    fn percent_encoded_values_are_decoded_before_signing() {
+        let apps = validation_apps();
+        let now = 1_700_000_000;
+        let params = [
+            ("filter_by_prefix", "presence-"),
+            ("info", "user_count,subscription_count"),
+        ];
+        let target = signed("GET", "/apps/9/channels", &params, "", now);
+        let encoded = target.replace(
+            "user_count,subscription_count",
+            "user_count%2Csubscription_count",
+        );
+        assert_ne!(target, encoded);
+        assert!(handle_request(&apps, "GET", &encoded, b"", now).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_requests_never_panic(
+            method in "(GET|POST|PUT)",
+            target in "/(apps|users)?/?[a-z0-9]{0,4}/?(events|batch_events|channels|users)?/?[a-z0-9%-]{0,6}/?[a-z_]{0,21}\\??[a-z_=&%0-9.,]{0,60}",
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let apps = validation_apps();
+            let _ = handle_request(&apps, &method, &target, &body, 1_700_000_000);
+        }
+
+        #[test]
+        fn arbitrary_event_bodies_never_panic(body in "\\PC{0,120}") {
+            let apps = validation_apps();
+            let now = 1_700_000_000;
+            for path in ["/apps/9/events", "/apps/9/batch_events"] {
+                let target = signed("POST", path, &[], &body, now);
+                let _ = handle_request(&apps, "POST", &target, body.as_bytes(), now);
+            }
+        }
+    }
 }
