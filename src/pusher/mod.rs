@@ -30,5 +30,5 @@ pub use channels::{ChannelId, ChannelKind, ChannelRegistry};
 pub use codes::CloseCode;
 pub use frame::{Frame, encode_event_frame};
 pub use presence::PresenceRoster;
-pub use session::{Action, PusherConfig, Session};
+pub use session::{Action, ConnectRequest, Load, PusherConfig, Session};
 pub use socket_id::SocketId;

@@ -177,21 +177,32 @@ impl<'a> ConnectRequest<'a> {
     }
 }
 
+/// How loaded the server and the app are when a connection arrives; the shard knows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Whether the process is at its connection limit (4100: clients back off and retry).
+    pub server_full: bool,
+    /// The app's current connection count, for its `max_connections` (4004).
+    pub app_connections: u32,
+}
+
 impl Session {
-    /// Decides the upgrade of a new connection: the app must exist (4001) and be enabled
-    /// (4003), the protocol version must be 7 (missing 4008, not a number 4006, another
-    /// number 4007) and the app below its connection cap (4004; `app_connections` is the
-    /// app's current count). On success returns the session and the
-    /// `pusher:connection_established` frame to send first. On failure, send
-    /// [`protocol::error`] with the code, then close with it.
+    /// Decides the upgrade of a new connection: the server must have room (4100), the app
+    /// must exist (4001) and be enabled (4003), the protocol version must be 7 (missing 4008,
+    /// not a number 4006, another number 4007) and the app below its connection cap (4004).
+    /// On success returns the session and the `pusher:connection_established` frame to send
+    /// first. On failure, send [`protocol::error`] with the code, then close with it.
     pub fn connect(
         apps: &Apps,
         request: &ConnectRequest<'_>,
         socket_id: SocketId,
-        app_connections: u32,
+        load: Load,
         config: &PusherConfig,
         now: Instant,
     ) -> Result<(Self, Frame), CloseCode> {
+        if load.server_full {
+            return Err(CloseCode::OverCapacity);
+        }
         let (app, config_of_app) = apps
             .by_key(request.app_key)
             .ok_or(CloseCode::AppDoesNotExist)?;
@@ -208,7 +219,7 @@ impl Session {
         if config_of_app
             .limits
             .max_connections
-            .is_some_and(|max| app_connections >= max)
+            .is_some_and(|max| load.app_connections >= max)
         {
             return Err(CloseCode::OverConnectionQuota);
         }
@@ -624,7 +635,8 @@ mod tests {
                 app_key: "key",
                 protocol: Some("7"),
             };
-            let (session, _) = Session::connect(&apps, &request, SOCKET, 0, &config, t0)
+            let load = Load::default();
+            let (session, _) = Session::connect(&apps, &request, SOCKET, load, &config, t0)
                 .unwrap_or_else(|c| panic!("{c:?}"));
             Self {
                 app,
@@ -752,10 +764,31 @@ mod tests {
             ("/app/key/x?protocol=7", 0, Err(CloseCode::PathNotFound)),
             ("/", 0, Err(CloseCode::PathNotFound)),
         ];
+        let full = Load {
+            server_full: true,
+            app_connections: 0,
+        };
+        let request = ConnectRequest {
+            app_key: "key",
+            protocol: Some("7"),
+        };
+        let refused = Session::connect(
+            &apps,
+            &request,
+            SOCKET,
+            full,
+            &PusherConfig::default(),
+            Instant::now(),
+        );
+        assert_eq!(refused.map(|_| ()), Err(CloseCode::OverCapacity));
         let now = Instant::now();
         for &(target, count, expected) in cases {
+            let load = Load {
+                server_full: false,
+                app_connections: count,
+            };
             let result = ConnectRequest::parse(target).and_then(|req| {
-                Session::connect(&apps, &req, SOCKET, count, &PusherConfig::default(), now)
+                Session::connect(&apps, &req, SOCKET, load, &PusherConfig::default(), now)
             });
             assert_eq!(
                 result.as_ref().map(|_| ()).map_err(|c| *c),
