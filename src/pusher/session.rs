@@ -372,11 +372,11 @@ impl Session {
                 channel,
                 data,
             } => {
-                if let Err(message) =
+                if let Err(refusal) =
                     self.handle_client_event(app, channels, &event, &channel, data, now, out)
                 {
-                    let code = (message == RATE_LIMITED).then_some(CLIENT_EVENT_RATE_LIMIT);
-                    out.push(Action::Send(protocol::error(code, message)));
+                    let frame = protocol::error(refusal.code(), refusal.message());
+                    out.push(Action::Send(frame));
                 }
             }
         }
@@ -523,7 +523,7 @@ impl Session {
         out.push(Action::Send(protocol::signin_success(user_data)));
     }
 
-    /// Relays a client event, or says why not (the `pusher:error` message).
+    /// Relays a client event, or says why not.
     #[allow(clippy::too_many_arguments)] // Each is a distinct input of one relay decision.
     fn handle_client_event(
         &mut self,
@@ -534,9 +534,9 @@ impl Session {
         data: &str,
         now: Instant,
         out: &mut Vec<Action>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), ClientEventRefusal> {
         if !app.client_events {
-            return Err("Client events are disabled for this app");
+            return Err(ClientEventRefusal::Disabled);
         }
         let rate = app.limits.client_events_per_second;
         let bucket = self
@@ -544,22 +544,22 @@ impl Session {
             .client_events
             .get_or_insert_with(|| TokenBucket::full(rate, now));
         if !bucket.try_take(rate, now) {
-            return Err(RATE_LIMITED);
+            return Err(ClientEventRefusal::RateLimited);
         }
         if !ChannelKind::of(channel).allows_client_events() {
-            return Err("Client events are only allowed on private and presence channels");
+            return Err(ClientEventRefusal::ChannelKind);
         }
         let id = channels
             .find(channel)
             .filter(|&id| self.subscriptions.find(id).is_some());
         let Some(id) = id else {
-            return Err("Client event rejected: not subscribed to the channel");
+            return Err(ClientEventRefusal::NotSubscribed);
         };
         if event.len() > app.limits.max_event_name_bytes {
-            return Err("Client event name is too long");
+            return Err(ClientEventRefusal::NameTooLong);
         }
         if data.len() > app.limits.max_event_payload_bytes {
-            return Err("Client event data is too large");
+            return Err(ClientEventRefusal::DataTooLarge);
         }
         let user_id = self
             .extra
@@ -576,8 +576,39 @@ impl Session {
     }
 }
 
-/// The `pusher:error` message of a rate-limited client event (code 4301).
-const RATE_LIMITED: &str = "Client event rejected due to rate limit";
+/// Why a client event was not relayed; answered with a `pusher:error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientEventRefusal {
+    /// The app does not allow client events.
+    Disabled,
+    /// Over the per-connection rate (code 4301).
+    RateLimited,
+    /// Not a private or presence channel.
+    ChannelKind,
+    /// The sender is not subscribed to the channel.
+    NotSubscribed,
+    /// The event name is over the app's limit.
+    NameTooLong,
+    /// The data is over the app's limit.
+    DataTooLarge,
+}
+
+impl ClientEventRefusal {
+    fn code(self) -> Option<u16> {
+        (self == Self::RateLimited).then_some(CLIENT_EVENT_RATE_LIMIT)
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::Disabled => "Client events are disabled for this app",
+            Self::RateLimited => "Client event rejected due to rate limit",
+            Self::ChannelKind => "Client events are only allowed on private and presence channels",
+            Self::NotSubscribed => "Client event rejected: not subscribed to the channel",
+            Self::NameTooLong => "Client event name is too long",
+            Self::DataTooLarge => "Client event data is too large",
+        }
+    }
+}
 
 /// The fields of a `pusher:subscribe`, borrowed.
 struct SubscribeRequest<'a> {
