@@ -89,7 +89,8 @@ pub enum Action {
         channel_name: Box<str>,
     },
     /// Deliver the frame to every subscriber of the channel on every shard, except the
-    /// connection with socket id `exclude`.
+    /// connection with socket id `exclude`; on a cache channel also keep it in the channel's
+    /// [`crate::pusher::CacheSlot`] (as for events published through the HTTP API).
     Publish {
         /// The channel.
         channel: ChannelId,
