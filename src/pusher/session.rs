@@ -143,9 +143,15 @@ struct Extra {
 /// [`Session::handle_activity`] for any other inbound traffic; [`Session::handle_timeout`] when
 /// [`Session::poll_timeout`] is reached; [`Session::handle_disconnect`] once when the
 /// connection ends, whatever the reason, so the shard can undo subscriptions and presence.
+///
+/// 64 bytes, one cache line: the socket id is stored as its two halves so the 4-byte half
+/// shares a word with the app index and phase instead of padding a 16-byte struct.
 #[derive(Debug)]
 pub struct Session {
-    socket_id: SocketId,
+    /// `SocketId::low`.
+    socket_low: u64,
+    /// `SocketId::high`.
+    socket_high: u32,
     /// Last inbound message, or when the outstanding ping went out.
     last_activity: Instant,
     subscriptions: SubscriptionList,
@@ -225,7 +231,8 @@ impl Session {
             return Err(CloseCode::OverConnectionQuota);
         }
         let session = Self {
-            socket_id,
+            socket_low: socket_id.low,
+            socket_high: socket_id.high,
             last_activity: now,
             subscriptions: SubscriptionList::default(),
             extra: None,
@@ -239,7 +246,10 @@ impl Session {
 
     /// This connection's socket id.
     pub fn socket_id(&self) -> SocketId {
-        self.socket_id
+        SocketId {
+            high: self.socket_high,
+            low: self.socket_low,
+        }
     }
 
     /// The app this connection belongs to.
@@ -432,7 +442,7 @@ impl Session {
             return out.push(refuse("LimitReached", &message, 400));
         }
         let member = if kind.needs_auth() {
-            let socket_id = self.socket_id.to_string();
+            let socket_id = self.socket_id().to_string();
             let data = if kind.is_presence() {
                 Some(channel_data.unwrap_or_default())
             } else {
@@ -510,7 +520,7 @@ impl Session {
         if self.user_id().is_some() {
             return out.push(Action::Send(protocol::error(None, "Already signed in")));
         }
-        let socket_id = self.socket_id.to_string();
+        let socket_id = self.socket_id().to_string();
         let verified = auth::verify_user_auth(app, &socket_id, user_data, Some(auth));
         let user_id = verified
             .ok()
@@ -571,7 +581,7 @@ impl Session {
         out.push(Action::Publish {
             channel: id,
             frame,
-            exclude: Some(self.socket_id),
+            exclude: Some(self.socket_id()),
         });
         Ok(())
     }
@@ -837,7 +847,7 @@ mod tests {
     #[test]
     fn session_stays_small() {
         let size = std::mem::size_of::<Session>();
-        assert!(size <= 72, "Session is {size} bytes");
+        assert!(size <= 64, "Session is {size} bytes");
     }
 
     #[test]
