@@ -14,7 +14,7 @@ pub struct Subscription {
 }
 
 /// Entries held without allocating; most connections have one or two channels.
-const INLINE: usize = 2;
+pub const INLINE: usize = 2;
 
 /// The set of a connection's subscriptions, in subscribe order. Growing past [`INLINE`]
 /// reallocates a boxed slice of exactly the needed size: subscribe is rare next to everything

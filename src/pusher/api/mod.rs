@@ -186,7 +186,8 @@ pub enum ApiRequest {
         /// The presence channel.
         channel: String,
     },
-    /// Close every connection signed in as the user (4009). Answer with [`response::empty`].
+    /// Close every connection signed in as the user: `Session::close(CloseCode::Unauthorized)`
+    /// (4009, which pusher-js does not reconnect after). Answer with [`response::empty`].
     TerminateUserConnections {
         /// The app.
         app: AppIndex,
