@@ -12,7 +12,9 @@ pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelId(pub u32);
 
-/// The part of the shard's channel table a session needs: names to ids.
+/// The part of the shard's channel table a session needs: names to ids. A session keeps the
+/// ids of its subscriptions, so an id must keep naming the same channel while any connection is
+/// subscribed to it; the shard may drop and reuse it once the channel has no subscribers.
 pub trait ChannelRegistry {
     /// The id for `name`, creating the table entry if the channel has none yet.
     fn intern(&mut self, name: &str) -> ChannelId;
