@@ -57,6 +57,13 @@ impl CloseCode {
     }
 }
 
+impl From<CloseCode> for crate::ws::CloseCode {
+    /// The code for the WebSocket close frame that ends a Pusher connection.
+    fn from(code: CloseCode) -> Self {
+        Self(code.code())
+    }
+}
+
 /// `pusher:error` code for a client event dropped by the per-connection rate limit; the
 /// connection stays open (4300-4399 are errors that do not close).
 pub const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
@@ -81,6 +88,11 @@ mod tests {
             assert!((4000..4100).contains(&code.code()), "{code:?}");
         }
         assert_eq!(CloseCode::OverCapacity.code(), 4100);
+        assert_eq!(
+            crate::ws::CloseCode::from(CloseCode::PongNotReceived),
+            crate::ws::CloseCode(4201)
+        );
+        assert!(crate::ws::CloseCode::from(CloseCode::Unauthorized).is_allowed_from_peer());
         for code in [
             CloseCode::Reconnect,
             CloseCode::PongNotReceived,

@@ -9,9 +9,11 @@
 use std::sync::Arc;
 
 use crate::pusher::json;
+use crate::ws::{MAX_HEADER_LEN, OpCode, encode_header};
 
 /// Room reserved in front of a payload for the largest server frame header (RFC 6455 5.2:
-/// 2 bytes, plus 8 for a 64-bit length; servers never mask).
+/// 2 bytes, plus 8 for a 64-bit length; servers never mask, so the 4 mask bytes of
+/// [`MAX_HEADER_LEN`] are never used).
 const MAX_HEADER: usize = 10;
 
 /// A complete WebSocket text frame (header and payload), shared by reference count.
@@ -74,31 +76,12 @@ impl FrameBuilder {
 
     /// Finishes the frame: one allocation of exactly the frame's size.
     pub(crate) fn finish(&mut self) -> Frame {
-        let payload_len = self.buf.len() - MAX_HEADER;
-        let mut header = [0u8; MAX_HEADER];
-        let header_len = encode_text_header(payload_len, &mut header);
+        let payload_len = (self.buf.len() - MAX_HEADER) as u64;
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let header_len = encode_header(&mut header, true, OpCode::Text, payload_len, None);
         let start = MAX_HEADER - header_len;
         self.buf[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
         Frame(Arc::from(&self.buf[start..]))
-    }
-}
-
-/// Writes the header of a final, unmasked text frame of `len` payload bytes (RFC 6455 5.2)
-/// into `out` and returns its length (2, 4 or 10).
-fn encode_text_header(len: usize, out: &mut [u8; MAX_HEADER]) -> usize {
-    const FIN_TEXT: u8 = 0x81;
-    out[0] = FIN_TEXT;
-    if len < 126 {
-        out[1] = len as u8;
-        2
-    } else if let Ok(len) = u16::try_from(len) {
-        out[1] = 126;
-        out[2..4].copy_from_slice(&len.to_be_bytes());
-        4
-    } else {
-        out[1] = 127;
-        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
     }
 }
 
