@@ -17,6 +17,12 @@ build:
 test: lint test-sysctl
 	$(CARGO) test --workspace --locked
 
+## Real-client tests (pusher-js, ws, the pusher server SDKs) against a debug server.
+.PHONY: test-clients
+test-clients:
+	$(CARGO) build --locked --bin ringcast
+	bash tests/clients/run.sh
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

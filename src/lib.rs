@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 pub mod mesh;
 pub mod metrics;
+pub mod pusher;
 pub mod server;
 pub mod shard;
 pub mod ws;

@@ -69,7 +69,7 @@ struct Buffers {
 }
 
 /// Decoding state of one WebSocket connection, kept tiny for a million idle connections: 40
-/// bytes on 64-bit targets (asserted in a test), no heap until a frame is split across reads or a
+/// bytes on x86_64 (a test asserts at most 48), no heap until a frame is split across reads or a
 /// message is fragmented.
 ///
 /// Call order: [`Connection::handle_read`] with each chunk of bytes read from the socket, in

@@ -9,19 +9,23 @@ const WIDE: usize = 32;
 /// so the same function masks (client side) and unmasks (server side).
 pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
     let key = rotate(mask, offset);
-    let mut wide = [0u8; WIDE];
-    for (i, byte) in wide.iter_mut().enumerate() {
-        *byte = key[i % 4];
-    }
-    let mut chunks = buf.chunks_exact_mut(WIDE);
-    for chunk in &mut chunks {
-        for (byte, k) in chunk.iter_mut().zip(wide.iter()) {
+    let wide = [key; WIDE / 4];
+    let wide = wide.as_flattened();
+    let (chunks, tail) = buf.as_chunks_mut::<WIDE>();
+    for chunk in chunks {
+        for (byte, k) in chunk.iter_mut().zip(wide) {
             *byte ^= k;
         }
     }
-    // The tail is shorter than WIDE and starts at a multiple of WIDE, itself a multiple of 4, so
-    // the key stays aligned with it.
-    for (byte, k) in chunks.into_remainder().iter_mut().zip(wide.iter()) {
+    // The tail starts at a multiple of WIDE, itself a multiple of 4, so the key stays aligned with
+    // it: whole 4-byte words first (one 32-bit XOR each), then the last 0-3 bytes.
+    let (words, bytes) = tail.as_chunks_mut::<4>();
+    for word in words {
+        for (byte, k) in word.iter_mut().zip(key) {
+            *byte ^= k;
+        }
+    }
+    for (byte, k) in bytes.iter_mut().zip(key) {
         *byte ^= k;
     }
 }
