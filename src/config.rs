@@ -67,6 +67,11 @@ pub struct Config {
     pub max_outbox_bytes: usize,
     /// Pin each shard thread to its own CPU (when the CPUs allowed outnumber the shards).
     pub pin_shards: bool,
+    /// The Pusher apps served (`[[apps]]`); empty means one development app.
+    pub apps: Vec<crate::pusher::AppConfig>,
+    /// Credentials for the development app (`RINGCAST_APP_ID`, `_KEY`, `_SECRET`); the ones
+    /// left unset are generated at start.
+    pub dev_app: crate::pusher::apps::DevCredentials,
 }
 
 impl Default for Config {
@@ -91,6 +96,8 @@ impl Default for Config {
             // 1 MiB and its answer from `shared/LIMITS.md` (outbox per connection).
             max_outbox_bytes: 1024 * 1024,
             pin_shards: true,
+            apps: Vec::new(),
+            dev_app: crate::pusher::apps::DevCredentials::default(),
         }
     }
 }
@@ -357,6 +364,12 @@ pub struct ConfigLayer {
     /// Log format: human or json [default: human].
     #[arg(long, value_name = "FORMAT", value_parser = LogFormat::from_str)]
     pub log_format: Option<LogFormat>,
+    /// The file's `[[apps]]` sections.
+    #[arg(skip)]
+    pub apps: Option<Vec<crate::pusher::AppConfig>>,
+    /// Development-app credentials from `RINGCAST_APP_ID`, `_KEY` and `_SECRET`.
+    #[arg(skip)]
+    pub dev_app: crate::pusher::apps::DevCredentials,
 }
 
 /// A list of allowed origins; a newtype so clap takes one comma-separated value for it.
@@ -477,6 +490,9 @@ impl ConfigLayer {
             "PIN_SHARDS" => self.pin_shards = parsed(value)?,
             "LOG_LEVEL" => self.log_level = Some(value.to_owned()),
             "LOG_FORMAT" => self.log_format = Some(LogFormat::from_str(value.trim())?),
+            "APP_ID" => self.dev_app.id = Some(value.to_owned()),
+            "APP_KEY" => self.dev_app.key = Some(value.to_owned()),
+            "APP_SECRET" => self.dev_app.secret = Some(value.to_owned()),
             _ => return Ok(false),
         }
         Ok(true)
@@ -528,6 +544,12 @@ impl ConfigLayer {
             pin_shards: self.pin_shards.or(base.pin_shards),
             log_level: self.log_level.or(base.log_level),
             log_format: self.log_format.or(base.log_format),
+            apps: self.apps.or(base.apps),
+            dev_app: crate::pusher::apps::DevCredentials {
+                id: self.dev_app.id.or(base.dev_app.id),
+                key: self.dev_app.key.or(base.dev_app.key),
+                secret: self.dev_app.secret.or(base.dev_app.secret),
+            },
         }
     }
 
@@ -565,6 +587,8 @@ impl ConfigLayer {
         set(&mut config.recv_buffers, self.recv_buffers);
         set(&mut config.max_outbox_bytes, self.max_outbox_bytes);
         set(&mut config.pin_shards, self.pin_shards);
+        set(&mut config.apps, self.apps);
+        config.dev_app = self.dev_app;
         let mut log = LogConfig::default();
         set(&mut log.filter, self.log_level);
         set(&mut log.format, self.log_format);
@@ -714,6 +738,12 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         );
     }
+    if let Err(e) = crate::pusher::Apps::new(config.apps.clone()) {
+        return invalid(
+            "apps",
+            format!("{e}; fix the [[apps]] sections of the file"),
+        );
+    }
     Ok(())
 }
 
@@ -805,6 +835,7 @@ struct FileConfig {
     ws: FileWs,
     #[serde(default)]
     log: FileLog,
+    apps: Option<Vec<crate::pusher::AppConfig>>,
 }
 
 /// The `[http]` table.
@@ -864,6 +895,8 @@ impl From<FileConfig> for ConfigLayer {
             pin_shards: file.pin_shards,
             log_level: file.log.level,
             log_format: file.log.format,
+            apps: file.apps,
+            dev_app: crate::pusher::apps::DevCredentials::default(),
         }
     }
 }

@@ -31,6 +31,9 @@ pub enum Route {
     None,
     /// Echo every text and binary message.
     Echo,
+    /// A Pusher protocol v7 connection (`/app/{key}`); its session lives in the shard's
+    /// session map.
+    Pusher,
 }
 
 /// Bit set of [`Conn::flags`].

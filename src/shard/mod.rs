@@ -8,6 +8,7 @@
 //! connection with something queued and none in flight, close what must close), then advance
 //! the wheel to the current tick.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -22,8 +23,12 @@ use crate::http::{self, StatusCode};
 use crate::mesh::{Mailbox, MeshMessage};
 use crate::ws::{self, CloseCode, CloseFrame, OpCode};
 
+mod api;
+pub mod channels;
 pub mod conn;
+pub mod hub;
 pub mod outbox;
+mod pusher_conn;
 pub mod slab;
 pub mod wheel;
 
@@ -35,9 +40,21 @@ use wheel::{Tick, TimerWheel};
 /// accurate to a tenth of a second.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// The routing table: request path to what the connection serves. Later routes (`/app/{key}`,
-/// `/health`, `/metrics`, the HTTP API) are rows here.
+/// The routing table: request path to what the connection serves. Later routes (`/health`,
+/// `/metrics`) are rows here; `/app/{key}` ([`PUSHER_PREFIX`]) and the Pusher HTTP API
+/// ([`crate::pusher::api::is_api_path`]) are matched by prefix.
 const ROUTES: &[(&str, Route)] = &[("/echo", Route::Echo)];
+
+/// Path prefix of Pusher client connections, `/app/{key}`.
+const PUSHER_PREFIX: &str = "/app/";
+
+/// The route of a WebSocket request path.
+fn route_of(path: &str) -> Option<Route> {
+    match ROUTES.iter().find(|(p, _)| *p == path) {
+        Some(&(_, route)) => Some(route),
+        None => path.starts_with(PUSHER_PREFIX).then_some(Route::Pusher),
+    }
+}
 
 /// Longest control-frame payload (RFC 6455 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -167,16 +184,35 @@ struct Core {
     drain_until: Option<Tick>,
     stop: bool,
     last_accept_warning: Option<Tick>,
+    /// Pusher sessions, channels and the shared hub.
+    pusher: pusher_conn::PusherState,
+    /// HTTP API requests whose body is still arriving.
+    api_pending: HashMap<ConnKey, api::PendingApi>,
 }
 
 impl<D: Driver> Shard<D> {
-    /// A shard that accepts on `listener` (bound, listening, non-blocking) once [`Shard::run`]s.
+    /// A shard that accepts on `listener` (bound, listening, non-blocking) once [`Shard::run`]s,
+    /// alone in its process (a hub of one shard serving the configured apps).
     pub fn new(
+        driver: D,
+        listener: OwnedFd,
+        config: Arc<Config>,
+        mailbox: Mailbox,
+        limit: Arc<ConnLimit>,
+    ) -> io::Result<Self> {
+        let hub = Arc::new(hub::Hub::for_config(&config, 1).map_err(io::Error::other)?);
+        Self::with_hub(driver, listener, config, mailbox, limit, hub, 0)
+    }
+
+    /// Shard number `index` of the shards sharing `hub`.
+    pub fn with_hub(
         mut driver: D,
         listener: OwnedFd,
         config: Arc<Config>,
         mailbox: Mailbox,
         limit: Arc<ConnLimit>,
+        hub: Arc<hub::Hub>,
+        index: usize,
     ) -> io::Result<Self> {
         driver.listen(listener)?;
         let ticks = Ticks::new(&config);
@@ -196,6 +232,8 @@ impl<D: Driver> Shard<D> {
                 drain_until: None,
                 stop: false,
                 last_accept_warning: None,
+                pusher: pusher_conn::PusherState::new(hub, index),
+                api_pending: HashMap::new(),
             },
         })
     }
@@ -245,6 +283,15 @@ impl<D: Driver> Shard<D> {
                     match message {
                         MeshMessage::Drain => core.begin_drain(&mut self.driver),
                         MeshMessage::Stop => core.stop = true,
+                        MeshMessage::Publish {
+                            app,
+                            channel,
+                            frame,
+                            exclude,
+                        } => core.deliver_local(app, &channel, frame, exclude),
+                        MeshMessage::TerminateUser { app, user_id } => {
+                            core.terminate_user(app, &user_id)
+                        }
                     }
                 }
             }
@@ -261,6 +308,8 @@ impl<D: Driver> Shard<D> {
             let flushed = conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT);
             if conn.has(flags::CLOSE_NOW) || (conn.phase == Phase::Flushing && flushed) {
                 self.driver.close(key);
+                core.forget_pusher(key);
+                core.api_pending.remove(&key);
                 core.conns.remove(key);
                 core.limit.release();
                 continue;
@@ -349,6 +398,9 @@ impl Core {
     }
 
     fn handle_head_bytes(&mut self, key: ConnKey, data: &[u8]) {
+        if self.handle_api_bytes(key, data) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -369,20 +421,32 @@ impl Core {
         let Some(reader) = conn.head.take() else {
             return;
         };
+        let mut target = None;
         let outcome = match reader.parse(&self.config.http) {
             Err(e) => Err((e.status(), &[][..])),
             Ok(_) if draining => Err((StatusCode::SERVICE_UNAVAILABLE, &[][..])),
-            Ok(req) => match ROUTES.iter().find(|(path, _)| *path == req.path) {
+            Ok(req) if crate::pusher::api::is_api_path(req.path) && !req.is_websocket_upgrade() => {
+                let early = reader.buffered_after_head();
+                self.begin_api(key, &req, early);
+                return;
+            }
+            Ok(req) => match route_of(req.path) {
                 None => Err((StatusCode::NOT_FOUND, &[][..])),
-                Some(&(_, route)) => match http::validate_upgrade(&req, &self.config.http) {
+                Some(route) => match http::validate_upgrade(&req, &self.config.http) {
                     Ok(upgrade) => {
                         let accept = ws::accept_key(upgrade.key);
                         http::write_switching_protocols(&mut self.out, &accept, None);
+                        if route == Route::Pusher {
+                            target = Some(req.target.to_owned());
+                        }
                         Ok(route)
                     }
                     Err(e) => Err((e.status(), e.extra_headers())),
                 },
             },
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
         };
         match outcome {
             Err((status, extra)) => self.http_error(key, status, extra),
@@ -391,6 +455,9 @@ impl Core {
                 conn.enter(Phase::Open, self.now);
                 self.push_out(key);
                 self.schedule(key);
+                if let Some(target) = target {
+                    self.open_pusher(key, &target);
+                }
                 let mut early = reader.into_after_head();
                 if !early.is_empty() {
                     self.handle_ws_bytes(key, &mut early);
@@ -416,7 +483,10 @@ impl Core {
             return;
         };
         let echo = conn.route == Route::Echo;
+        let pusher = conn.route == Route::Pusher;
         let out = &mut self.out;
+        let inbox = &mut self.pusher.inbox;
+        let texts = &mut self.pusher.texts;
         let mut peer_close = None;
         let mut control_frames = 0u32;
         // Pongs are coalesced: only the latest Ping of a read is answered (RFC 6455 5.5.3).
@@ -429,6 +499,11 @@ impl Core {
                 }
                 ws::Event::Binary(bytes) if echo => {
                     ws::encode_frame(out, true, OpCode::Binary, bytes)
+                }
+                ws::Event::Text(text) if pusher => {
+                    let start = inbox.len();
+                    inbox.extend_from_slice(text.as_bytes());
+                    texts.push((start, inbox.len()));
                 }
                 ws::Event::Ping(payload) => {
                     control_frames += 1;
@@ -486,6 +561,10 @@ impl Core {
             }
             (None, None) => {}
         }
+        if pusher {
+            self.push_out(key);
+            self.handle_pusher_texts(key);
+        }
         self.push_out(key);
     }
 
@@ -494,12 +573,18 @@ impl Core {
         if self.out.is_empty() {
             return;
         }
+        let bytes = Bytes::copy_from_slice(&self.out);
+        self.out.clear();
+        self.enqueue(key, bytes);
+    }
+
+    /// Queues one buffer (a frame shared with other connections, or this connection's own
+    /// bytes) on the connection's outbox, enforcing the outbox limit.
+    fn enqueue(&mut self, key: ConnKey, bytes: Bytes) {
         let Some(conn) = self.conns.get_mut(key) else {
-            self.out.clear();
             return;
         };
-        conn.outbox.push(Bytes::copy_from_slice(&self.out));
-        self.out.clear();
+        conn.outbox.push(bytes);
         self.dirty.push(key);
         if conn.outbox.queued_bytes() > self.config.max_outbox_bytes {
             // A slow consumer. Without a send in flight the queue can be replaced by a close
@@ -512,9 +597,9 @@ impl Core {
                     code: CloseCode::POLICY_VIOLATION,
                     reason: "slow consumer",
                 };
-                ws::encode_close(&mut self.out, Some(close), None);
-                conn.outbox.push(Bytes::copy_from_slice(&self.out));
-                self.out.clear();
+                let mut frame = Vec::with_capacity(2 + 2 + close.reason.len());
+                ws::encode_close(&mut frame, Some(close), None);
+                conn.outbox.push(Bytes::from(frame));
                 conn.ws.handle_close_sent();
                 conn.enter(Phase::Flushing, self.now);
                 self.schedule(key);
@@ -555,6 +640,13 @@ impl Core {
             match self.conns.get(key).map(|conn| conn.phase) {
                 Some(Phase::Handshake) => {
                     self.http_error(key, StatusCode::SERVICE_UNAVAILABLE, &[]);
+                }
+                Some(Phase::Open)
+                    if self.conns.get(key).map(|c| c.route) == Some(Route::Pusher) =>
+                {
+                    // 4200: pusher-js reconnects at once, to another instance.
+                    let code = crate::pusher::CloseCode::Reconnect;
+                    self.start_close(key, code.into(), "server draining")
                 }
                 Some(Phase::Open) => {
                     self.start_close(key, CloseCode::GOING_AWAY, "server draining")
@@ -611,6 +703,10 @@ impl Core {
         match conn.phase {
             // Slowloris: a head not complete in time gets no answer, only a closed socket.
             Phase::Handshake | Phase::Closing | Phase::Flushing => self.close_now(key),
+            Phase::Open if conn.has(flags::PING_OUTSTANDING) && conn.route == Route::Pusher => {
+                let code = crate::pusher::CloseCode::PongNotReceived;
+                self.start_close(key, code.into(), code.reason());
+            }
             Phase::Open if conn.has(flags::PING_OUTSTANDING) => {
                 self.start_close(key, CloseCode::INTERNAL_ERROR, "pong timeout");
             }
@@ -620,7 +716,14 @@ impl Core {
             Phase::Open => {
                 conn.flags |= flags::PING_OUTSTANDING;
                 conn.since = now;
-                conn.outbox.push(Bytes::from_static(&PING_FRAME));
+                if conn.route == Route::Pusher {
+                    // pusher-js answers `pusher:ping` with `pusher:pong`; browsers give scripts
+                    // no view of WebSocket pings.
+                    conn.outbox
+                        .push(pusher_conn::frame_bytes(crate::pusher::protocol::ping()));
+                } else {
+                    conn.outbox.push(Bytes::from_static(&PING_FRAME));
+                }
                 self.dirty.push(key);
                 self.schedule(key);
             }
