@@ -45,7 +45,14 @@ let profile;
 function finish(code, message) {
   console.log(message);
   if (chromium) chromium.kill("SIGKILL");
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  // Chromium may still be writing its profile for a moment after SIGKILL is sent.
+  if (profile) {
+    try {
+      rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    } catch (e) {
+      console.error(`could not remove ${profile}: ${e.code}`);
+    }
+  }
   process.exit(code);
 }
 setTimeout(() => finish(1, "FAIL browser: no event within 45 s"), 45000);
