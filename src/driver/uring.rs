@@ -38,6 +38,11 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// leaks them rather than free memory the kernel may still write.
 const DROP_DRAIN: Duration = Duration::from_secs(1);
 
+/// Finished send ops kept for reuse. A burst (every connection answering its handshake at
+/// once) may need one per connection; keeping them all would leave about 250 bytes per peak
+/// connection behind, so only this many are kept: enough to cover a busy loop turn.
+const SPARE_SENDS: usize = 1024;
+
 /// Sizes of the shard's receive buffer pool.
 #[derive(Debug, Clone, Copy)]
 pub struct UringConfig {
@@ -219,6 +224,8 @@ pub struct UringDriver {
     /// INVARIANT: boxed so its address is stable while a timeout op refers to it.
     timespec: Box<Timespec>,
     cqes: VecDeque<cqueue::Entry>,
+    /// Submissions waiting for room in the submission queue, in order.
+    backlog: VecDeque<squeue::Entry>,
     pending: VecDeque<Event>,
     /// Submitted ops whose final completion has not arrived.
     in_flight: usize,
@@ -243,26 +250,50 @@ impl UringDriver {
             timeout_armed: false,
             timespec: Box::new(Timespec::new()),
             cqes: VecDeque::new(),
+            backlog: VecDeque::new(),
             pending: VecDeque::new(),
             in_flight: 0,
         })
     }
 
-    /// Queues one submission; on a full queue submits what is there and retries once. The
-    /// memory an entry points at must stay valid until its completion (see the callers).
-    fn push(&mut self, entry: &squeue::Entry) -> bool {
-        for _ in 0..2 {
-            // SAFETY: every entry built in this file points only at memory the driver keeps
-            // alive until the completion: `timespec` (boxed field), a boxed `SendOp` held in
-            // `sends`, the buffer ring, or nothing.
-            if unsafe { self.ring.submission().push(entry) }.is_ok() {
-                self.in_flight += 1;
-                return true;
+    /// Queues one submission. It never fails: when the submission queue is full and cannot be
+    /// submitted right now (the kernel answers EBUSY while completions back up), the entry waits
+    /// in `backlog`, in order, until [`Driver::wait`]. The memory an entry points at must stay
+    /// valid until its completion (see the callers).
+    fn push(&mut self, entry: squeue::Entry) {
+        self.in_flight += 1;
+        if self.backlog.is_empty() && !self.try_push(&entry) {
+            let _ = self.ring.submit();
+            self.reap();
+            if self.try_push(&entry) {
+                return;
+            }
+        } else if self.backlog.is_empty() {
+            return;
+        }
+        self.backlog.push_back(entry);
+    }
+
+    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
+        // SAFETY: every entry built in this file points only at memory the driver keeps alive
+        // until the completion: `timespec` (boxed field, not rewritten while a timeout is
+        // armed), a boxed `SendOp` held in `sends`, the buffer ring, or nothing.
+        unsafe { self.ring.submission().push(entry) }.is_ok()
+    }
+
+    /// Moves backlogged entries into the submission queue, submitting when it fills.
+    fn flush_backlog(&mut self) {
+        while let Some(entry) = self.backlog.pop_front() {
+            if self.try_push(&entry) {
+                continue;
             }
             let _ = self.ring.submit();
             self.reap();
+            if !self.try_push(&entry) {
+                self.backlog.push_front(entry);
+                return;
+            }
         }
-        false
     }
 
     /// Moves every completion from the ring into `cqes`.
@@ -286,7 +317,8 @@ impl UringDriver {
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(UserData::new(OpKind::Accept, 0, 0).raw());
-        self.accept_armed = self.push(&entry);
+        self.push(entry);
+        self.accept_armed = true;
         self.accept_retry_at = None;
     }
 
@@ -295,9 +327,7 @@ impl UringDriver {
         let entry = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
             .build()
             .user_data(UserData::conn(OpKind::Recv, key).raw());
-        if !self.push(&entry) {
-            self.pending.push_back(Event::RecvStopped { key });
-        }
+        self.push(entry);
     }
 
     fn insert_slot(&mut self, key: ConnKey, socket: OwnedFd) {
@@ -374,7 +404,9 @@ impl UringDriver {
                 let mut op = self.sends.try_remove(index)?;
                 let key = op.key;
                 op.frames.clear();
-                self.spare_sends.push(op);
+                if self.spare_sends.len() < SPARE_SENDS {
+                    self.spare_sends.push(op);
+                }
                 self.live_fd(key)?;
                 let result = if res >= 0 {
                     Ok(res as usize)
@@ -452,9 +484,9 @@ impl Driver for UringDriver {
                 opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(listener.as_raw_fd())).all())
                     .build()
                     .user_data(UserData::new(OpKind::Cancel, 0, 0).raw());
-            if self.push(&entry) {
-                let _ = self.ring.submit();
-            }
+            self.push(entry);
+            self.flush_backlog();
+            let _ = self.ring.submit();
             sys::shutdown(listener.as_raw_fd());
         }
         self.accept_retry_at = None;
@@ -472,11 +504,8 @@ impl Driver for UringDriver {
         let entry = opcode::PollAdd::new(Fd(fd), libc::POLLOUT as u32)
             .build()
             .user_data(UserData::conn(OpKind::Connect, key).raw());
-        if self.push(&entry) {
-            Ok(())
-        } else {
-            Err(io::ErrorKind::WouldBlock.into())
-        }
+        self.push(entry);
+        Ok(())
     }
 
     fn resume_recv(&mut self, key: ConnKey) {
@@ -510,16 +539,7 @@ impl Driver for UringDriver {
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(UserData::new(OpKind::Send, index as u32, key.generation).raw());
-        if !self.push(&entry) {
-            if let Some(mut op) = self.sends.try_remove(index) {
-                op.frames.clear();
-                self.spare_sends.push(op);
-            }
-            self.pending.push_back(Event::Sent {
-                key,
-                result: Err(io::ErrorKind::WouldBlock.into()),
-            });
-        }
+        self.push(entry);
     }
 
     fn close(&mut self, key: ConnKey) {
@@ -546,7 +566,8 @@ impl Driver for UringDriver {
                 .multi(true)
                 .build()
                 .user_data(UserData::new(OpKind::Wake, 0, 0).raw());
-            self.wake_armed = self.push(&entry);
+            self.push(entry);
+            self.wake_armed = true;
         }
         let want = if self.cqes.is_empty() && self.pending.is_empty() {
             1
@@ -558,8 +579,11 @@ impl Driver for UringDriver {
             let entry = opcode::Timeout::new(&*self.timespec)
                 .build()
                 .user_data(UserData::new(OpKind::Timeout, 0, 0).raw());
-            self.timeout_armed = self.push(&entry);
+            self.push(entry);
+            self.timeout_armed = true;
         }
+        self.flush_backlog();
+        let want = if self.backlog.is_empty() { want } else { 0 };
         match self.ring.submit_and_wait(want) {
             Ok(_) => {}
             Err(e)
@@ -611,10 +635,12 @@ impl Drop for UringDriver {
         let entry = opcode::AsyncCancel2::new(CancelBuilder::any())
             .build()
             .user_data(UserData::new(OpKind::Cancel, 0, 0).raw());
-        self.push(&entry);
+        self.push(entry);
+        self.flush_backlog();
         let deadline = Instant::now() + DROP_DRAIN;
         let tick = Timespec::from(Duration::from_millis(10));
         while self.in_flight > 0 && Instant::now() < deadline {
+            self.flush_backlog();
             let args = SubmitArgs::new().timespec(&tick);
             let _ = self.ring.submitter().submit_with_args(1, &args);
             self.reap();

@@ -276,7 +276,6 @@ impl Connection {
                 heap.message.clear();
                 heap.utf8_checked = 0;
             }
-            self.heap.get_or_insert_default();
             self.fragments = self.fragments.saturating_add(1);
         }
         self.read = ReadState::Payload {

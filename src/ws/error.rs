@@ -1,6 +1,6 @@
 //! Every way a peer can break RFC 6455 or our limits, each mapped to the close code to send.
 
-use super::CloseCode;
+use super::{CloseCode, CloseFrame};
 use std::fmt;
 
 /// One variant per violation. A [`super::Connection`] that returned one stays failed; the caller
@@ -64,6 +64,15 @@ impl From<WsError> for CloseCode {
 }
 
 impl WsError {
+    /// The close frame that answers this error: its code and its short reason, ready for
+    /// [`super::encode_close`].
+    pub fn close_frame(self) -> CloseFrame<'static> {
+        CloseFrame {
+            code: self.into(),
+            reason: self.reason(),
+        }
+    }
+
     /// A short reason for the close frame and the logs; ASCII, well under the 123 bytes a close
     /// reason may take.
     pub fn reason(self) -> &'static str {

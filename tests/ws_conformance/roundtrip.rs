@@ -192,3 +192,64 @@ proptest! {
         round_trip(&items, Role::Client, seed, max_chunk)?;
     }
 }
+
+/// Small limits so short random inputs reach the size and fragment rules.
+fn small_limits() -> impl Strategy<Value = WsConfig> {
+    (1..200usize, 1..400usize, 1..10usize).prop_map(|(frame, message, fragments)| WsConfig {
+        max_frame_size: frame,
+        max_message_size: message,
+        max_fragments: fragments,
+    })
+}
+
+fn role() -> impl Strategy<Value = Role> {
+    prop_oneof![Just(Role::Server), Just(Role::Client)]
+}
+
+/// Well-formed frames from `role`'s peer with a few bytes flipped, so decoding gets past the
+/// first header; or plain random bytes.
+fn stream() -> impl Strategy<Value = (Role, Vec<u8>)> {
+    let mangled = (
+        role(),
+        vec(item(), 1..4),
+        vec((any::<Index>(), any::<u8>()), 0..4),
+    )
+        .prop_map(|(role, items, flips)| {
+            let mut peer = Peer {
+                role,
+                rng: Xorshift::new(7),
+                wire: Vec::new(),
+                expect: Vec::new(),
+            };
+            for item in &items {
+                peer.item(item);
+            }
+            let mut wire = peer.wire;
+            if !wire.is_empty() {
+                for (at, byte) in flips {
+                    let at = at.index(wire.len());
+                    wire[at] ^= byte;
+                }
+            }
+            (role, wire)
+        });
+    prop_oneof![(role(), vec(any::<u8>(), 0..600)), mangled]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_bytes_decode_the_same_under_any_split(
+        (role, stream) in stream(),
+        cfg in small_limits(),
+        seed in any::<u64>(),
+        max_chunk in 1..20usize,
+    ) {
+        // The fuzz target's oracle, run in CI: never a panic, and the same events and verdict
+        // whether the bytes come in one read or many.
+        let whole = decode_chunks(role, &cfg, &stream, &[stream.len()]);
+        let chunks = random_chunks(stream.len(), max_chunk, &mut Xorshift::new(seed));
+        prop_assert_eq!(decode_chunks(role, &cfg, &stream, &chunks), whole);
+    }
+}

@@ -1,7 +1,7 @@
 //! Response bodies of the HTTP API, in the shapes the Pusher server SDKs parse, built from what
 //! the shards report. Every success is status 200 with `Content-Type: application/json`.
 
-use crate::pusher::channels::ChannelKind;
+use crate::pusher::channels::{ChannelKind, SERVER_TO_USER_PREFIX};
 use crate::pusher::json;
 
 use super::InfoFields;
@@ -101,12 +101,14 @@ pub fn batch_events<'a>(
 }
 
 /// GET `/channels`: `{"channels":{name:{attributes}}}` for the occupied channels given.
+/// Server-to-user channels are internal plumbing and never listed, as in Pusher.
 pub fn channels<'a>(
     info: InfoFields,
     channels: impl Iterator<Item = (&'a str, ChannelStats)>,
 ) -> String {
     let mut out = String::from("{\"channels\":");
-    write_channel_map(&mut out, info, channels);
+    let listed = channels.filter(|(name, _)| !name.starts_with(SERVER_TO_USER_PREFIX));
+    write_channel_map(&mut out, info, listed);
     out.push('}');
     out
 }
@@ -184,7 +186,7 @@ mod tests {
     fn query_bodies() {
         let body = channels(
             InfoFields::default(),
-            [("a\"", STATS), ("b", STATS)].into_iter(),
+            [("a\"", STATS), ("#server-to-user-1", STATS), ("b", STATS)].into_iter(),
         );
         assert_eq!(parse(&body), json!({"channels":{"a\"":{},"b":{}}}));
         let user = InfoFields {
