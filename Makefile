@@ -14,12 +14,18 @@ build:
 	$(CARGO) build --release --locked --workspace
 
 ## Unit, conformance, property and integration tests, then lint.
-test: lint test-sysctl
+test: lint test-sysctl test-deps
 	$(CARGO) test --workspace --locked
+
+## Third-party clients the integration suite runs (npm pusher-js, pusher, ws; PyPI pusher);
+## idempotent.
+.PHONY: test-deps
+test-deps:
+	sh tests/clients/install.sh
 
 ## Real-client tests (pusher-js, ws, the pusher server SDKs) against a debug server.
 .PHONY: test-clients
-test-clients:
+test-clients: test-deps
 	$(CARGO) build --locked --bin ringcast
 	bash tests/clients/run.sh
 

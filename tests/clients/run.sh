@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real-client tests: installs pusher-js, ws and the pusher server SDKs (npm, PyPI) into
-# tests/clients, starts a debug ringcast on a free loopback port with known development-app
-# credentials, runs the node, python and headless-Chromium suites against it, and stops the
+# tests/clients and .venv (install.sh), starts a debug ringcast on a free loopback port with
+# known development-app credentials, runs the node, python and headless-Chromium suites against it, and stops the
 # server. Needs node, npm, python3 and chromium (Debian package `chromium`).
 # Usage: tests/clients/run.sh [path/to/ringcast]   (default: target/debug/ringcast)
 set -euo pipefail
@@ -9,9 +9,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 bin="${1:-$root/target/debug/ringcast}"
 
-(cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
-if [ ! -x "$here/.venv/bin/python" ]; then python3 -m venv "$here/.venv"; fi
-"$here/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+sh "$here/install.sh"
 
 export RINGCAST_APP_ID="${RINGCAST_APP_ID:-424242}"
 export RINGCAST_APP_KEY="${RINGCAST_APP_KEY:-client-test-key}"
@@ -32,6 +30,6 @@ done
 
 status=0
 timeout 90 node "$here/pusher_js.mjs" || status=1
-timeout 90 "$here/.venv/bin/python" "$here/pusher_sdk.py" || status=1
+timeout 90 "$root/.venv/bin/python" "$here/pusher_sdk.py" || status=1
 timeout 60 node "$here/browser.mjs" || status=1
 exit "$status"
