@@ -1,6 +1,8 @@
 //! A small harness for the real-client suite: starts the `ringcast` binary on `127.0.0.1:0` with
 //! a backend, a shard count and known development-app credentials, reads the port from its
 //! `listen=127.0.0.1:PORT` log lines, and kills it when dropped.
+// Each test crate that includes this module uses a different part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
