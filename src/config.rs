@@ -1026,6 +1026,57 @@ mod tests {
     }
 
     #[test]
+    fn apps_sections_and_development_app_variables() {
+        let layer = file(
+            r#"
+            [[apps]]
+            id = "1"
+            key = "k1"
+            secret = "s1"
+            client_events = true
+
+            [[apps]]
+            id = "2"
+            key = "k2"
+            secret = "s2"
+            limits = { max_event_payload_bytes = 2048 }
+            "#,
+        );
+        let (config, _) = layer.resolve().unwrap();
+        let keys: Vec<&str> = config.apps.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2"]);
+        assert!(config.apps[0].client_events && !config.apps[1].client_events);
+        assert_eq!(config.apps[1].limits.max_event_payload_bytes, 2048);
+
+        let vars = env(&[("RINGCAST_APP_ID", "7"), ("RINGCAST_APP_KEY", "dev-key")]);
+        let (layer, warnings) = ConfigLayer::from_env(vars).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (config, _) = layer.resolve().unwrap();
+        assert!(config.apps.is_empty());
+        assert_eq!(config.dev_app.id.as_deref(), Some("7"));
+        assert_eq!(config.dev_app.key.as_deref(), Some("dev-key"));
+        assert_eq!(config.dev_app.secret, None);
+    }
+
+    #[test]
+    fn duplicate_app_keys_are_refused() {
+        let layer = file(
+            r#"
+            [[apps]]
+            id = "1"
+            key = "same"
+            secret = "s1"
+            [[apps]]
+            id = "2"
+            key = "same"
+            secret = "s2"
+            "#,
+        );
+        let message = error_of(layer.resolve());
+        assert!(message.starts_with("apps"), "{message}");
+    }
+
+    #[test]
     fn every_env_variable_is_parsed() {
         let vars = env(&[
             ("RINGCAST_LISTEN", "127.0.0.1:9001"),

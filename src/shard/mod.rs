@@ -1148,6 +1148,126 @@ mod state_tests {
         assert!(!h.shard.core.drain_done());
     }
 
+    fn pusher_upgrade(key: &str) -> Vec<u8> {
+        format!(
+            "GET /app/{key}?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn app_key(h: &Harness) -> String {
+        let apps = h.shard.core.pusher.hub.apps();
+        apps.iter()
+            .next()
+            .map(|a| a.key.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn pusher_connection_is_established_and_subscribes() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let out = h.read(key, &pusher_upgrade(&app_key(&h)));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+        assert!(text.contains("pusher:connection_established"), "{text}");
+        let subscribe = masked(
+            0x1,
+            br#"{"event":"pusher:subscribe","data":{"channel":"chat"}}"#,
+        );
+        let out = h.read(key, &subscribe);
+        assert!(String::from_utf8_lossy(&out).contains("subscription_succeeded"));
+        let hub = &h.shard.core.pusher.hub;
+        let stats = hub.stats(crate::pusher::AppIndex(0), "chat");
+        assert_eq!(stats.subscription_count, 1);
+        h.shard.handle_event(Event::Eof { key });
+        h.shard.flush(&mut h.transmit);
+        let stats = h
+            .shard
+            .core
+            .pusher
+            .hub
+            .stats(crate::pusher::AppIndex(0), "chat");
+        assert_eq!(
+            stats.subscription_count, 0,
+            "a closed connection is unsubscribed"
+        );
+    }
+
+    #[test]
+    fn pusher_unknown_app_gets_4001() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let out = h.read(key, &pusher_upgrade("no-such-key"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains(r#""code":4001"#), "{text}");
+        let close_at = out
+            .windows(2)
+            .rposition(|w| w[0] == 0x88)
+            .expect("close frame");
+        assert_eq!(close_code(&out[close_at..]), 4001);
+    }
+
+    #[test]
+    fn publish_shares_one_buffer_between_subscribers() {
+        let mut h = Harness::new(Config::default());
+        let upgrade = pusher_upgrade(&app_key(&h));
+        let subscribe = masked(
+            0x1,
+            br#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#,
+        );
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            let key = h.accept();
+            h.read(key, &upgrade);
+            h.read(key, &subscribe);
+            keys.push(key);
+        }
+        let frame = crate::pusher::encode_event_frame("e", "news", "{}", None);
+        let app = crate::pusher::AppIndex(0);
+        h.shard
+            .core
+            .publish(app, "news".into(), frame.clone(), None, true);
+        let mut starts = Vec::new();
+        for key in &keys {
+            let conn = h.shard.core.conns.get(*key).expect("conn");
+            let mut queued = Vec::new();
+            conn.outbox.poll_transmit(&mut queued);
+            assert_eq!(queued.len(), 1);
+            assert_eq!(&queued[0][..], frame.as_bytes());
+            starts.push(queued[0].as_ptr());
+        }
+        assert!(
+            starts.iter().all(|&p| p == frame.as_bytes().as_ptr()),
+            "every outbox points at the publisher's buffer"
+        );
+    }
+
+    #[test]
+    fn api_body_over_the_limit_is_refused_before_it_is_read() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let request = b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\n\
+            Content-Length: 99999999\r\n\r\n";
+        let out = h.read(key, request);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn api_body_split_across_reads_is_answered_once_complete() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let head = b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n{}";
+        assert_eq!(h.read(key, head), b"", "waits for the rest of the body");
+        let out = h.read(key, b"  ");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 401 "), "unsigned: {text}");
+    }
+
     #[test]
     fn events_for_a_closed_connection_are_ignored() {
         let mut h = Harness::new(Config::default());
