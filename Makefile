@@ -45,6 +45,12 @@ test-dashboard:
 fuzz:
 	sh fuzz/run.sh $(FUZZ_SECONDS)
 
+## Figure: fan-out deliveries per server CPU-second and latency, ringcast 1 and 2 shards vs Bun
+## (docs/benchmarks.md).
+.PHONY: bench-fanout
+bench-fanout:
+	bash benches/fanout.sh
+
 ## Criterion micro-benchmarks.
 bench:
 	$(CARGO) bench --locked --bench codec
