@@ -11,6 +11,7 @@
 //! it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -62,6 +63,9 @@ pub struct Hub {
     /// Per app: cache channel name to its last event. Kept apart from `index` because a cached
     /// event outlives the channel's subscribers (for the slot's TTL).
     caches: Box<[AppCaches]>,
+    /// Per app: open Pusher connections, for the app's `max_connections` (4004). Touched on
+    /// connect and disconnect only.
+    connections: Box<[AtomicU32]>,
 }
 
 impl Hub {
@@ -76,6 +80,7 @@ impl Hub {
             peers: (0..shards).map(|_| OnceLock::new()).collect(),
             index: (0..n).map(|_| RwLock::default()).collect(),
             caches: (0..n).map(|_| Mutex::default()).collect(),
+            connections: (0..n).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
@@ -139,6 +144,25 @@ impl Hub {
     /// `shard`'s mailbox, once it started.
     pub fn peer(&self, shard: usize) -> Option<&MailboxSender> {
         self.peers.get(shard)?.get()
+    }
+
+    /// Open connections of the app. Shards check and count separately, so an app at its cap
+    /// may briefly hold up to one connection per shard more.
+    pub fn app_connections(&self, app: AppIndex) -> u32 {
+        self.connections
+            .get(usize::from(app.0))
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// A connection of the app opened (`+1`) or closed (`-1`).
+    pub fn count_connection(&self, app: AppIndex, opened: bool) {
+        if let Some(n) = self.connections.get(usize::from(app.0)) {
+            if opened {
+                n.fetch_add(1, Ordering::Relaxed);
+            } else {
+                n.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn index(&self, app: AppIndex) -> Option<&AppIndexMap> {

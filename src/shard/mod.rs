@@ -1211,6 +1211,32 @@ mod state_tests {
     }
 
     #[test]
+    fn app_over_its_connection_cap_gets_4004() {
+        let mut app = crate::pusher::AppConfig::new("1", "capped", "secret");
+        app.limits.max_connections = Some(1);
+        let mut h = Harness::new(Config {
+            apps: vec![app],
+            ..Config::default()
+        });
+        let first = h.accept();
+        let out = h.read(first, &pusher_upgrade("capped"));
+        assert!(String::from_utf8_lossy(&out).contains("connection_established"));
+        let second = h.accept();
+        let out = h.read(second, &pusher_upgrade("capped"));
+        assert!(String::from_utf8_lossy(&out).contains(r#""code":4004"#));
+        // Both gone, so the next accept is the only connection (the harness finds it last).
+        h.shard.handle_event(Event::Eof { key: first });
+        h.shard.handle_event(Event::Eof { key: second });
+        h.shard.flush(&mut h.transmit);
+        let third = h.accept();
+        let out = h.read(third, &pusher_upgrade("capped"));
+        assert!(
+            String::from_utf8_lossy(&out).contains("connection_established"),
+            "a closed connection frees its place"
+        );
+    }
+
+    #[test]
     fn publish_shares_one_buffer_between_subscribers() {
         let mut h = Harness::new(Config::default());
         let upgrade = pusher_upgrade(&app_key(&h));

@@ -106,17 +106,25 @@ impl Core {
         let hub = Arc::clone(&self.pusher.hub);
         let socket_id = self.pusher.socket_id(key);
         let connected = ConnectRequest::parse(target).and_then(|request| {
+            let load = Load {
+                server_full: false,
+                app_connections: hub
+                    .apps()
+                    .by_key(request.app_key)
+                    .map_or(0, |(app, _)| hub.app_connections(app)),
+            };
             Session::connect(
                 hub.apps(),
                 &request,
                 socket_id,
-                Load::default(),
+                load,
                 hub.pusher(),
                 Instant::now(),
             )
         });
         match connected {
             Ok((session, established)) => {
+                hub.count_connection(session.app(), true);
                 self.out.extend_from_slice(established.as_bytes());
                 self.pusher.sessions.insert(key, session);
                 self.push_out(key);
@@ -338,6 +346,7 @@ impl Core {
         let Some(mut session) = self.pusher.sessions.remove(&key) else {
             return;
         };
+        self.pusher.hub.count_connection(session.app(), false);
         let mut actions = std::mem::take(&mut self.pusher.actions);
         session.handle_disconnect(&mut actions);
         self.run_actions(key, session.app(), &mut actions);
