@@ -75,6 +75,11 @@ pub struct Config {
     pub outbox_policy: crate::limits::OutboxPolicy,
     /// A connection whose queued bytes make no progress for this long is closed.
     pub write_stall_timeout: Duration,
+    /// The Pusher apps served (`[[apps]]`); empty means one development app.
+    pub apps: Vec<crate::pusher::AppConfig>,
+    /// Credentials for the development app (`RINGCAST_APP_ID`, `_KEY`, `_SECRET`); the ones
+    /// left unset are generated at start.
+    pub dev_app: crate::pusher::apps::DevCredentials,
 }
 
 impl Default for Config {
@@ -103,6 +108,8 @@ impl Default for Config {
             message_rate: crate::limits::MessageRateConfig::default(),
             outbox_policy: crate::limits::OutboxPolicy::Close,
             write_stall_timeout: crate::limits::WRITE_STALL_TIMEOUT,
+            apps: Vec::new(),
+            dev_app: crate::pusher::apps::DevCredentials::default(),
         }
     }
 }
@@ -393,6 +400,12 @@ pub struct ConfigLayer {
     /// Log format: human or json [default: human].
     #[arg(long, value_name = "FORMAT", value_parser = LogFormat::from_str)]
     pub log_format: Option<LogFormat>,
+    /// The file's `[[apps]]` sections.
+    #[arg(skip)]
+    pub apps: Option<Vec<crate::pusher::AppConfig>>,
+    /// Development-app credentials from `RINGCAST_APP_ID`, `_KEY` and `_SECRET`.
+    #[arg(skip)]
+    pub dev_app: crate::pusher::apps::DevCredentials,
 }
 
 /// A list of allowed origins; a newtype so clap takes one comma-separated value for it.
@@ -531,6 +544,9 @@ impl ConfigLayer {
             "WRITE_STALL_TIMEOUT" => self.write_stall_timeout = Some(parse_duration(value)?),
             "LOG_LEVEL" => self.log_level = Some(value.to_owned()),
             "LOG_FORMAT" => self.log_format = Some(LogFormat::from_str(value.trim())?),
+            "APP_ID" => self.dev_app.id = Some(value.to_owned()),
+            "APP_KEY" => self.dev_app.key = Some(value.to_owned()),
+            "APP_SECRET" => self.dev_app.secret = Some(value.to_owned()),
             _ => return Ok(false),
         }
         Ok(true)
@@ -590,6 +606,12 @@ impl ConfigLayer {
             write_stall_timeout: self.write_stall_timeout.or(base.write_stall_timeout),
             log_level: self.log_level.or(base.log_level),
             log_format: self.log_format.or(base.log_format),
+            apps: self.apps.or(base.apps),
+            dev_app: crate::pusher::apps::DevCredentials {
+                id: self.dev_app.id.or(base.dev_app.id),
+                key: self.dev_app.key.or(base.dev_app.key),
+                secret: self.dev_app.secret.or(base.dev_app.secret),
+            },
         }
     }
 
@@ -637,6 +659,8 @@ impl ConfigLayer {
         set(&mut rate.bytes_per_second, self.max_bytes_per_sec);
         set(&mut config.outbox_policy, self.outbox_policy);
         set(&mut config.write_stall_timeout, self.write_stall_timeout);
+        set(&mut config.apps, self.apps);
+        config.dev_app = self.dev_app;
         let mut log = LogConfig::default();
         set(&mut log.filter, self.log_level);
         set(&mut log.format, self.log_format);
@@ -797,6 +821,12 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         );
     }
+    if let Err(e) = crate::pusher::Apps::new(config.apps.clone()) {
+        return invalid(
+            "apps",
+            format!("{e}; fix the [[apps]] sections of the file"),
+        );
+    }
     Ok(())
 }
 
@@ -899,6 +929,7 @@ struct FileConfig {
     ws: FileWs,
     #[serde(default)]
     log: FileLog,
+    apps: Option<Vec<crate::pusher::AppConfig>>,
 }
 
 /// The `[http]` table.
@@ -966,6 +997,8 @@ impl From<FileConfig> for ConfigLayer {
             write_stall_timeout: file.write_stall_timeout,
             log_level: file.log.level,
             log_format: file.log.format,
+            apps: file.apps,
+            dev_app: crate::pusher::apps::DevCredentials::default(),
         }
     }
 }
@@ -1102,6 +1135,57 @@ mod tests {
         assert!(!config.pin_shards);
         assert_eq!(log.filter, "ringcast=debug,warn");
         assert_eq!(log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn apps_sections_and_development_app_variables() {
+        let layer = file(
+            r#"
+            [[apps]]
+            id = "1"
+            key = "k1"
+            secret = "s1"
+            client_events = true
+
+            [[apps]]
+            id = "2"
+            key = "k2"
+            secret = "s2"
+            limits = { max_event_payload_bytes = 2048 }
+            "#,
+        );
+        let (config, _) = layer.resolve().unwrap();
+        let keys: Vec<&str> = config.apps.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2"]);
+        assert!(config.apps[0].client_events && !config.apps[1].client_events);
+        assert_eq!(config.apps[1].limits.max_event_payload_bytes, 2048);
+
+        let vars = env(&[("RINGCAST_APP_ID", "7"), ("RINGCAST_APP_KEY", "dev-key")]);
+        let (layer, warnings) = ConfigLayer::from_env(vars).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (config, _) = layer.resolve().unwrap();
+        assert!(config.apps.is_empty());
+        assert_eq!(config.dev_app.id.as_deref(), Some("7"));
+        assert_eq!(config.dev_app.key.as_deref(), Some("dev-key"));
+        assert_eq!(config.dev_app.secret, None);
+    }
+
+    #[test]
+    fn duplicate_app_keys_are_refused() {
+        let layer = file(
+            r#"
+            [[apps]]
+            id = "1"
+            key = "same"
+            secret = "s1"
+            [[apps]]
+            id = "2"
+            key = "same"
+            secret = "s2"
+            "#,
+        );
+        let message = error_of(layer.resolve());
+        assert!(message.starts_with("apps"), "{message}");
     }
 
     #[test]

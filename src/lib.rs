@@ -14,6 +14,7 @@ pub mod http;
 pub mod limits;
 pub mod mesh;
 pub mod metrics;
+pub mod pusher;
 pub mod server;
 pub mod shard;
 pub mod ws;

@@ -34,6 +34,9 @@ pub enum Route {
     Echo,
     /// The dashboard feed: one metrics frame a second, what the client sends is ignored.
     Feed,
+    /// A Pusher protocol v7 connection (`/app/{key}`); its session lives in the shard's
+    /// session map.
+    Pusher,
 }
 
 /// Bit set of [`Conn::flags`].

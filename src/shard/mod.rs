@@ -8,6 +8,7 @@
 //! connection with something queued and none in flight, close what must close), then advance
 //! the wheel to the current tick.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -22,9 +23,13 @@ use crate::http::{self, StatusCode};
 use crate::mesh::{Mailbox, MeshMessage};
 use crate::ws::{self, CloseCode, CloseFrame, OpCode};
 
+mod api;
+pub mod channels;
 pub mod conn;
+pub mod hub;
 mod observe;
 pub mod outbox;
+mod pusher_conn;
 pub mod slab;
 pub mod wheel;
 
@@ -40,12 +45,24 @@ use wheel::{Tick, TimerWheel};
 /// accurate to a tenth of a second.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// The routing table: request path to what the connection serves. Later routes (`/app/{key}`,
-/// `/health`, `/metrics`, the HTTP API) are rows here.
+/// The routing table: request path to what the connection serves. Later routes (`/health`,
+/// `/metrics`) are rows here; `/app/{key}` ([`PUSHER_PREFIX`]) and the Pusher HTTP API
+/// ([`crate::pusher::api::is_api_path`]) are matched by prefix.
 const ROUTES: &[(&str, Route)] = &[
     ("/echo", Route::Echo),
     (crate::dashboard::FEED_PATH, Route::Feed),
 ];
+
+/// Path prefix of Pusher client connections, `/app/{key}`.
+const PUSHER_PREFIX: &str = "/app/";
+
+/// The route of a WebSocket request path.
+fn route_of(path: &str) -> Option<Route> {
+    match ROUTES.iter().find(|(p, _)| *p == path) {
+        Some(&(_, route)) => Some(route),
+        None => path.starts_with(PUSHER_PREFIX).then_some(Route::Pusher),
+    }
+}
 
 /// Longest control-frame payload (RFC 6455 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -184,16 +201,35 @@ struct Core {
     last_accept_warning: Option<Tick>,
     /// Stats, admin answers, dashboard feeds and per-IP slots.
     observe: Observe,
+    /// Pusher sessions, channels and the shared hub.
+    pusher: pusher_conn::PusherState,
+    /// HTTP API requests whose body is still arriving.
+    api_pending: HashMap<ConnKey, api::PendingApi>,
 }
 
 impl<D: Driver> Shard<D> {
-    /// A shard that accepts on `listener` (bound, listening, non-blocking) once [`Shard::run`]s.
+    /// A shard that accepts on `listener` (bound, listening, non-blocking) once [`Shard::run`]s,
+    /// alone in its process (a hub of one shard serving the configured apps).
     pub fn new(
+        driver: D,
+        listener: OwnedFd,
+        config: Arc<Config>,
+        mailbox: Mailbox,
+        limit: Arc<ConnLimit>,
+    ) -> io::Result<Self> {
+        let hub = Arc::new(hub::Hub::for_config(&config, 1).map_err(io::Error::other)?);
+        Self::with_hub(driver, listener, config, mailbox, limit, hub, 0)
+    }
+
+    /// Shard number `index` of the shards sharing `hub`.
+    pub fn with_hub(
         mut driver: D,
         listener: OwnedFd,
         config: Arc<Config>,
         mailbox: Mailbox,
         limit: Arc<ConnLimit>,
+        hub: Arc<hub::Hub>,
+        index: usize,
     ) -> io::Result<Self> {
         driver.listen(listener)?;
         let ticks = Ticks::new(&config);
@@ -215,6 +251,8 @@ impl<D: Driver> Shard<D> {
                 stop: false,
                 last_accept_warning: None,
                 observe,
+                pusher: pusher_conn::PusherState::new(hub, index),
+                api_pending: HashMap::new(),
             },
         })
     }
@@ -282,6 +320,15 @@ impl<D: Driver> Shard<D> {
                     match message {
                         MeshMessage::Drain => core.begin_drain(&mut self.driver),
                         MeshMessage::Stop => core.stop = true,
+                        MeshMessage::Publish {
+                            app,
+                            channel,
+                            frame,
+                            exclude,
+                        } => core.deliver_local(app, &channel, frame, exclude),
+                        MeshMessage::TerminateUser { app, user_id } => {
+                            core.terminate_user(app, &user_id)
+                        }
                     }
                 }
             }
@@ -298,6 +345,8 @@ impl<D: Driver> Shard<D> {
             let flushed = conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT);
             if conn.has(flags::CLOSE_NOW) || (conn.phase == Phase::Flushing && flushed) {
                 self.driver.close(key);
+                core.forget_pusher(key);
+                core.api_pending.remove(&key);
                 if let Some(conn) = core.conns.remove(key) {
                     core.handle_removed(key, &conn);
                 }
@@ -453,6 +502,9 @@ impl Core {
     }
 
     fn handle_head_bytes(&mut self, key: ConnKey, data: &[u8]) {
+        if self.handle_api_bytes(key, data) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -474,6 +526,7 @@ impl Core {
             return;
         };
         let observe = &mut self.observe;
+        let mut target = None;
         let outcome = match reader.parse(&self.config.http) {
             Err(e) => Err((e.status(), &[][..])),
             Ok(_) if draining => Err((StatusCode::SERVICE_UNAVAILABLE, &[][..])),
@@ -486,20 +539,31 @@ impl Core {
                 self.schedule(key);
                 return;
             }
-            Ok(req) => match ROUTES.iter().find(|(path, _)| *path == req.path) {
+            Ok(req) if crate::pusher::api::is_api_path(req.path) && !req.is_websocket_upgrade() => {
+                let early = reader.buffered_after_head();
+                self.begin_api(key, &req, early);
+                return;
+            }
+            Ok(req) => match route_of(req.path) {
                 None => Err((StatusCode::NOT_FOUND, &[][..])),
-                Some(&(_, route)) => match http::validate_upgrade(&req, &self.config.http) {
+                Some(route) => match http::validate_upgrade(&req, &self.config.http) {
                     Ok(upgrade) => match admit_ip(observe, key, &req, &self.config) {
                         Err(status) => Err((status, &[][..])),
                         Ok(()) => {
                             let accept = ws::accept_key(upgrade.key);
                             http::write_switching_protocols(&mut self.out, &accept, None);
+                            if route == Route::Pusher {
+                                target = Some(req.target.to_owned());
+                            }
                             Ok(route)
                         }
                     },
                     Err(e) => Err((e.status(), e.extra_headers())),
                 },
             },
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
         };
         match outcome {
             Err((status, extra)) => {
@@ -525,6 +589,9 @@ impl Core {
                 conn.enter(Phase::Open, self.now);
                 self.push_out(key);
                 self.schedule(key);
+                if let Some(target) = target {
+                    self.open_pusher(key, &target);
+                }
                 let mut early = reader.into_after_head();
                 if !early.is_empty() {
                     self.handle_ws_bytes(key, &mut early);
@@ -550,6 +617,7 @@ impl Core {
             return;
         };
         let echo = conn.route == Route::Echo;
+        let pusher = conn.route == Route::Pusher;
         let out = &mut self.out;
         let rate = self.config.message_rate;
         let (msg_bucket, byte_bucket) = (&mut conn.msg_bucket, &mut conn.byte_bucket);
@@ -560,6 +628,8 @@ impl Core {
             (mps == 0 || msg_bucket.try_take(now, 1, mps, mps))
                 && (bps == 0 || byte_bucket.try_take(now, len, bps, bps))
         };
+        let inbox = &mut self.pusher.inbox;
+        let texts = &mut self.pusher.texts;
         let mut peer_close = None;
         let mut control_frames = 0u32;
         // Pongs are coalesced: only the latest Ping of a read is answered (RFC 6455 5.5.3).
@@ -585,6 +655,12 @@ impl Core {
                     received += 1;
                     sent += 1;
                     ws::encode_frame(out, true, OpCode::Binary, bytes)
+                }
+                ws::Event::Text(text) if pusher => {
+                    received += 1;
+                    let start = inbox.len();
+                    inbox.extend_from_slice(text.as_bytes());
+                    texts.push((start, inbox.len()));
                 }
                 ws::Event::Ping(payload) => {
                     control_frames += 1;
@@ -663,6 +739,10 @@ impl Core {
             }
             (None, None) => {}
         }
+        if pusher {
+            self.push_out(key);
+            self.handle_pusher_texts(key);
+        }
         self.push_out(key);
     }
 
@@ -678,6 +758,12 @@ impl Core {
         let frame = Bytes::copy_from_slice(&self.out);
         self.out.clear();
         self.push_frame(key, frame, false);
+    }
+
+    /// Queues one buffer (a frame shared with other connections, or this connection's own
+    /// bytes) on the connection's outbox, enforcing the outbox limit (never lossy).
+    fn enqueue(&mut self, key: ConnKey, bytes: Bytes) {
+        self.push_frame(key, bytes, false);
     }
 
     /// Queues an encoded `frame` (whole WebSocket frames) to the connection, enforcing the
@@ -730,9 +816,9 @@ impl Core {
                     code,
                     reason: "slow consumer",
                 };
-                ws::encode_close(&mut self.out, Some(close), None);
-                conn.outbox.push(Bytes::copy_from_slice(&self.out));
-                self.out.clear();
+                let mut frame = Vec::with_capacity(2 + 2 + close.reason.len());
+                ws::encode_close(&mut frame, Some(close), None);
+                conn.outbox.push(Bytes::from(frame));
                 conn.ws.handle_close_sent();
                 conn.enter(Phase::Flushing, self.now);
                 self.schedule(key);
@@ -774,6 +860,13 @@ impl Core {
             match self.conns.get(key).map(|conn| conn.phase) {
                 Some(Phase::Handshake) => {
                     self.http_error(key, StatusCode::SERVICE_UNAVAILABLE, &[]);
+                }
+                Some(Phase::Open)
+                    if self.conns.get(key).map(|c| c.route) == Some(Route::Pusher) =>
+                {
+                    // 4200: pusher-js reconnects at once, to another instance.
+                    let code = crate::pusher::CloseCode::Reconnect;
+                    self.start_close(key, code.into(), "server draining")
                 }
                 Some(Phase::Open) => {
                     if let Some(conn) = self.conns.get_mut(key) {
@@ -848,6 +941,11 @@ impl Core {
                 conn.outbox.clear();
                 self.close_now(key);
             }
+            Phase::Open if conn.has(flags::PING_OUTSTANDING) && conn.route == Route::Pusher => {
+                set_reason(conn, DisconnectReason::PongTimeout, Some(CloseCode(4201)));
+                let code = crate::pusher::CloseCode::PongNotReceived;
+                self.start_close(key, code.into(), code.reason());
+            }
             Phase::Open if conn.has(flags::PING_OUTSTANDING) => {
                 set_reason(
                     conn,
@@ -866,7 +964,14 @@ impl Core {
                 if conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT) {
                     conn.last_tx = now;
                 }
-                conn.outbox.push(Bytes::from_static(&PING_FRAME));
+                if conn.route == Route::Pusher {
+                    // pusher-js answers `pusher:ping` with `pusher:pong`; browsers give scripts
+                    // no view of WebSocket pings.
+                    conn.outbox
+                        .push(pusher_conn::frame_bytes(crate::pusher::protocol::ping()));
+                } else {
+                    conn.outbox.push(Bytes::from_static(&PING_FRAME));
+                }
                 self.dirty.push(key);
                 self.schedule(key);
             }
@@ -926,11 +1031,12 @@ fn admit_ip(
     }
 }
 
-/// The close code a slow consumer of `route` gets: `LIMITS.md` says 1008 for echo (Pusher
-/// connections get 4100, their route's row here).
+/// The close code a slow consumer of `route` gets: `LIMITS.md` says 1008 for echo and 4100
+/// (over capacity) for Pusher connections.
 fn slow_consumer_code(route: Route) -> CloseCode {
     match route {
         Route::None | Route::Echo | Route::Feed => CloseCode::POLICY_VIOLATION,
+        Route::Pusher => CloseCode(4100),
     }
 }
 
@@ -1353,6 +1459,152 @@ mod state_tests {
         assert_eq!(close_code(&to(open)), 1001);
         assert!(to(pending).starts_with(b"HTTP/1.1 503 "));
         assert!(!h.shard.core.drain_done());
+    }
+
+    fn pusher_upgrade(key: &str) -> Vec<u8> {
+        format!(
+            "GET /app/{key}?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn app_key(h: &Harness) -> String {
+        let apps = h.shard.core.pusher.hub.apps();
+        apps.iter()
+            .next()
+            .map(|a| a.key.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn pusher_connection_is_established_and_subscribes() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let out = h.read(key, &pusher_upgrade(&app_key(&h)));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+        assert!(text.contains("pusher:connection_established"), "{text}");
+        let subscribe = masked(
+            0x1,
+            br#"{"event":"pusher:subscribe","data":{"channel":"chat"}}"#,
+        );
+        let out = h.read(key, &subscribe);
+        assert!(String::from_utf8_lossy(&out).contains("subscription_succeeded"));
+        let hub = &h.shard.core.pusher.hub;
+        let stats = hub.stats(crate::pusher::AppIndex(0), "chat");
+        assert_eq!(stats.subscription_count, 1);
+        h.shard.handle_event(Event::Eof { key });
+        h.shard.flush(&mut h.transmit);
+        let stats = h
+            .shard
+            .core
+            .pusher
+            .hub
+            .stats(crate::pusher::AppIndex(0), "chat");
+        assert_eq!(
+            stats.subscription_count, 0,
+            "a closed connection is unsubscribed"
+        );
+    }
+
+    #[test]
+    fn pusher_unknown_app_gets_4001() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let out = h.read(key, &pusher_upgrade("no-such-key"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains(r#""code":4001"#), "{text}");
+        let close_at = out
+            .windows(2)
+            .rposition(|w| w[0] == 0x88)
+            .expect("close frame");
+        assert_eq!(close_code(&out[close_at..]), 4001);
+    }
+
+    #[test]
+    fn app_over_its_connection_cap_gets_4004() {
+        let mut app = crate::pusher::AppConfig::new("1", "capped", "secret");
+        app.limits.max_connections = Some(1);
+        let mut h = Harness::new(Config {
+            apps: vec![app],
+            ..Config::default()
+        });
+        let first = h.accept();
+        let out = h.read(first, &pusher_upgrade("capped"));
+        assert!(String::from_utf8_lossy(&out).contains("connection_established"));
+        let second = h.accept();
+        let out = h.read(second, &pusher_upgrade("capped"));
+        assert!(String::from_utf8_lossy(&out).contains(r#""code":4004"#));
+        // Both gone, so the next accept is the only connection (the harness finds it last).
+        h.shard.handle_event(Event::Eof { key: first });
+        h.shard.handle_event(Event::Eof { key: second });
+        h.shard.flush(&mut h.transmit);
+        let third = h.accept();
+        let out = h.read(third, &pusher_upgrade("capped"));
+        assert!(
+            String::from_utf8_lossy(&out).contains("connection_established"),
+            "a closed connection frees its place"
+        );
+    }
+
+    #[test]
+    fn publish_shares_one_buffer_between_subscribers() {
+        let mut h = Harness::new(Config::default());
+        let upgrade = pusher_upgrade(&app_key(&h));
+        let subscribe = masked(
+            0x1,
+            br#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#,
+        );
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            let key = h.accept();
+            h.read(key, &upgrade);
+            h.read(key, &subscribe);
+            keys.push(key);
+        }
+        let frame = crate::pusher::encode_event_frame("e", "news", "{}", None);
+        let app = crate::pusher::AppIndex(0);
+        h.shard
+            .core
+            .publish(app, "news".into(), frame.clone(), None, true);
+        let mut starts = Vec::new();
+        for key in &keys {
+            let conn = h.shard.core.conns.get(*key).expect("conn");
+            let mut queued = Vec::new();
+            conn.outbox.poll_transmit(&mut queued);
+            assert_eq!(queued.len(), 1);
+            assert_eq!(&queued[0][..], frame.as_bytes());
+            starts.push(queued[0].as_ptr());
+        }
+        assert!(
+            starts.iter().all(|&p| p == frame.as_bytes().as_ptr()),
+            "every outbox points at the publisher's buffer"
+        );
+    }
+
+    #[test]
+    fn api_body_over_the_limit_is_refused_before_it_is_read() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let request = b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\n\
+            Content-Length: 99999999\r\n\r\n";
+        let out = h.read(key, request);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn api_body_split_across_reads_is_answered_once_complete() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let head = b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n{}";
+        assert_eq!(h.read(key, head), b"", "waits for the rest of the body");
+        let out = h.read(key, b"  ");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 401 "), "unsigned: {text}");
     }
 
     #[test]
