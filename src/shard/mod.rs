@@ -775,6 +775,10 @@ impl Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.has(flags::CLOSE_NOW) {
+            // Going at the next flush: queue nothing more.
+            return;
+        }
         let was_idle = conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT);
         if was_idle {
             conn.last_tx = self.now;
@@ -1630,5 +1634,194 @@ mod state_tests {
             .expect("reused slot untouched");
         assert_eq!(conn.phase, Phase::Handshake);
         assert!(conn.head.is_none());
+    }
+
+    fn disconnects(h: &Harness, reason: DisconnectReason) -> u64 {
+        let stats = &h.shard.core.observe.stats;
+        stats.disconnects[reason as usize].iter().sum()
+    }
+
+    #[test]
+    fn message_rate_over_the_limit_closes_1008_and_is_counted() {
+        let mut config = Config::default();
+        config.message_rate.messages_per_second = 3;
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        let mut burst = Vec::new();
+        for _ in 0..4 {
+            burst.extend(masked(0x1, b"x"));
+        }
+        let out = h.read(key, &burst);
+        assert_eq!(
+            &out[..9],
+            b"\x81\x01x\x81\x01x\x81\x01x",
+            "the burst is served"
+        );
+        assert_eq!(close_code(&out[9..]), 1008);
+        assert!(h.closed(key));
+        assert_eq!(disconnects(&h, DisconnectReason::RateLimit), 1);
+        assert_eq!(h.shard.core.observe.stats.messages_received, 4);
+    }
+
+    #[test]
+    fn message_rate_refills_over_time() {
+        let mut config = Config::default();
+        config.message_rate.messages_per_second = 10;
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        for second in 0..3 {
+            h.shard.core.now = second * 10;
+            for _ in 0..10 {
+                assert_eq!(h.read(key, &masked(0x1, b"x")), b"\x81\x01x");
+            }
+        }
+        assert!(!h.closed(key));
+    }
+
+    #[test]
+    fn byte_rate_over_the_limit_closes_1008() {
+        let mut config = Config::default();
+        config.message_rate.bytes_per_second = 100;
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        assert_eq!(h.read(key, &masked(0x2, &[0; 60]))[..2], [0x82, 60]);
+        assert_eq!(close_code(&h.read(key, &masked(0x2, &[0; 60]))), 1008);
+        assert_eq!(disconnects(&h, DisconnectReason::RateLimit), 1);
+    }
+
+    #[test]
+    fn oversized_message_closes_1009_and_is_counted() {
+        let mut config = Config::default();
+        config.ws.max_message_size = 100;
+        config.ws.max_frame_size = 100;
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        assert_eq!(close_code(&h.read(key, &masked(0x2, &[0; 101]))), 1009);
+        assert_eq!(disconnects(&h, DisconnectReason::MessageTooBig), 1);
+    }
+
+    #[test]
+    fn stalled_writer_is_closed_at_the_write_stall_deadline() {
+        let config = Config {
+            write_stall_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        // A message whose echo is handed to the driver and never completes.
+        h.shard.driver.bufs = vec![masked(0x1, b"hi")];
+        let buf = RecvBuf { id: 0, len: 8 };
+        h.shard.handle_event(Event::Recv { key, buf });
+        h.shard.flush(&mut h.transmit);
+        assert_eq!(h.shard.driver.sent.len(), 1, "echo handed to the driver");
+        h.shard.core.advance(9);
+        h.shard.flush(&mut h.transmit);
+        assert!(!h.closed(key));
+        h.shard.core.advance(10);
+        h.shard.flush(&mut h.transmit);
+        assert!(h.closed(key), "no progress for the stall timeout");
+        assert_eq!(disconnects(&h, DisconnectReason::SlowConsumer), 1);
+        assert_eq!(h.shard.core.observe.stats.slow_consumer_closes, 1);
+    }
+
+    #[test]
+    fn slow_consumer_is_closed_and_its_outbox_freed() {
+        let config = Config {
+            max_outbox_bytes: 1000,
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        // The first echo goes in flight and never completes; the rest pile up.
+        let message = masked(0x2, &[1; 300]);
+        for _ in 0..5 {
+            h.shard.driver.bufs = vec![message.clone()];
+            let buf = RecvBuf {
+                id: 0,
+                len: message.len() as u32,
+            };
+            h.shard.handle_event(Event::Recv { key, buf });
+            if h.shard.driver.sent.is_empty() {
+                h.shard.flush(&mut h.transmit);
+            }
+        }
+        let conn = h
+            .shard
+            .core
+            .conns
+            .get(key)
+            .expect("removed at the next flush");
+        assert!(conn.outbox.is_empty(), "queue dropped at once");
+        h.shard.flush(&mut h.transmit);
+        assert!(h.closed(key));
+        assert_eq!(disconnects(&h, DisconnectReason::SlowConsumer), 1);
+    }
+
+    #[test]
+    fn lossy_frames_drop_the_oldest_under_drop_oldest() {
+        let config = Config {
+            max_outbox_bytes: 1000,
+            outbox_policy: OutboxPolicy::DropOldest,
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        let frame = Bytes::from(vec![0u8; 300]);
+        for _ in 0..10 {
+            h.shard.core.push_frame(key, frame.clone(), true);
+        }
+        let conn = h.shard.core.conns.get(key).expect("still open");
+        assert!(conn.outbox.queued_bytes() <= 1000);
+        assert_eq!(conn.phase, Phase::Open);
+        h.shard.core.push_frame(key, frame, false);
+        h.shard.flush(&mut h.transmit);
+        let closing = h
+            .shard
+            .core
+            .conns
+            .get(key)
+            .is_none_or(|c| c.phase != Phase::Open);
+        assert!(closing, "a frame that is not lossy still closes");
+    }
+
+    #[test]
+    fn admin_paths_answer_plain_gets() {
+        for (path, status) in [
+            ("/metrics", "HTTP/1.1 200 "),
+            ("/health", "HTTP/1.1 200 "),
+            ("/ready", "HTTP/1.1 200 "),
+            ("/dashboard", "HTTP/1.1 200 "),
+        ] {
+            let mut h = Harness::new(Config::default());
+            h.shard.core.observe.publish();
+            let key = h.accept();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let out = h.read(key, request.as_bytes());
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.starts_with(status), "{path}: {text}");
+            assert!(h.closed(key));
+        }
+    }
+
+    #[test]
+    fn accepts_and_handshake_errors_are_counted() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let bad = h.accept();
+        h.read(bad, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+        let stats = &h.shard.core.observe.stats;
+        assert_eq!(stats.accepted, 1);
+        assert_eq!(stats.rejected[RejectReason::HandshakeError as usize], 1);
+        h.shard.handle_event(Event::Eof { key });
+        h.shard.flush(&mut h.transmit);
+        assert_eq!(disconnects(&h, DisconnectReason::ConnectionLost), 1);
     }
 }
