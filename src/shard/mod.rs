@@ -512,7 +512,10 @@ impl Core {
         match reader.handle_read(&self.config.http, data) {
             Ok(http::Status::Partial) => {}
             Ok(http::Status::Complete(_)) => self.answer_handshake(key),
-            Err(e) => self.http_error(key, e.status(), &[]),
+            Err(e) => {
+                self.observe.stats.record_reject(RejectReason::HandshakeError);
+                self.http_error(key, e.status(), &[]);
+            }
         }
     }
 

@@ -1,0 +1,327 @@
+//! Bad clients over real sockets, each run against the real binary on both backends. Every test
+//! crosses one limit, checks the answer the client gets and the metric that counts it, and
+//! asserts that the server stays up for everyone else (a fresh client still gets an echo) and
+//! that its memory stays bounded.
+
+mod abuse_common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use abuse_common::{Client, Server, closed_by_server, connect, connect_from};
+use ringcast::ws::OpCode;
+
+/// Growth of the server's resident memory a test allows: far below what the abuse would cost
+/// unbounded (each test sends or holds well over this), far above allocator noise.
+const RSS_SLACK_KIB: u64 = 64 * 1024;
+
+fn assert_rss_bounded(server: &Server, before_kib: u64) {
+    let after = server.rss_kib();
+    assert!(
+        after <= before_kib + RSS_SLACK_KIB,
+        "RSS grew from {before_kib} KiB to {after} KiB"
+    );
+}
+
+fn slowloris(backend: &str) {
+    let server = Server::start(backend, &["--handshake-timeout", "1s"]);
+    let rss = server.rss_kib();
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut stream = connect(server.addr());
+            stream
+                .write_all(b"GET /echo HTTP/1.1\r\nHost:")
+                .expect("partial head");
+            stream
+        })
+        .collect();
+    server.assert_responsive();
+    for stream in &mut slow {
+        assert!(
+            closed_by_server(stream),
+            "a half-sent head is closed at the deadline"
+        );
+    }
+    server.wait_metric(
+        "ringcast_connections_rejected_total",
+        "reason=\"handshake_timeout\"",
+        200.0,
+    );
+    server.assert_responsive();
+    assert_rss_bounded(&server, rss);
+}
+matrix!(slowloris);
+
+fn huge_header_block(backend: &str) {
+    let server = Server::start(backend, &[]);
+    let rss = server.rss_kib();
+    for _ in 0..20 {
+        let mut stream = connect(server.addr());
+        let mut head = b"GET /echo HTTP/1.1\r\nHost: x\r\n".to_vec();
+        while head.len() < 64 * 1024 {
+            head.extend_from_slice(
+                b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+            );
+        }
+        head.extend_from_slice(b"\r\n");
+        // The server answers and closes before reading it all; a reset on write is expected.
+        let _ = stream.write_all(&head);
+        let answer = server_answer(&mut stream);
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    }
+    server.wait_metric(
+        "ringcast_connections_rejected_total",
+        "reason=\"handshake_error\"",
+        20.0,
+    );
+    server.assert_responsive();
+    assert_rss_bounded(&server, rss);
+}
+matrix!(huge_header_block);
+
+fn server_answer(stream: &mut TcpStream) -> String {
+    use std::io::Read;
+    let mut answer = Vec::new();
+    let mut chunk = [0; 4096];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn ping_flood(backend: &str) {
+    let server = Server::start(backend, &[]);
+    let mut client = Client::upgrade(connect(server.addr()), "/echo", &[]).expect("upgrade");
+    for _ in 0..1000 {
+        if client.send_frame(true, OpCode::Ping, b"flood").is_err() {
+            break;
+        }
+    }
+    assert_eq!(client.read_close_code(), Some(1008));
+    server.wait_metric("ringcast_disconnects_total", "reason=\"policy\"", 1.0);
+    server.assert_responsive();
+}
+matrix!(ping_flood);
+
+fn tiny_frame_flood(backend: &str) {
+    let server = Server::start(backend, &[]);
+    let rss = server.rss_kib();
+    let mut client = Client::upgrade(connect(server.addr()), "/echo", &[]).expect("upgrade");
+    // 100,000 one-byte messages in one burst: 100 times the default per-second budget.
+    let mut burst = Vec::new();
+    for _ in 0..100_000 {
+        ringcast::ws::encode_masked_frame(&mut burst, true, OpCode::Binary, b"x", [1, 2, 3, 4]);
+    }
+    let _ = client.stream.write_all(&burst);
+    assert_eq!(client.read_close_code(), Some(1008));
+    server.wait_metric("ringcast_disconnects_total", "reason=\"rate_limit\"", 1.0);
+    server.assert_responsive();
+    assert_rss_bounded(&server, rss);
+}
+matrix!(tiny_frame_flood);
+
+fn endless_fragmented_message(backend: &str) {
+    let server = Server::start(backend, &[]);
+    let rss = server.rss_kib();
+    let mut client = Client::upgrade(connect(server.addr()), "/echo", &[]).expect("upgrade");
+    let mut stream = Vec::new();
+    ringcast::ws::encode_masked_frame(&mut stream, false, OpCode::Text, b"a", [1, 2, 3, 4]);
+    for _ in 0..5000 {
+        ringcast::ws::encode_masked_frame(
+            &mut stream,
+            false,
+            OpCode::Continuation,
+            b"a",
+            [1, 2, 3, 4],
+        );
+    }
+    let _ = client.stream.write_all(&stream);
+    let code = client.read_close_code();
+    assert!(matches!(code, Some(1008 | 1009)), "closed with {code:?}");
+    server.wait_metric("ringcast_disconnects_total", "reason=\"policy\"", 1.0);
+    server.assert_responsive();
+    assert_rss_bounded(&server, rss);
+}
+matrix!(endless_fragmented_message);
+
+fn client_that_never_reads(backend: &str) {
+    // Rates off: this test is about the outbox, not the inbound limits.
+    let server = Server::start(
+        backend,
+        &["--max-messages-per-sec", "0", "--max-bytes-per-sec", "0"],
+    );
+    let rss = server.rss_kib();
+    let message = vec![0u8; 60 * 1024];
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client =
+                Client::upgrade(connect(server.addr()), "/echo", &[]).expect("upgrade");
+            let message = message.clone();
+            thread::spawn(move || {
+                // Echoes pile up unread: kernel buffers, then the 1 MiB outbox, then a close.
+                // 64 MiB offered per client; the server must cut it off long before.
+                let mut sent = 0usize;
+                while sent < 64 << 20 {
+                    if client.send_frame(true, OpCode::Binary, &message).is_err() {
+                        return true;
+                    }
+                    sent += message.len();
+                }
+                false
+            })
+        })
+        .collect();
+    for reader in readers {
+        assert!(
+            reader.join().expect("client thread"),
+            "cut off before 64 MiB"
+        );
+    }
+    server.wait_metric("ringcast_slow_consumer_closes_total", "", 8.0);
+    server.assert_responsive();
+    assert_rss_bounded(&server, rss);
+}
+matrix!(client_that_never_reads);
+
+fn many_connections_from_one_ip(backend: &str) {
+    let server = Server::start(
+        backend,
+        &[
+            "--limits-exempt",
+            "",
+            "--max-connections-per-ip",
+            "1000",
+            "--max-handshakes-per-ip",
+            "0",
+        ],
+    );
+    let rss = server.rss_kib();
+    let mut held = Vec::new();
+    let (mut upgraded, mut refused) = (0, 0);
+    for _ in 0..5000 {
+        match Client::upgrade(connect(server.addr()), "/echo", &[]) {
+            Ok(client) => {
+                upgraded += 1;
+                held.push(client);
+            }
+            Err(answer) => {
+                assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((upgraded, refused), (1000, 4000));
+    server.wait_metric(
+        "ringcast_connections_rejected_total",
+        "reason=\"per_ip\"",
+        4000.0,
+    );
+    // Another address is unaffected.
+    server.assert_responsive_from([127, 0, 0, 2]);
+    // A slot frees when a connection closes.
+    drop(held.pop());
+    let start = std::time::Instant::now();
+    loop {
+        match Client::upgrade(connect(server.addr()), "/echo", &[]) {
+            Ok(client) => {
+                held.push(client);
+                break;
+            }
+            Err(_) if start.elapsed() < abuse_common::IO_TIMEOUT => {
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(answer) => panic!("slot not freed: {answer}"),
+        }
+    }
+    assert_rss_bounded(&server, rss);
+    // Operators see no line per connection at info level.
+    let lines = server.info_lines();
+    assert!(
+        lines.len() < 20,
+        "{} info lines: {:?}",
+        lines.len(),
+        &lines[..5.min(lines.len())]
+    );
+}
+matrix!(many_connections_from_one_ip);
+
+fn handshake_storm_from_one_ip(backend: &str) {
+    let server = Server::start(
+        backend,
+        &["--limits-exempt", "", "--max-handshakes-per-ip", "20"],
+    );
+    let mut refused = 0;
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        match Client::upgrade(connect(server.addr()), "/echo", &[]) {
+            Ok(client) => held.push(client),
+            Err(answer) => {
+                assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "60 handshakes at once exceed 20 a second");
+    server.wait_metric(
+        "ringcast_connections_rejected_total",
+        "reason=\"rate\"",
+        f64::from(refused),
+    );
+    server.assert_responsive_from([127, 0, 0, 3]);
+}
+matrix!(handshake_storm_from_one_ip);
+
+fn forwarded_clients_behind_a_trusted_proxy(backend: &str) {
+    let server = Server::start(
+        backend,
+        &[
+            "--trusted-proxies",
+            "127.0.0.1",
+            "--limits-exempt",
+            "",
+            "--max-connections-per-ip",
+            "2",
+            "--max-handshakes-per-ip",
+            "0",
+        ],
+    );
+    let forwarded = |client: &str| {
+        Client::upgrade(
+            connect(server.addr()),
+            "/echo",
+            &[("X-Forwarded-For", client)],
+        )
+    };
+    let _a = forwarded("198.51.100.7").expect("first");
+    let _b = forwarded("198.51.100.7").expect("second");
+    let third = forwarded("198.51.100.7").err().expect("third refused");
+    assert!(third.starts_with("HTTP/1.1 429 "), "{third}");
+    let _c = forwarded("198.51.100.8").expect("another client behind the same proxy");
+    // An untrusted peer cannot pick its address with the header.
+    let from_other = connect_from([127, 0, 0, 4], server.addr());
+    let _d = Client::upgrade(from_other, "/echo", &[("X-Forwarded-For", "198.51.100.7")])
+        .expect("charged to 127.0.0.4, not to the forwarded address");
+}
+matrix!(forwarded_clients_behind_a_trusted_proxy);
+
+fn capacity_answers_503(backend: &str) {
+    let server = Server::start(backend, &["--max-connections", "10"]);
+    let held: Vec<Client> = (0..10)
+        .map(|_| Client::upgrade(connect(server.addr()), "/echo", &[]).expect("within capacity"))
+        .collect();
+    // The answer comes at accept, before any request is sent.
+    let answer = server_answer(&mut connect(server.addr()));
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    drop(held);
+    server.wait_metric(
+        "ringcast_connections_rejected_total",
+        "reason=\"capacity\"",
+        1.0,
+    );
+}
+matrix!(capacity_answers_503);
