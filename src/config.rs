@@ -1460,6 +1460,40 @@ mod tests {
     }
 
     #[test]
+    fn limit_keys_reach_the_config_from_every_source() {
+        let text = "max_connections_per_ip = 5\ntrusted_proxies = \"10.0.0.0/8\"\n\
+                    outbox_policy = \"drop-oldest\"\nwrite_stall_timeout = \"3s\"\n";
+        let (config, _) = file(text).resolve().unwrap();
+        assert_eq!(config.ip_limits.max_connections_per_ip, 5);
+        assert_eq!(config.ip_limits.trusted_proxies.len(), 1);
+        assert_eq!(
+            config.outbox_policy,
+            crate::limits::OutboxPolicy::DropOldest
+        );
+        assert_eq!(config.write_stall_timeout, Duration::from_secs(3));
+        let env = [
+            ("RINGCAST_LIMITS_EXEMPT", ""),
+            ("RINGCAST_MAX_MESSAGES_PER_SEC", "7"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let (layer, _) = ConfigLayer::from_env(env).unwrap();
+        let (config, _) = layer.resolve().unwrap();
+        assert!(config.ip_limits.exempt.is_empty());
+        assert_eq!(config.message_rate.messages_per_second, 7);
+        let bad = ConfigLayer::from_toml("trusted_proxies = \"10.0.0.0/99\"", Path::new("t"));
+        assert!(bad.is_err(), "a bad range is reported, not dropped");
+    }
+
+    #[test]
+    fn byte_rate_below_one_message_is_refused() {
+        let layer = ConfigLayer {
+            max_bytes_per_sec: Some(1000),
+            ..ConfigLayer::default()
+        };
+        assert!(layer.resolve().is_err());
+    }
+
+    #[test]
     fn the_example_file_in_deploy_is_valid() {
         let text = include_str!("../deploy/ringcast.toml");
         file(text).resolve().unwrap();

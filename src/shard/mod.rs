@@ -513,7 +513,9 @@ impl Core {
             Ok(http::Status::Partial) => {}
             Ok(http::Status::Complete(_)) => self.answer_handshake(key),
             Err(e) => {
-                self.observe.stats.record_reject(RejectReason::HandshakeError);
+                self.observe
+                    .stats
+                    .record_reject(RejectReason::HandshakeError);
                 self.http_error(key, e.status(), &[]);
             }
         }
