@@ -3,11 +3,12 @@
 # ringcast with 1 and 2 shards (publishes through the Pusher HTTP API, subscribers speak Pusher
 # v7) against Bun's built-in topic pub/sub, in the same run with the same client
 # (benches/fanout/client.mjs). Prints one JSON line per run and a summary table; any lost
-# delivery fails the run. SUBSCRIBERS="1000 10000" sets the sizes.
+# delivery fails the run. SUBSCRIBERS="1000 10000 19000" sets the sizes (19000 needs an open-files
+# limit of about 19100 for the client and the server each).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-sizes="${SUBSCRIBERS:-1000 10000}"
+sizes="${SUBSCRIBERS:-1000 10000 19000}"
 
 cargo build --release --locked --bin ringcast
 (cd benches/fanout && npm ci --no-audit --no-fund --loglevel=error)

@@ -8,7 +8,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use pusher_common::{APP_KEY, APP_SECRET, Server, uring_available};
+use md5::{Digest, Md5};
+use pusher_common::{APP_ID, APP_KEY, APP_SECRET, Server, uring_available};
 use ringcast::pusher::auth::sign;
 use ringcast::ws::{self, OpCode};
 use serde_json::{Value, json};
@@ -142,6 +143,52 @@ impl Client {
     }
 }
 
+/// One signed HTTP API request, as the server SDKs sign it; returns status and JSON body.
+fn api(port: u16, method: &str, path: &str, query: &[(&str, &str)], body: &str) -> (u16, Value) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string();
+    let md5: String = Md5::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("auth_key", APP_KEY),
+        ("auth_timestamp", &now),
+        ("auth_version", "1.0"),
+    ];
+    if !body.is_empty() {
+        params.push(("body_md5", &md5));
+    }
+    params.extend_from_slice(query);
+    params.sort();
+    let joined: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let joined = joined.join("&");
+    let signature = sign(APP_SECRET, &[&format!("{method}\n{path}\n{joined}")]);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    let request = format!(
+        "{method} {path}?{joined}&auth_signature={signature} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
 /// Clients until at least two shards hold one; the first client of each of two shards, plus
 /// the rest.
 fn spread(port: u16) -> (Client, Client, Vec<Client>) {
@@ -210,6 +257,49 @@ fn cross_shard_delivery(backend: &str) {
         a.next_event()["event"],
         "pusher:pong",
         "the sender received its own event"
+    );
+
+    // The HTTP API: one publish reaches both shards, except the excluded socket; queries
+    // count and list across shards.
+    let events = format!("/apps/{APP_ID}/events");
+    let body = json!({
+        "name": "news", "channels": ["private-cross"], "data": "{\"n\":2}",
+        "socket_id": c.socket_id,
+    })
+    .to_string();
+    let (status, reply) = api(server.port, "POST", &events, &[], &body);
+    assert_eq!(status, 200, "{reply}");
+    for receiver in [&mut a, &mut b] {
+        let got = receiver.next_event();
+        assert_eq!(
+            (got["event"].as_str(), got["data"].as_str()),
+            (Some("news"), Some("{\"n\":2}"))
+        );
+    }
+    c.send(&json!({"event": "pusher:ping", "data": {}}));
+    assert_eq!(
+        c.next_event()["event"],
+        "pusher:pong",
+        "the excluded socket got the event"
+    );
+
+    let channel = format!("/apps/{APP_ID}/channels/private-cross");
+    let info = [("info", "subscription_count")];
+    let (status, reply) = api(server.port, "GET", &channel, &info, "");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["occupied"], true);
+    assert_eq!(reply["subscription_count"], 3, "{reply}");
+    let users = format!("/apps/{APP_ID}/channels/presence-cross/users");
+    let (status, reply) = api(server.port, "GET", &users, &[], "");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply, json!({"users": [{"id": "u1"}, {"id": "u2"}]}));
+    let list = format!("/apps/{APP_ID}/channels");
+    let query = [("filter_by_prefix", "presence-"), ("info", "user_count")];
+    let (status, reply) = api(server.port, "GET", &list, &query, "");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["channels"]["presence-cross"]["user_count"], 2,
+        "{reply}"
     );
 }
 

@@ -4,11 +4,11 @@
 //!
 //! The index is what makes fan-out targeted and API queries answerable without asking every
 //! shard: a publish reads which shards hold subscribers of the channel (one read lock, one hash
-//! lookup) and sends the frame only to those; `GET /channels` sums the per-shard counts. It is
-//! written only when a shard's subscriber set of a channel changes size (subscribe,
-//! unsubscribe) and on presence joins and leaves, never per delivered message. One lock per app
-//! keeps apps apart; the shards' hot path (delivering a frame to local subscribers) never takes
-//! it.
+//! lookup) and sends the frame only to those; `GET /channels` sums the per-shard counts. The
+//! counts are atomics: a subscribe or unsubscribe takes the shared lock, and only creating or
+//! dropping a channel's entry and presence joins and leaves take the exclusive one; nothing is
+//! written per delivered message. One lock per app keeps apps apart; the shards' hot path
+//! (delivering a frame to local subscribers) never takes it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,15 +28,26 @@ pub const MAX_SHARDS: usize = 1000;
 /// One channel of one app, across shards.
 #[derive(Debug)]
 struct ChannelEntry {
-    /// Local subscriber count per shard; a shard with 0 gets no copy of a publish.
-    per_shard: Box<[u32]>,
+    /// Local subscriber count per shard; a shard with 0 gets no copy of a publish. Atomic so
+    /// that subscribing to an existing channel needs only the shared (read) lock.
+    per_shard: Box<[AtomicU32]>,
     /// The presence roster, for `presence-` channels.
     roster: Option<PresenceRoster>,
 }
 
 impl ChannelEntry {
+    fn new(shards: usize) -> Self {
+        Self {
+            per_shard: (0..shards).map(|_| AtomicU32::new(0)).collect(),
+            roster: None,
+        }
+    }
+
     fn subscriptions(&self) -> u64 {
-        self.per_shard.iter().map(|&n| u64::from(n)).sum()
+        self.per_shard
+            .iter()
+            .map(|n| u64::from(n.load(Ordering::Relaxed)))
+            .sum()
     }
 
     fn is_unused(&self) -> bool {
@@ -169,32 +180,54 @@ impl Hub {
         self.index.get(usize::from(app.0))
     }
 
-    /// `shard` has one more local subscriber of the channel.
+    /// `shard` has one more local subscriber of the channel. A channel that has an entry
+    /// takes the shared lock only; the exclusive one is for creating the entry.
     pub fn handle_subscribe(&self, app: AppIndex, channel: &str, shard: usize) {
         let Some(index) = self.index(app) else { return };
+        {
+            let shared = index.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = shared.get(channel) {
+                if let Some(n) = entry.per_shard.get(shard) {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
         let mut index = index.write().unwrap_or_else(|e| e.into_inner());
         let shards = self.peers.len();
-        let entry = index.entry(channel.into()).or_insert_with(|| ChannelEntry {
-            per_shard: vec![0; shards].into_boxed_slice(),
-            roster: None,
-        });
-        if let Some(n) = entry.per_shard.get_mut(shard) {
-            *n = n.saturating_add(1);
+        let entry = index
+            .entry(channel.into())
+            .or_insert_with(|| ChannelEntry::new(shards));
+        if let Some(n) = entry.per_shard.get(shard) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// `shard` has one local subscriber of the channel fewer.
+    /// `shard` has one local subscriber of the channel fewer. Only the shard's last one takes
+    /// the exclusive lock, to drop the entry once no shard has subscribers.
     pub fn handle_unsubscribe(&self, app: AppIndex, channel: &str, shard: usize) {
         let Some(index) = self.index(app) else { return };
-        let mut index = index.write().unwrap_or_else(|e| e.into_inner());
-        let Some(entry) = index.get_mut(channel) else {
-            return;
+        let emptied = {
+            let shared = index.read().unwrap_or_else(|e| e.into_inner());
+            shared
+                .get(channel)
+                .and_then(|entry| entry.per_shard.get(shard))
+                .is_some_and(|n| {
+                    let before = n.fetch_sub(1, Ordering::Relaxed);
+                    if before == 0 {
+                        // Never below zero, whatever the caller did.
+                        n.store(0, Ordering::Relaxed);
+                    }
+                    before <= 1
+                })
         };
-        if let Some(n) = entry.per_shard.get_mut(shard) {
-            *n = n.saturating_sub(1);
-        }
-        if entry.is_unused() {
-            index.remove(channel);
+        if emptied {
+            // Counts only change under the shared lock, so under the exclusive one they are
+            // stable: the entry goes only if it is still unused.
+            let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+            if index.get(channel).is_some_and(ChannelEntry::is_unused) {
+                index.remove(channel);
+            }
         }
     }
 
@@ -209,7 +242,7 @@ impl Hub {
                     .per_shard
                     .iter()
                     .enumerate()
-                    .filter(|(_, n)| **n > 0)
+                    .filter(|(_, n)| n.load(Ordering::Relaxed) > 0)
                     .map(|(shard, _)| shard),
             );
         }
@@ -225,10 +258,9 @@ impl Hub {
     ) -> Option<PresenceJoin> {
         let mut index = self.index(app)?.write().unwrap_or_else(|e| e.into_inner());
         let shards = self.peers.len();
-        let entry = index.entry(channel.into()).or_insert_with(|| ChannelEntry {
-            per_shard: vec![0; shards].into_boxed_slice(),
-            roster: None,
-        });
+        let entry = index
+            .entry(channel.into())
+            .or_insert_with(|| ChannelEntry::new(shards));
         Some(
             entry
                 .roster

@@ -821,6 +821,11 @@ impl Core {
                 conn.flags |= flags::CLOSE_NOW;
             } else {
                 conn.outbox.clear();
+                // Pusher clients get 4100 (over capacity: back off, then reconnect).
+                let code = match conn.route {
+                    Route::Pusher => crate::pusher::CloseCode::OverCapacity.into(),
+                    _ => CloseCode::POLICY_VIOLATION,
+                };
                 let close = CloseFrame {
                     code,
                     reason: "slow consumer",
@@ -1556,6 +1561,52 @@ mod state_tests {
             String::from_utf8_lossy(&out).contains("connection_established"),
             "a closed connection frees its place"
         );
+    }
+
+    #[test]
+    fn pusher_ping_then_4201_without_an_answer() {
+        let config = Config {
+            ping_interval: Duration::from_secs(1),
+            pong_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        let out = h.read(key, &pusher_upgrade(&app_key(&h)));
+        assert!(String::from_utf8_lossy(&out).contains(r#"activity_timeout\":1"#));
+        let ping = h.advance(key, 10);
+        assert!(String::from_utf8_lossy(&ping).contains("pusher:ping"));
+        assert_eq!(close_code(&h.advance(key, 20)), 4201);
+    }
+
+    #[test]
+    fn pusher_connections_drain_with_4200() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.read(key, &pusher_upgrade(&app_key(&h)));
+        h.shard.core.begin_drain(&mut h.shard.driver);
+        assert_eq!(close_code(&h.settle(key)), 4200);
+    }
+
+    #[test]
+    fn slow_pusher_subscriber_is_closed_with_4100() {
+        let config = Config {
+            // Room for the 101 and connection_established, not for the event below.
+            max_outbox_bytes: 400,
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.read(key, &pusher_upgrade(&app_key(&h)));
+        let subscribe = masked(
+            0x1,
+            br#"{"event":"pusher:subscribe","data":{"channel":"big"}}"#,
+        );
+        h.read(key, &subscribe);
+        let frame = crate::pusher::encode_event_frame("e", "big", &"x".repeat(1000), None);
+        let app = crate::pusher::AppIndex(0);
+        h.shard.core.publish(app, "big".into(), frame, None, true);
+        assert_eq!(close_code(&h.settle(key)), 4100);
     }
 
     #[test]
