@@ -821,11 +821,6 @@ impl Core {
                 conn.flags |= flags::CLOSE_NOW;
             } else {
                 conn.outbox.clear();
-                // Pusher clients get 4100 (over capacity: back off, then reconnect).
-                let code = match conn.route {
-                    Route::Pusher => crate::pusher::CloseCode::OverCapacity.into(),
-                    _ => CloseCode::POLICY_VIOLATION,
-                };
                 let close = CloseFrame {
                     code,
                     reason: "slow consumer",
@@ -1046,11 +1041,11 @@ fn admit_ip(
 }
 
 /// The close code a slow consumer of `route` gets: `LIMITS.md` says 1008 for echo and 4100
-/// (over capacity) for Pusher connections.
+/// for Pusher connections (over capacity: back off, then reconnect).
 fn slow_consumer_code(route: Route) -> CloseCode {
     match route {
         Route::None | Route::Echo | Route::Feed => CloseCode::POLICY_VIOLATION,
-        Route::Pusher => CloseCode(4100),
+        Route::Pusher => crate::pusher::CloseCode::OverCapacity.into(),
     }
 }
 
