@@ -51,6 +51,21 @@ impl ChannelTable {
         id
     }
 
+    /// Channels with at least one local subscriber, and the subscriptions they hold: the
+    /// `ringcast_channels` and `ringcast_subscriptions` gauges. Walks the table, so the shard
+    /// calls it once a second, not per publish.
+    pub fn counts(&self) -> (u64, u64) {
+        self.channels
+            .iter()
+            .filter(|(_, channel)| !channel.subscribers.is_empty())
+            .fold((0, 0), |(channels, subscriptions), (_, channel)| {
+                (
+                    channels + 1,
+                    subscriptions + channel.subscribers.len() as u64,
+                )
+            })
+    }
+
     /// The id of a channel that has an entry.
     pub fn find(&self, app: AppIndex, name: &str) -> Option<ChannelId> {
         self.ids.get(usize::from(app.0))?.get(name).copied()

@@ -385,8 +385,14 @@ impl Core {
         self.observe.handle_closed(key, was_open);
     }
 
-    /// Once per loop turn: publishes the stats and sends a dashboard frame when one is due.
+    /// Once per loop turn: publishes the stats (the channel gauges once a second) and sends a
+    /// dashboard frame when one is due.
     fn handle_tick_observe(&mut self) {
+        if self.now.is_multiple_of(10) {
+            let (channels, subscriptions) = self.pusher.channels.counts();
+            self.observe.stats.set_channels(channels);
+            self.observe.stats.set_subscriptions(subscriptions);
+        }
         self.observe.publish();
         let conns = &self.conns;
         let is_feed = |key| {
@@ -497,6 +503,12 @@ impl Core {
         match conn.phase {
             Phase::Handshake => self.handle_head_bytes(key, data),
             Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
+            // A slow consumer that keeps sending while its close frame waits for room: it reads
+            // nothing, so the close would only come at the close deadline while its bytes are
+            // read and dropped meanwhile. Close TCP now.
+            Phase::Flushing if conn.reason == DisconnectReason::SlowConsumer as u8 => {
+                self.close_now(key);
+            }
             Phase::Flushing => {}
         }
     }
@@ -1812,6 +1824,28 @@ mod state_tests {
         h.shard.flush(&mut h.transmit);
         assert!(h.closed(key));
         assert_eq!(disconnects(&h, DisconnectReason::SlowConsumer), 1);
+    }
+
+    #[test]
+    fn slow_consumer_that_keeps_sending_is_closed_at_once() {
+        let config = Config {
+            max_outbox_bytes: 300,
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        // Over the cap with no send in flight: a close frame is queued, never sent here.
+        h.shard
+            .core
+            .push_frame(key, Bytes::from(vec![0u8; 400]), false);
+        let conn = h.shard.core.conns.get(key).expect("closing");
+        assert_eq!(conn.phase, Phase::Flushing);
+        h.shard.driver.bufs = vec![masked(0x1, b"more")];
+        let buf = RecvBuf { id: 0, len: 10 };
+        h.shard.handle_event(Event::Recv { key, buf });
+        h.shard.flush(&mut h.transmit);
+        assert!(h.closed(key), "no waiting for the close deadline");
     }
 
     #[test]

@@ -20,6 +20,13 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// box, short enough that a server that stopped answering fails the test rather than hangs it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The development app's id, key and secret the server is started with.
+pub const APP_ID: &str = "4711";
+/// Its key: Pusher clients connect to `/app/{APP_KEY}`.
+pub const APP_KEY: &str = "abuse-key";
+/// Its secret: private channel subscriptions are signed with it.
+pub const APP_SECRET: &str = "abuse-secret";
+
 /// Whether io_uring can be set up here (the uring half of the matrix runs only then).
 pub fn uring_available() -> bool {
     !std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
@@ -42,6 +49,9 @@ impl Server {
             .args(["--shards", "2", "--log-level", "info"])
             .args(extra)
             .env("NO_COLOR", "1")
+            .env("RINGCAST_APP_ID", APP_ID)
+            .env("RINGCAST_APP_KEY", APP_KEY)
+            .env("RINGCAST_APP_SECRET", APP_SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
