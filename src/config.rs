@@ -379,6 +379,9 @@ pub struct ConfigLayer {
     /// Proxies whose X-Forwarded-For is believed (comma-separated addresses or ranges).
     #[arg(long, value_name = "RANGES", value_parser = parse_nets)]
     pub trusted_proxies: Option<Nets>,
+    /// Connections from trusted proxies begin with a PROXY protocol v1/v2 header.
+    #[arg(long, value_name = "BOOL")]
+    pub proxy_protocol: Option<bool>,
     /// Client addresses the per-IP limits never apply to (comma-separated; empty for none).
     #[arg(long, value_name = "RANGES", value_parser = parse_nets)]
     pub limits_exempt: Option<Nets>,
@@ -536,6 +539,7 @@ impl ConfigLayer {
             "MAX_HANDSHAKES_PER_IP" => self.max_handshakes_per_ip = parsed(value)?,
             "TRUSTED_PROXIES" => self.trusted_proxies = Some(parse_nets(value)?),
             "LIMITS_EXEMPT" => self.limits_exempt = Some(parse_nets(value)?),
+            "PROXY_PROTOCOL" => self.proxy_protocol = parsed(value)?,
             "MAX_MESSAGES_PER_SEC" => self.max_messages_per_sec = parsed(value)?,
             "MAX_BYTES_PER_SEC" => self.max_bytes_per_sec = parsed(value)?,
             "OUTBOX_POLICY" => {
@@ -600,6 +604,7 @@ impl ConfigLayer {
             max_handshakes_per_ip: self.max_handshakes_per_ip.or(base.max_handshakes_per_ip),
             trusted_proxies: self.trusted_proxies.or(base.trusted_proxies),
             limits_exempt: self.limits_exempt.or(base.limits_exempt),
+            proxy_protocol: self.proxy_protocol.or(base.proxy_protocol),
             max_messages_per_sec: self.max_messages_per_sec.or(base.max_messages_per_sec),
             max_bytes_per_sec: self.max_bytes_per_sec.or(base.max_bytes_per_sec),
             outbox_policy: self.outbox_policy.or(base.outbox_policy),
@@ -654,6 +659,7 @@ impl ConfigLayer {
         set(&mut ip.max_handshakes_per_ip, self.max_handshakes_per_ip);
         set(&mut ip.trusted_proxies, self.trusted_proxies.map(|n| n.0));
         set(&mut ip.exempt, self.limits_exempt.map(|n| n.0));
+        set(&mut ip.proxy_protocol, self.proxy_protocol);
         let rate = &mut config.message_rate;
         set(&mut rate.messages_per_second, self.max_messages_per_sec);
         set(&mut rate.bytes_per_second, self.max_bytes_per_sec);
@@ -918,6 +924,7 @@ struct FileConfig {
     trusted_proxies: Option<Nets>,
     #[serde(default, deserialize_with = "nets_value")]
     limits_exempt: Option<Nets>,
+    proxy_protocol: Option<bool>,
     max_messages_per_sec: Option<u32>,
     max_bytes_per_sec: Option<u32>,
     outbox_policy: Option<crate::limits::OutboxPolicy>,
@@ -991,6 +998,7 @@ impl From<FileConfig> for ConfigLayer {
             max_handshakes_per_ip: file.max_handshakes_per_ip,
             trusted_proxies: file.trusted_proxies,
             limits_exempt: file.limits_exempt,
+            proxy_protocol: file.proxy_protocol,
             max_messages_per_sec: file.max_messages_per_sec,
             max_bytes_per_sec: file.max_bytes_per_sec,
             outbox_policy: file.outbox_policy,

@@ -451,3 +451,48 @@ fn pusher_client_event_flood(backend: &str) {
     server.assert_responsive();
 }
 matrix!(pusher_client_event_flood);
+
+fn proxy_protocol_from_a_trusted_balancer(backend: &str) {
+    let server = Server::start(
+        backend,
+        &[
+            "--trusted-proxies",
+            "127.0.0.1",
+            "--proxy-protocol",
+            "true",
+            "--limits-exempt",
+            "",
+            "--max-connections-per-ip",
+            "1",
+            "--max-handshakes-per-ip",
+            "0",
+        ],
+    );
+    let behind = |header: &[u8]| {
+        let mut stream = connect(server.addr());
+        stream.write_all(header).expect("PROXY header");
+        Client::upgrade(stream, "/echo", &[])
+    };
+    let v1 = b"PROXY TCP4 198.51.100.9 127.0.0.1 40000 80\r\n";
+    let _first = behind(v1).expect("the client behind the balancer");
+    let second = behind(v1)
+        .err()
+        .expect("its second connection is over the limit");
+    assert!(second.starts_with("HTTP/1.1 429 "), "{second}");
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[198, 51, 100, 10, 127, 0, 0, 1, 0x9c, 0x40, 0, 80]);
+    let _other = behind(&v2).expect("another client, version 2 header");
+    // From the balancer, a connection without the header is not served.
+    let mut bare = connect(server.addr());
+    bare.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    assert!(closed_by_server(&mut bare));
+    server.wait_metric(
+        "ringcast_connections_rejected_total",
+        "reason=\"per_ip\"",
+        1.0,
+    );
+    // Peers that are not balancers send no header.
+    server.assert_responsive_from([127, 0, 0, 5]);
+}
+matrix!(proxy_protocol_from_a_trusted_balancer);

@@ -13,8 +13,10 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 mod net;
+mod proxy;
 
 pub use net::{IpNet, client_ip, parse_nets};
+pub use proxy::{ProxyHeader, ProxyHeaderError, parse_proxy_header};
 
 /// Token buckets count in tenths of a token so that a rate of a few per second refills
 /// smoothly at the shards' 100 ms tick.
@@ -80,6 +82,10 @@ pub struct IpLimitsConfig {
     /// Client addresses the per-IP limits never apply to. Loopback by default: on one host the
     /// only clients from there are a local proxy or a load generator.
     pub exempt: Vec<IpNet>,
+    /// Connections from `trusted_proxies` begin with a PROXY protocol (v1 or v2) header, whose
+    /// source address is the client's. Off by default: a header nobody sends would refuse
+    /// every connection from those peers.
+    pub proxy_protocol: bool,
 }
 
 impl Default for IpLimitsConfig {
@@ -89,6 +95,7 @@ impl Default for IpLimitsConfig {
             max_handshakes_per_ip: 20,
             trusted_proxies: Vec::new(),
             exempt: parse_nets("127.0.0.0/8,::1").unwrap_or_default(),
+            proxy_protocol: false,
         }
     }
 }
@@ -302,6 +309,7 @@ mod tests {
             max_handshakes_per_ip: handshakes,
             trusted_proxies: Vec::new(),
             exempt: Vec::new(),
+            proxy_protocol: false,
         }
     }
 

@@ -501,7 +501,15 @@ impl Core {
         conn.flags &= !flags::PING_OUTSTANDING;
         self.observe.stats.record_bytes_received(data.len() as u64);
         match conn.phase {
-            Phase::Handshake => self.handle_head_bytes(key, data),
+            Phase::Handshake => match self.observe.handle_proxy_header(key, data) {
+                Ok(skip) => self.handle_head_bytes(key, data.get(skip..).unwrap_or_default()),
+                Err(()) => {
+                    self.observe
+                        .stats
+                        .record_reject(RejectReason::HandshakeError);
+                    self.close_now(key);
+                }
+            },
             Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
             // A slow consumer that keeps sending while its close frame waits for room: it reads
             // nothing, so the close would only come at the close deadline while its bytes are

@@ -23,6 +23,18 @@ use super::wheel::Tick;
 /// Ticks between dashboard feed frames: [`dashboard::FEED_INTERVAL`] in 100 ms ticks.
 const FEED_TICKS: Tick = 10;
 
+/// What the shard knows of a connection's client address.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    /// The TCP peer, or the source a PROXY header gave, or the client the upgrade was
+    /// charged to.
+    ip: IpAddr,
+    /// The connection holds a slot in [`IpLimits`] for `ip`.
+    held: bool,
+    /// A PROXY protocol header is expected before the request.
+    expect_proxy: bool,
+}
+
 /// A shard's observability and per-address state.
 pub struct Observe {
     id: usize,
@@ -31,10 +43,9 @@ pub struct Observe {
     pub stats: ShardStats,
     ip_limits: Arc<IpLimits>,
     health: HealthConfig,
-    /// Client addresses of connections the per-IP limits may apply to, and whether the
-    /// connection holds a slot in [`IpLimits`]. Exempt peers (loopback by default) are not
-    /// entered, so they cost nothing here.
-    peers: HashMap<ConnKey, (IpAddr, bool)>,
+    /// Client addresses of connections the per-IP limits may apply to. Exempt peers
+    /// (loopback by default) are not entered, so they cost nothing here.
+    peers: HashMap<ConnKey, Peer>,
     /// Dashboard feed connections on this shard.
     feeds: Vec<ConnKey>,
     feed_prev: Option<MetricsSnapshot>,
@@ -91,18 +102,45 @@ impl Observe {
         let config = self.ip_limits.config();
         let proxy = config.trusted_proxies.iter().any(|net| net.contains(peer));
         if proxy || self.ip_limits.applies_to(peer) {
-            self.peers.insert(key, (peer, false));
+            let expect_proxy = proxy && config.proxy_protocol;
+            let entry = Peer {
+                ip: peer,
+                held: false,
+                expect_proxy,
+            };
+            self.peers.insert(key, entry);
         }
     }
 
-    /// The TCP peer noted at accept, if any.
+    /// Consumes the PROXY protocol header a connection from a trusted proxy starts with, when
+    /// one is expected: `Ok(n)` says how many bytes of `data` it took (0 when none is
+    /// expected). The header must arrive whole in the connection's first read (load balancers
+    /// send it in one segment); `Err` closes the connection.
+    pub fn handle_proxy_header(&mut self, key: ConnKey, data: &[u8]) -> Result<usize, ()> {
+        let Some(peer) = self.peers.get_mut(&key).filter(|p| p.expect_proxy) else {
+            return Ok(0);
+        };
+        let header = crate::limits::parse_proxy_header(data).map_err(drop)?;
+        peer.expect_proxy = false;
+        if let Some(source) = header.source {
+            peer.ip = source.to_canonical();
+        }
+        Ok(header.len)
+    }
+
+    /// The client address noted for the connection (TCP peer or PROXY source), if any.
     pub fn peer(&self, key: ConnKey) -> Option<IpAddr> {
-        self.peers.get(&key).map(|&(ip, _)| ip)
+        self.peers.get(&key).map(|p| p.ip)
     }
 
     /// Records that `key` holds a per-IP slot for `client`.
     pub fn hold_ip(&mut self, key: ConnKey, client: IpAddr) {
-        self.peers.insert(key, (client, true));
+        let entry = Peer {
+            ip: client,
+            held: true,
+            expect_proxy: false,
+        };
+        self.peers.insert(key, entry);
     }
 
     /// A connection completed its upgrade.
@@ -115,7 +153,7 @@ impl Observe {
 
     /// A connection is gone: gives back its per-IP slot and its place in the gauges.
     pub fn handle_closed(&mut self, key: ConnKey, was_open: bool) {
-        if let Some((ip, true)) = self.peers.remove(&key) {
+        if let Some(Peer { ip, held: true, .. }) = self.peers.remove(&key) {
             self.ip_limits.release(ip, Instant::now());
         }
         if was_open {

@@ -117,9 +117,10 @@ impl Server {
             .collect()
     }
 
-    /// A plain GET on a fresh connection; the whole answer (the server closes after it).
+    /// A plain GET on a fresh connection; the whole answer (the server closes after it). Sent
+    /// from 127.0.0.9, an address no test limits or names a proxy.
     pub fn get(&self, path: &str) -> String {
-        let mut stream = connect(self.addr());
+        let mut stream = connect_from([127, 0, 0, 9], self.addr());
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         stream.write_all(request.as_bytes()).expect("send GET");
         let mut answer = Vec::new();
