@@ -75,6 +75,9 @@ pub struct Config {
     pub outbox_policy: crate::limits::OutboxPolicy,
     /// A connection whose queued bytes make no progress for this long is closed.
     pub write_stall_timeout: Duration,
+    /// Where `/metrics`, `/health`, `/ready` and the dashboard are served instead of the main
+    /// listener; `None`: on the main listener.
+    pub admin_listen: Option<SocketAddr>,
     /// The Pusher apps served (`[[apps]]`); empty means one development app.
     pub apps: Vec<crate::pusher::AppConfig>,
     /// Credentials for the development app (`RINGCAST_APP_ID`, `_KEY`, `_SECRET`); the ones
@@ -108,6 +111,7 @@ impl Default for Config {
             message_rate: crate::limits::MessageRateConfig::default(),
             outbox_policy: crate::limits::OutboxPolicy::Close,
             write_stall_timeout: crate::limits::WRITE_STALL_TIMEOUT,
+            admin_listen: None,
             apps: Vec::new(),
             dev_app: crate::pusher::apps::DevCredentials::default(),
         }
@@ -397,6 +401,9 @@ pub struct ConfigLayer {
     /// Close a connection whose queued bytes make no progress for this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub write_stall_timeout: Option<Duration>,
+    /// Serve /metrics, /health, /ready and the dashboard here instead of on --listen.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// Log filter in RUST_LOG syntax, e.g. `info` or `ringcast=debug,warn` [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -546,6 +553,7 @@ impl ConfigLayer {
                 self.outbox_policy = Some(crate::limits::OutboxPolicy::from_str(value)?)
             }
             "WRITE_STALL_TIMEOUT" => self.write_stall_timeout = Some(parse_duration(value)?),
+            "ADMIN_LISTEN" => self.admin_listen = parsed(value)?,
             "LOG_LEVEL" => self.log_level = Some(value.to_owned()),
             "LOG_FORMAT" => self.log_format = Some(LogFormat::from_str(value.trim())?),
             "APP_ID" => self.dev_app.id = Some(value.to_owned()),
@@ -609,6 +617,7 @@ impl ConfigLayer {
             max_bytes_per_sec: self.max_bytes_per_sec.or(base.max_bytes_per_sec),
             outbox_policy: self.outbox_policy.or(base.outbox_policy),
             write_stall_timeout: self.write_stall_timeout.or(base.write_stall_timeout),
+            admin_listen: self.admin_listen.or(base.admin_listen),
             log_level: self.log_level.or(base.log_level),
             log_format: self.log_format.or(base.log_format),
             apps: self.apps.or(base.apps),
@@ -665,6 +674,7 @@ impl ConfigLayer {
         set(&mut rate.bytes_per_second, self.max_bytes_per_sec);
         set(&mut config.outbox_policy, self.outbox_policy);
         set(&mut config.write_stall_timeout, self.write_stall_timeout);
+        config.admin_listen = self.admin_listen;
         set(&mut config.apps, self.apps);
         config.dev_app = self.dev_app;
         let mut log = LogConfig::default();
@@ -930,6 +940,7 @@ struct FileConfig {
     outbox_policy: Option<crate::limits::OutboxPolicy>,
     #[serde(default, deserialize_with = "duration_value")]
     write_stall_timeout: Option<Duration>,
+    admin_listen: Option<SocketAddr>,
     #[serde(default)]
     http: FileHttp,
     #[serde(default)]
@@ -1003,6 +1014,7 @@ impl From<FileConfig> for ConfigLayer {
             max_bytes_per_sec: file.max_bytes_per_sec,
             outbox_policy: file.outbox_policy,
             write_stall_timeout: file.write_stall_timeout,
+            admin_listen: file.admin_listen,
             log_level: file.log.level,
             log_format: file.log.format,
             apps: file.apps,

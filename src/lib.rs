@@ -5,6 +5,7 @@
 //! events and bytes to send. Everything that touches a socket, a clock or a thread lives
 //! elsewhere. See `docs/architecture.md` for the shape of the whole.
 
+pub mod admin;
 pub mod check;
 pub mod config;
 pub mod dashboard;

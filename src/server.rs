@@ -174,6 +174,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         },
     ));
     let ip_limits = Arc::new(IpLimits::new(config.ip_limits.clone()));
+    if let Some(addr) = config.admin_listen {
+        let admin = crate::admin::spawn(addr, Arc::clone(&registry))
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        tracing::info!(admin = %admin, "admin routes listening");
+    }
     let cpus = sys::allowed_cpus().unwrap_or_default();
     let pin = config.pin_shards && cpus.len() >= config.shards;
     let (control_tx, control_rx) = mpsc::channel();

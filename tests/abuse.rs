@@ -496,3 +496,15 @@ fn proxy_protocol_from_a_trusted_balancer(backend: &str) {
     server.assert_responsive_from([127, 0, 0, 5]);
 }
 matrix!(proxy_protocol_from_a_trusted_balancer);
+
+fn admin_listener_keeps_admin_routes_off_the_main_port(backend: &str) {
+    let server = Server::start(backend, &["--admin-listen", "127.0.0.1:0"]);
+    let admin: std::net::SocketAddr = server.log_field("admin").parse().expect("admin addr");
+    assert!(server.get("/metrics").starts_with("HTTP/1.1 404 "));
+    let metrics = abuse_common::get_from(admin, "/metrics");
+    assert!(metrics.contains("ringcast_shard_up"), "{metrics}");
+    let feed = Client::upgrade(connect(server.addr()), "/dashboard/feed", &[]);
+    assert!(feed.is_err(), "no feed on the main port");
+    server.assert_responsive();
+}
+matrix!(admin_listener_keeps_admin_routes_off_the_main_port);

@@ -266,7 +266,8 @@ impl<D: Driver> Shard<D> {
         registry: Arc<Registry>,
         ip_limits: Arc<IpLimits>,
     ) -> Self {
-        self.core.observe = Observe::new(id, registry, ip_limits);
+        let admin_on_main = self.core.config.admin_listen.is_none();
+        self.core.observe = Observe::new(id, registry, ip_limits, admin_on_main);
         self
     }
 
@@ -571,6 +572,9 @@ impl Core {
             }
             Ok(req) => match route_of(req.path) {
                 None => Err((StatusCode::NOT_FOUND, &[][..])),
+                Some(Route::Feed) if !observe.admin_on_main() => {
+                    Err((StatusCode::NOT_FOUND, &[][..]))
+                }
                 Some(route) => match http::validate_upgrade(&req, &self.config.http) {
                     Ok(upgrade) => match admit_ip(observe, key, &req, &self.config) {
                         Err(status) => Err((status, &[][..])),

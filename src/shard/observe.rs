@@ -13,10 +13,9 @@ use std::time::{Instant, SystemTime};
 
 use crate::dashboard;
 use crate::driver::ConnKey;
-use crate::health::{self, HealthConfig, HealthSnapshot};
-use crate::http::{self, StatusCode};
+use crate::health::HealthConfig;
 use crate::limits::IpLimits;
-use crate::metrics::{self, MetricsSnapshot, ProcessInfo, Registry, ShardStats};
+use crate::metrics::{MetricsSnapshot, ProcessInfo, Registry, ShardStats};
 
 use super::wheel::Tick;
 
@@ -52,11 +51,19 @@ pub struct Observe {
     last_feed: Tick,
     /// Open WebSocket connections (the connections gauge).
     open: u64,
+    /// The admin routes are served on the main listener (no `admin_listen`).
+    admin_on_main: bool,
 }
 
 impl Observe {
-    /// Shard `id`'s state, publishing to `registry` and charging addresses to `ip_limits`.
-    pub fn new(id: usize, registry: Arc<Registry>, ip_limits: Arc<IpLimits>) -> Self {
+    /// Shard `id`'s state, publishing to `registry` and charging addresses to `ip_limits`;
+    /// `admin_on_main`: it answers the admin routes.
+    pub fn new(
+        id: usize,
+        registry: Arc<Registry>,
+        ip_limits: Arc<IpLimits>,
+        admin_on_main: bool,
+    ) -> Self {
         let mut stats = ShardStats::new();
         stats.set_listening(true);
         Self {
@@ -70,6 +77,7 @@ impl Observe {
             feed_prev: None,
             last_feed: 0,
             open: 0,
+            admin_on_main,
         }
     }
 
@@ -85,6 +93,7 @@ impl Observe {
             0,
             Arc::new(Registry::new(1, process)),
             Arc::new(IpLimits::new(config.ip_limits.clone())),
+            config.admin_listen.is_none(),
         )
     }
 
@@ -197,38 +206,16 @@ impl Observe {
         Some((frame, &self.feeds))
     }
 
-    /// Writes the whole HTTP answer for an admin path into `out`; `false` when `path` is not
-    /// one. The answer says `Connection: close`: probes and scrapes are one request each.
-    pub fn write_admin(&self, path: &str, out: &mut Vec<u8>) -> bool {
-        let close = [("Connection", "close"), ("Cache-Control", "no-store")];
-        let (status, content_type, body) = match path {
-            "/metrics" => {
-                let mut text = String::new();
-                metrics::encode(&self.registry.snapshot(SystemTime::now()), &mut text);
-                (200, metrics::CONTENT_TYPE, text.into_bytes())
-            }
-            "/health" => {
-                let snapshot = self.health_snapshot();
-                let (status, body) = health::health_response(&snapshot, &self.health);
-                (status, health::CONTENT_TYPE, body)
-            }
-            "/ready" => {
-                let (status, body) = health::ready_response(&self.health_snapshot());
-                (status, health::CONTENT_TYPE, body)
-            }
-            dashboard::PAGE_PATH => (
-                200,
-                dashboard::PAGE_CONTENT_TYPE,
-                dashboard::PAGE_HTML.as_bytes().to_vec(),
-            ),
-            _ => return false,
-        };
-        http::write_response(out, StatusCode(status), content_type, &close, &body);
-        true
+    /// Whether the admin routes (the feed included) are served here.
+    pub fn admin_on_main(&self) -> bool {
+        self.admin_on_main
     }
 
-    fn health_snapshot(&self) -> HealthSnapshot {
-        HealthSnapshot::from_metrics(&self.registry.snapshot(SystemTime::now()))
+    /// Writes the whole HTTP answer for an admin path into `out`; `false` when `path` is not
+    /// one, or the admin routes are served on their own listener.
+    pub fn write_admin(&self, path: &str, out: &mut Vec<u8>) -> bool {
+        self.admin_on_main
+            && crate::admin::write_admin_response(&self.registry, &self.health, path, out)
     }
 }
 

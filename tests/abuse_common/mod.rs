@@ -117,15 +117,27 @@ impl Server {
             .collect()
     }
 
+    /// The first `name=VALUE` field in the log, waiting up to [`IO_TIMEOUT`] for it.
+    pub fn log_field(&self, name: &str) -> String {
+        let start = Instant::now();
+        let needle = format!("{name}=");
+        loop {
+            let found = self.log.lock().expect("log").iter().find_map(|line| {
+                let rest = line.split(needle.as_str()).nth(1)?;
+                rest.split_whitespace().next().map(str::to_owned)
+            });
+            if let Some(value) = found {
+                return value;
+            }
+            assert!(start.elapsed() < IO_TIMEOUT, "no {name}= in the log");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A plain GET on a fresh connection; the whole answer (the server closes after it). Sent
     /// from 127.0.0.9, an address no test limits or names a proxy.
     pub fn get(&self, path: &str) -> String {
-        let mut stream = connect_from([127, 0, 0, 9], self.addr());
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-        stream.write_all(request.as_bytes()).expect("send GET");
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
-        String::from_utf8_lossy(&answer).into_owned()
+        get_from(self.addr(), path)
     }
 
     /// The sum of every sample of the metric family `name` whose labels contain `labels`
@@ -185,6 +197,17 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain GET to `addr` from 127.0.0.9 (an address no test limits or names a proxy); the
+/// whole answer (the server closes after it).
+pub fn get_from(addr: SocketAddr, path: &str) -> String {
+    let mut stream = connect_from([127, 0, 0, 9], addr);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send GET");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// A connection with the suite's timeouts.
