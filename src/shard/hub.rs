@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use crate::mesh::MailboxSender;
 use crate::pusher::api::response::ChannelStats;
+use crate::pusher::cache::CACHE_TTL;
 use crate::pusher::presence::PresenceJoin;
 use crate::pusher::protocol::PresenceMember;
 use crate::pusher::{AppConfig, AppIndex, Apps, CacheSlot, Frame, PresenceRoster, PusherConfig};
@@ -59,7 +60,19 @@ impl ChannelEntry {
 type AppIndexMap = RwLock<HashMap<Box<str>, ChannelEntry>>;
 
 /// One app's cache channels: name to last event.
-type AppCaches = Mutex<HashMap<Box<str>, CacheSlot>>;
+type AppCaches = Mutex<CacheTable>;
+
+/// Fewest cache entries before expired ones are swept: small tables are not worth a pass.
+const MIN_CACHE_SWEEP: usize = 64;
+
+/// One app's cache slots with the time each was last written, swept of expired entries each
+/// time the table doubles, so channels that stopped publishing do not stay forever and the
+/// sweeps cost O(1) per publish amortised.
+#[derive(Debug, Default)]
+struct CacheTable {
+    slots: HashMap<Box<str>, (CacheSlot, Instant)>,
+    sweep_at: usize,
+}
 
 /// The process-wide state the shards share. Built once at start, then shared by `Arc`.
 #[derive(Debug)]
@@ -287,13 +300,22 @@ impl Hub {
             return;
         };
         let mut caches = caches.lock().unwrap_or_else(|e| e.into_inner());
-        match caches.get_mut(channel) {
-            Some(slot) => slot.handle_publish(frame, now),
+        match caches.slots.get_mut(channel) {
+            Some((slot, at)) => {
+                slot.handle_publish(frame, now);
+                *at = now;
+            }
             None => {
                 let mut slot = CacheSlot::default();
                 slot.handle_publish(frame, now);
-                caches.insert(channel.into(), slot);
+                caches.slots.insert(channel.into(), (slot, now));
             }
+        }
+        if caches.slots.len() >= caches.sweep_at.max(MIN_CACHE_SWEEP) {
+            caches
+                .slots
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < CACHE_TTL);
+            caches.sweep_at = caches.slots.len() * 2;
         }
     }
 
@@ -303,8 +325,8 @@ impl Hub {
             return CacheSlot::default().replay(channel, now);
         };
         let mut caches = caches.lock().unwrap_or_else(|e| e.into_inner());
-        match caches.get_mut(channel) {
-            Some(slot) => slot.replay(channel, now),
+        match caches.slots.get_mut(channel) {
+            Some((slot, _)) => slot.replay(channel, now),
             None => CacheSlot::default().replay(channel, now),
         }
     }
@@ -430,6 +452,21 @@ mod tests {
         assert_eq!(hub.users(APP, "presence-r"), ["u1"]);
         assert!(hub.leave_presence(APP, "presence-r", "u1").is_none());
         assert!(hub.leave_presence(APP, "presence-r", "u1").is_some());
+    }
+
+    #[test]
+    fn expired_cache_slots_are_swept() {
+        let hub = hub(1);
+        let t0 = Instant::now();
+        let frame = crate::pusher::encode_event_frame("e", "cache-0", "{}", None);
+        for i in 0..MIN_CACHE_SWEEP - 1 {
+            hub.cache_publish(APP, &format!("cache-{i}"), &frame, t0);
+        }
+        let later = t0 + CACHE_TTL;
+        hub.cache_publish(APP, "cache-new", &frame, later);
+        let caches = hub.caches[0].lock().unwrap_or_else(|e| e.into_inner());
+        let names: Vec<&str> = caches.slots.keys().map(|k| &**k).collect();
+        assert_eq!(names, ["cache-new"]);
     }
 
     #[test]
