@@ -495,8 +495,11 @@ impl Core {
         };
         conn.last_rx = now;
         if conn.has(flags::PING_OUTSTANDING) {
-            // Any byte answers our ping; its delay is the round trip, to a tick.
-            let rtt = TICK * now.saturating_sub(conn.since);
+            // Any byte answers our ping. The ping went out in the loop turn of tick `since`,
+            // which starts at `started + since * TICK`: the round trip is measured from there
+            // (late by that turn's lag at most).
+            let sent_at = self.started + TICK * conn.since;
+            let rtt = Instant::now().saturating_duration_since(sent_at);
             self.observe.stats.record_heartbeat(rtt);
         }
         conn.flags &= !flags::PING_OUTSTANDING;
