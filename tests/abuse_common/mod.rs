@@ -212,20 +212,34 @@ pub fn get_from(addr: SocketAddr, path: &str) -> String {
 
 /// A connection with the suite's timeouts.
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    connect_from([127, 0, 0, 1], addr)
+    // No bind: the kernel picks the source port at connect time, which reuses ports across
+    // destinations, so thousands of connections do not exhaust the ephemeral range.
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    with_suite_options(stream)
 }
 
 /// A connection from the loopback address `source`, with the suite's timeouts.
 pub fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    // Ports in TIME_WAIT from earlier runs would otherwise refuse the bind.
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
     socket
         .bind(&SocketAddr::from((source, 0)).into())
         .expect("bind source");
     socket.connect(&addr.into()).expect("connect");
-    let stream: TcpStream = socket.into();
+    with_suite_options(socket.into())
+}
+
+/// The suite's timeouts, and an abortive close: a dropped client resets instead of leaving a
+/// TIME_WAIT socket holding its port, so repeated runs of the 5,000-connection test do not use
+/// up the host's ephemeral ports.
+fn with_suite_options(stream: TcpStream) -> TcpStream {
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
     stream
 }
 
