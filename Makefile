@@ -17,6 +17,18 @@ build:
 test: lint test-sysctl test-deps
 	$(CARGO) test --workspace --locked
 
+## Third-party clients the integration suite runs (npm pusher-js, pusher, ws; PyPI pusher);
+## idempotent.
+.PHONY: test-deps
+test-deps:
+	sh tests/clients/install.sh
+
+## Real-client tests (pusher-js, ws, the pusher server SDKs) against a debug server.
+.PHONY: test-clients
+test-clients: test-deps
+	$(CARGO) build --locked --bin ringcast
+	bash tests/clients/run.sh
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
@@ -32,6 +44,12 @@ test-dashboard:
 ## Run every fuzz target for FUZZ_SECONDS each (cargo-fuzz, installed on demand).
 fuzz:
 	sh fuzz/run.sh $(FUZZ_SECONDS)
+
+## Figure: fan-out deliveries per server CPU-second and latency, ringcast 1 and 2 shards vs Bun
+## (docs/benchmarks.md).
+.PHONY: bench-fanout
+bench-fanout:
+	bash benches/fanout.sh
 
 ## Criterion micro-benchmarks.
 bench:

@@ -67,6 +67,22 @@ pub struct Config {
     pub max_outbox_bytes: usize,
     /// Pin each shard thread to its own CPU (when the CPUs allowed outnumber the shards).
     pub pin_shards: bool,
+    /// Connections and handshakes per client address, and whose forwarded addresses count.
+    pub ip_limits: crate::limits::IpLimitsConfig,
+    /// Messages and bytes per second each connection may send.
+    pub message_rate: crate::limits::MessageRateConfig,
+    /// What crossing `max_outbox_bytes` does.
+    pub outbox_policy: crate::limits::OutboxPolicy,
+    /// A connection whose queued bytes make no progress for this long is closed.
+    pub write_stall_timeout: Duration,
+    /// Where `/metrics`, `/health`, `/ready` and the dashboard are served instead of the main
+    /// listener; `None`: on the main listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// The Pusher apps served (`[[apps]]`); empty means one development app.
+    pub apps: Vec<crate::pusher::AppConfig>,
+    /// Credentials for the development app (`RINGCAST_APP_ID`, `_KEY`, `_SECRET`); the ones
+    /// left unset are generated at start.
+    pub dev_app: crate::pusher::apps::DevCredentials,
 }
 
 impl Default for Config {
@@ -91,6 +107,13 @@ impl Default for Config {
             // 1 MiB and its answer from `shared/LIMITS.md` (outbox per connection).
             max_outbox_bytes: 1024 * 1024,
             pin_shards: true,
+            ip_limits: crate::limits::IpLimitsConfig::default(),
+            message_rate: crate::limits::MessageRateConfig::default(),
+            outbox_policy: crate::limits::OutboxPolicy::Close,
+            write_stall_timeout: crate::limits::WRITE_STALL_TIMEOUT,
+            admin_listen: None,
+            apps: Vec::new(),
+            dev_app: crate::pusher::apps::DevCredentials::default(),
         }
     }
 }
@@ -351,12 +374,48 @@ pub struct ConfigLayer {
     /// Pin each shard thread to its own CPU: true or false [default: true].
     #[arg(long, value_name = "BOOL")]
     pub pin_shards: Option<bool>,
+    /// Most connections one client address may hold (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+    /// Most WebSocket handshakes one client address may start per second (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_handshakes_per_ip: Option<u32>,
+    /// Proxies whose X-Forwarded-For is believed (comma-separated addresses or ranges).
+    #[arg(long, value_name = "RANGES", value_parser = parse_nets)]
+    pub trusted_proxies: Option<Nets>,
+    /// Connections from trusted proxies begin with a PROXY protocol v1/v2 header.
+    #[arg(long, value_name = "BOOL")]
+    pub proxy_protocol: Option<bool>,
+    /// Client addresses the per-IP limits never apply to (comma-separated; empty for none).
+    #[arg(long, value_name = "RANGES", value_parser = parse_nets)]
+    pub limits_exempt: Option<Nets>,
+    /// Most data messages a connection may send per second (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_messages_per_sec: Option<u32>,
+    /// Most payload bytes a connection may send per second (0: no limit).
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes_per_sec: Option<u32>,
+    /// What a full outbox does: close, or drop-oldest for lossy messages.
+    #[arg(long, value_name = "POLICY", value_parser = crate::limits::OutboxPolicy::from_str)]
+    pub outbox_policy: Option<crate::limits::OutboxPolicy>,
+    /// Close a connection whose queued bytes make no progress for this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub write_stall_timeout: Option<Duration>,
+    /// Serve /metrics, /health, /ready and the dashboard here instead of on --listen.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// Log filter in RUST_LOG syntax, e.g. `info` or `ringcast=debug,warn` [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Log format: human or json [default: human].
     #[arg(long, value_name = "FORMAT", value_parser = LogFormat::from_str)]
     pub log_format: Option<LogFormat>,
+    /// The file's `[[apps]]` sections.
+    #[arg(skip)]
+    pub apps: Option<Vec<crate::pusher::AppConfig>>,
+    /// Development-app credentials from `RINGCAST_APP_ID`, `_KEY` and `_SECRET`.
+    #[arg(skip)]
+    pub dev_app: crate::pusher::apps::DevCredentials,
 }
 
 /// A list of allowed origins; a newtype so clap takes one comma-separated value for it.
@@ -385,6 +444,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .checked_mul(millis_per_unit)
         .map(Duration::from_millis)
         .ok_or_else(bad)
+}
+
+/// Address ranges from a comma-separated list (`10.0.0.0/8, ::1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nets(pub Vec<crate::limits::IpNet>);
+
+fn parse_nets(text: &str) -> Result<Nets, String> {
+    crate::limits::parse_nets(text).map(Nets)
 }
 
 /// Parses a comma-separated origin list; `*` (or an empty value) allows every origin.
@@ -475,8 +542,23 @@ impl ConfigLayer {
             "RECV_BUFFERS" => self.recv_buffers = parsed(value)?,
             "MAX_OUTBOX_BYTES" => self.max_outbox_bytes = Some(parse_count(value)?),
             "PIN_SHARDS" => self.pin_shards = parsed(value)?,
+            "MAX_CONNECTIONS_PER_IP" => self.max_connections_per_ip = parsed(value)?,
+            "MAX_HANDSHAKES_PER_IP" => self.max_handshakes_per_ip = parsed(value)?,
+            "TRUSTED_PROXIES" => self.trusted_proxies = Some(parse_nets(value)?),
+            "LIMITS_EXEMPT" => self.limits_exempt = Some(parse_nets(value)?),
+            "PROXY_PROTOCOL" => self.proxy_protocol = parsed(value)?,
+            "MAX_MESSAGES_PER_SEC" => self.max_messages_per_sec = parsed(value)?,
+            "MAX_BYTES_PER_SEC" => self.max_bytes_per_sec = parsed(value)?,
+            "OUTBOX_POLICY" => {
+                self.outbox_policy = Some(crate::limits::OutboxPolicy::from_str(value)?)
+            }
+            "WRITE_STALL_TIMEOUT" => self.write_stall_timeout = Some(parse_duration(value)?),
+            "ADMIN_LISTEN" => self.admin_listen = parsed(value)?,
             "LOG_LEVEL" => self.log_level = Some(value.to_owned()),
             "LOG_FORMAT" => self.log_format = Some(LogFormat::from_str(value.trim())?),
+            "APP_ID" => self.dev_app.id = Some(value.to_owned()),
+            "APP_KEY" => self.dev_app.key = Some(value.to_owned()),
+            "APP_SECRET" => self.dev_app.secret = Some(value.to_owned()),
             _ => return Ok(false),
         }
         Ok(true)
@@ -526,8 +608,24 @@ impl ConfigLayer {
             recv_buffers: self.recv_buffers.or(base.recv_buffers),
             max_outbox_bytes: self.max_outbox_bytes.or(base.max_outbox_bytes),
             pin_shards: self.pin_shards.or(base.pin_shards),
+            max_connections_per_ip: self.max_connections_per_ip.or(base.max_connections_per_ip),
+            max_handshakes_per_ip: self.max_handshakes_per_ip.or(base.max_handshakes_per_ip),
+            trusted_proxies: self.trusted_proxies.or(base.trusted_proxies),
+            limits_exempt: self.limits_exempt.or(base.limits_exempt),
+            proxy_protocol: self.proxy_protocol.or(base.proxy_protocol),
+            max_messages_per_sec: self.max_messages_per_sec.or(base.max_messages_per_sec),
+            max_bytes_per_sec: self.max_bytes_per_sec.or(base.max_bytes_per_sec),
+            outbox_policy: self.outbox_policy.or(base.outbox_policy),
+            write_stall_timeout: self.write_stall_timeout.or(base.write_stall_timeout),
+            admin_listen: self.admin_listen.or(base.admin_listen),
             log_level: self.log_level.or(base.log_level),
             log_format: self.log_format.or(base.log_format),
+            apps: self.apps.or(base.apps),
+            dev_app: crate::pusher::apps::DevCredentials {
+                id: self.dev_app.id.or(base.dev_app.id),
+                key: self.dev_app.key.or(base.dev_app.key),
+                secret: self.dev_app.secret.or(base.dev_app.secret),
+            },
         }
     }
 
@@ -565,6 +663,20 @@ impl ConfigLayer {
         set(&mut config.recv_buffers, self.recv_buffers);
         set(&mut config.max_outbox_bytes, self.max_outbox_bytes);
         set(&mut config.pin_shards, self.pin_shards);
+        let ip = &mut config.ip_limits;
+        set(&mut ip.max_connections_per_ip, self.max_connections_per_ip);
+        set(&mut ip.max_handshakes_per_ip, self.max_handshakes_per_ip);
+        set(&mut ip.trusted_proxies, self.trusted_proxies.map(|n| n.0));
+        set(&mut ip.exempt, self.limits_exempt.map(|n| n.0));
+        set(&mut ip.proxy_protocol, self.proxy_protocol);
+        let rate = &mut config.message_rate;
+        set(&mut rate.messages_per_second, self.max_messages_per_sec);
+        set(&mut rate.bytes_per_second, self.max_bytes_per_sec);
+        set(&mut config.outbox_policy, self.outbox_policy);
+        set(&mut config.write_stall_timeout, self.write_stall_timeout);
+        config.admin_listen = self.admin_listen;
+        set(&mut config.apps, self.apps);
+        config.dev_app = self.dev_app;
         let mut log = LogConfig::default();
         set(&mut log.filter, self.log_level);
         set(&mut log.format, self.log_format);
@@ -704,6 +816,17 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         );
     }
+    let bps = config.message_rate.bytes_per_second as usize;
+    if bps != 0 && bps < ws.max_message_size {
+        return invalid(
+            "max_bytes_per_sec",
+            format!(
+                "{bps} is below max_message_size ({}), so one largest message could never pass; \
+                 raise it, or set 0 for no limit (default 4194304)",
+                ws.max_message_size
+            ),
+        );
+    }
     if config.max_outbox_bytes < ws.max_message_size {
         return invalid(
             "max_outbox_bytes",
@@ -712,6 +835,12 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
                  receiver as a slow consumer; raise it (default 1048576)",
                 config.max_outbox_bytes, ws.max_message_size
             ),
+        );
+    }
+    if let Err(e) = crate::pusher::Apps::new(config.apps.clone()) {
+        return invalid(
+            "apps",
+            format!("{e}; fix the [[apps]] sections of the file"),
         );
     }
     Ok(())
@@ -799,12 +928,26 @@ struct FileConfig {
     recv_buffers: Option<u16>,
     max_outbox_bytes: Option<usize>,
     pin_shards: Option<bool>,
+    max_connections_per_ip: Option<u32>,
+    max_handshakes_per_ip: Option<u32>,
+    #[serde(default, deserialize_with = "nets_value")]
+    trusted_proxies: Option<Nets>,
+    #[serde(default, deserialize_with = "nets_value")]
+    limits_exempt: Option<Nets>,
+    proxy_protocol: Option<bool>,
+    max_messages_per_sec: Option<u32>,
+    max_bytes_per_sec: Option<u32>,
+    outbox_policy: Option<crate::limits::OutboxPolicy>,
+    #[serde(default, deserialize_with = "duration_value")]
+    write_stall_timeout: Option<Duration>,
+    admin_listen: Option<SocketAddr>,
     #[serde(default)]
     http: FileHttp,
     #[serde(default)]
     ws: FileWs,
     #[serde(default)]
     log: FileLog,
+    apps: Option<Vec<crate::pusher::AppConfig>>,
 }
 
 /// The `[http]` table.
@@ -862,13 +1005,35 @@ impl From<FileConfig> for ConfigLayer {
             recv_buffers: file.recv_buffers,
             max_outbox_bytes: file.max_outbox_bytes,
             pin_shards: file.pin_shards,
+            max_connections_per_ip: file.max_connections_per_ip,
+            max_handshakes_per_ip: file.max_handshakes_per_ip,
+            trusted_proxies: file.trusted_proxies,
+            limits_exempt: file.limits_exempt,
+            proxy_protocol: file.proxy_protocol,
+            max_messages_per_sec: file.max_messages_per_sec,
+            max_bytes_per_sec: file.max_bytes_per_sec,
+            outbox_policy: file.outbox_policy,
+            write_stall_timeout: file.write_stall_timeout,
+            admin_listen: file.admin_listen,
             log_level: file.log.level,
             log_format: file.log.format,
+            apps: file.apps,
+            dev_app: crate::pusher::apps::DevCredentials::default(),
         }
     }
 }
 
 /// Deserializes a file duration: integer seconds or a string such as `"30s"`.
+/// An address-range list in the file: a comma-separated string, like the flag.
+fn nets_value<'de, D>(deserializer: D) -> Result<Option<Nets>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    text.map(|t| parse_nets(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 fn duration_value<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -990,6 +1155,57 @@ mod tests {
         assert!(!config.pin_shards);
         assert_eq!(log.filter, "ringcast=debug,warn");
         assert_eq!(log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn apps_sections_and_development_app_variables() {
+        let layer = file(
+            r#"
+            [[apps]]
+            id = "1"
+            key = "k1"
+            secret = "s1"
+            client_events = true
+
+            [[apps]]
+            id = "2"
+            key = "k2"
+            secret = "s2"
+            limits = { max_event_payload_bytes = 2048 }
+            "#,
+        );
+        let (config, _) = layer.resolve().unwrap();
+        let keys: Vec<&str> = config.apps.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2"]);
+        assert!(config.apps[0].client_events && !config.apps[1].client_events);
+        assert_eq!(config.apps[1].limits.max_event_payload_bytes, 2048);
+
+        let vars = env(&[("RINGCAST_APP_ID", "7"), ("RINGCAST_APP_KEY", "dev-key")]);
+        let (layer, warnings) = ConfigLayer::from_env(vars).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (config, _) = layer.resolve().unwrap();
+        assert!(config.apps.is_empty());
+        assert_eq!(config.dev_app.id.as_deref(), Some("7"));
+        assert_eq!(config.dev_app.key.as_deref(), Some("dev-key"));
+        assert_eq!(config.dev_app.secret, None);
+    }
+
+    #[test]
+    fn duplicate_app_keys_are_refused() {
+        let layer = file(
+            r#"
+            [[apps]]
+            id = "1"
+            key = "same"
+            secret = "s1"
+            [[apps]]
+            id = "2"
+            key = "same"
+            secret = "s2"
+            "#,
+        );
+        let message = error_of(layer.resolve());
+        assert!(message.starts_with("apps"), "{message}");
     }
 
     #[test]
@@ -1261,6 +1477,40 @@ mod tests {
             .to_string();
         assert!(message.contains("/nonexistent/ringcast.toml"), "{message}");
         assert!(message.contains("--config"), "{message}");
+    }
+
+    #[test]
+    fn limit_keys_reach_the_config_from_every_source() {
+        let text = "max_connections_per_ip = 5\ntrusted_proxies = \"10.0.0.0/8\"\n\
+                    outbox_policy = \"drop-oldest\"\nwrite_stall_timeout = \"3s\"\n";
+        let (config, _) = file(text).resolve().unwrap();
+        assert_eq!(config.ip_limits.max_connections_per_ip, 5);
+        assert_eq!(config.ip_limits.trusted_proxies.len(), 1);
+        assert_eq!(
+            config.outbox_policy,
+            crate::limits::OutboxPolicy::DropOldest
+        );
+        assert_eq!(config.write_stall_timeout, Duration::from_secs(3));
+        let env = [
+            ("RINGCAST_LIMITS_EXEMPT", ""),
+            ("RINGCAST_MAX_MESSAGES_PER_SEC", "7"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let (layer, _) = ConfigLayer::from_env(env).unwrap();
+        let (config, _) = layer.resolve().unwrap();
+        assert!(config.ip_limits.exempt.is_empty());
+        assert_eq!(config.message_rate.messages_per_second, 7);
+        let bad = ConfigLayer::from_toml("trusted_proxies = \"10.0.0.0/99\"", Path::new("t"));
+        assert!(bad.is_err(), "a bad range is reported, not dropped");
+    }
+
+    #[test]
+    fn byte_rate_below_one_message_is_refused() {
+        let layer = ConfigLayer {
+            max_bytes_per_sec: Some(1000),
+            ..ConfigLayer::default()
+        };
+        assert!(layer.resolve().is_err());
     }
 
     #[test]

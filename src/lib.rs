@@ -5,14 +5,17 @@
 //! events and bytes to send. Everything that touches a socket, a clock or a thread lives
 //! elsewhere. See `docs/architecture.md` for the shape of the whole.
 
+pub mod admin;
 pub mod check;
 pub mod config;
 pub mod dashboard;
 pub mod driver;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod mesh;
 pub mod metrics;
+pub mod pusher;
 pub mod server;
 pub mod shard;
 pub mod ws;

@@ -2,10 +2,11 @@
 //! shard arrives here as a message, followed by a ring of the shard's doorbell (the driver's
 //! eventfd), so a sleeping shard wakes and drains its mailbox in its own loop turn.
 //!
-//! Today the only sender is the process's control thread (drain on a signal). The shape is the
-//! one pub/sub fan-out needs later: a message per target shard carrying reference-counted frames,
-//! at which point the queue becomes one SPSC ring per ordered shard pair with the doorbell rung
-//! only when the target is about to sleep.
+//! Senders are the process's control thread (drain on a signal) and the other shards: a Pusher
+//! publish reaches each shard that has subscribers of the channel as one message carrying the
+//! reference-counted frame (see `docs/architecture.md`, fan-out). The queue could become one
+//! SPSC ring per ordered shard pair with the doorbell rung only when the target is about to
+//! sleep.
 
 use std::sync::mpsc;
 
@@ -19,6 +20,26 @@ pub enum MeshMessage {
     Drain,
     /// Stop at once, closing every socket without a close handshake.
     Stop,
+    /// Deliver a frame published on another shard to this shard's subscribers of the channel.
+    /// The frame is the publisher's buffer (a reference count), not a copy.
+    Publish {
+        /// The app.
+        app: crate::pusher::AppIndex,
+        /// The channel.
+        channel: std::sync::Arc<str>,
+        /// The encoded event.
+        frame: crate::pusher::Frame,
+        /// A connection that must not receive it (the sender of a client event, or the
+        /// `socket_id` of an API call).
+        exclude: Option<crate::pusher::SocketId>,
+    },
+    /// Close every connection of this shard signed in as the user (4009).
+    TerminateUser {
+        /// The app.
+        app: crate::pusher::AppIndex,
+        /// The user.
+        user_id: std::sync::Arc<str>,
+    },
 }
 
 /// The sending half, held by other threads; cheap to clone.

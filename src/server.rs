@@ -20,7 +20,10 @@ use crate::driver::Driver;
 use crate::driver::epoll::EpollDriver;
 use crate::driver::sys;
 use crate::driver::uring::{self, UringConfig, UringDriver};
+use crate::limits::IpLimits;
 use crate::mesh::{Mailbox, MailboxSender, MeshMessage};
+use crate::metrics::{ProcessInfo, Registry};
+use crate::shard::hub::Hub;
 use crate::shard::{ConnLimit, Shard, ShardError};
 
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 by default since
@@ -66,6 +69,8 @@ pub enum ServeError {
     },
     /// A second signal arrived during the drain; connections were not waited for.
     Interrupted,
+    /// The Pusher apps (configured or development) are not usable.
+    Apps(crate::pusher::apps::AppsError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -90,6 +95,7 @@ impl std::fmt::Display for ServeError {
             ),
             Self::ShardFailed { shard, source } => write!(f, "shard {shard} stopped: {source}"),
             Self::Interrupted => write!(f, "second signal during drain: exited without waiting"),
+            Self::Apps(e) => write!(f, "the Pusher apps are not usable: {e}"),
         }
     }
 }
@@ -152,8 +158,27 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ServeError::Signals)?;
     let signal_handle = signals.handle();
 
+    let hub = Arc::new(Hub::for_config(&config, config.shards).map_err(ServeError::Apps)?);
     let config = Arc::new(config);
     let limit = Arc::new(ConnLimit::new(config.max_connections));
+    let registry = Arc::new(Registry::new(
+        config.shards,
+        ProcessInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            backend: match backend {
+                Chosen::Uring => "io_uring",
+                Chosen::Epoll => "epoll",
+            },
+            start_time: std::time::SystemTime::now(),
+            capacity: config.max_connections as u64,
+        },
+    ));
+    let ip_limits = Arc::new(IpLimits::new(config.ip_limits.clone()));
+    if let Some(addr) = config.admin_listen {
+        let admin = crate::admin::spawn(addr, Arc::clone(&registry))
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        tracing::info!(admin = %admin, "admin routes listening");
+    }
     let cpus = sys::allowed_cpus().unwrap_or_default();
     let pin = config.pin_shards && cpus.len() >= config.shards;
     let (control_tx, control_rx) = mpsc::channel();
@@ -162,10 +187,19 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         let cpu = if pin { cpus.get(shard).copied() } else { None };
         let (config, limit, control) =
             (Arc::clone(&config), Arc::clone(&limit), control_tx.clone());
+        let hub = Arc::clone(&hub);
+        let (registry, ip_limits) = (Arc::clone(&registry), Arc::clone(&ip_limits));
         let spawned = thread::Builder::new()
             .name(format!("shard-{shard}"))
             .spawn(move || {
-                shard_thread(shard, cpu, backend, listener.into(), config, limit, control)
+                let shared = Shared {
+                    config,
+                    limit,
+                    hub,
+                    registry,
+                    ip_limits,
+                };
+                shard_thread(shard, cpu, backend, listener.into(), shared, control)
             });
         match spawned {
             Ok(handle) => threads.push(handle),
@@ -266,15 +300,24 @@ fn control_loop(
     }
 }
 
+/// What every shard thread gets a handle of.
+struct Shared {
+    config: Arc<Config>,
+    limit: Arc<ConnLimit>,
+    hub: Arc<Hub>,
+    registry: Arc<Registry>,
+    ip_limits: Arc<IpLimits>,
+}
+
 fn shard_thread(
     shard: usize,
     cpu: Option<usize>,
     backend: Chosen,
     listener: OwnedFd,
-    config: Arc<Config>,
-    limit: Arc<ConnLimit>,
+    shared: Shared,
     control: mpsc::Sender<Control>,
 ) {
+    let config = Arc::clone(&shared.config);
     if let Some(cpu) = cpu
         && let Err(error) = sys::pin_current_thread(cpu)
     {
@@ -287,10 +330,10 @@ fn shard_thread(
                 recv_buffer_size: config.recv_buffer_size.min(u32::MAX as usize) as u32,
             };
             UringDriver::new(uring_config)
-                .and_then(|driver| serve(shard, driver, listener, config, limit, &control))
+                .and_then(|driver| serve(shard, driver, listener, shared, &control))
         }
         Chosen::Epoll => EpollDriver::new(config.recv_buffer_size)
-            .and_then(|driver| serve(shard, driver, listener, config, limit, &control)),
+            .and_then(|driver| serve(shard, driver, listener, shared, &control)),
     };
     let message = match result {
         Ok(result) => Control::Exited { shard, result },
@@ -305,13 +348,21 @@ fn serve<D: Driver>(
     shard: usize,
     driver: D,
     listener: OwnedFd,
-    config: Arc<Config>,
-    limit: Arc<ConnLimit>,
+    shared: Shared,
     control: &mpsc::Sender<Control>,
 ) -> io::Result<Result<(), ShardError>> {
     let backend = driver.backend();
     let (mailbox_tx, mailbox) = Mailbox::new(driver.waker());
-    let shard_loop = Shard::new(driver, listener, config, mailbox, limit)?;
+    let Shared {
+        config,
+        limit,
+        hub,
+        registry,
+        ip_limits,
+    } = shared;
+    hub.register_peer(shard, mailbox_tx.clone());
+    let shard_loop = Shard::with_hub(driver, listener, config, mailbox, limit, hub, shard)?
+        .with_shared(shard, registry, ip_limits);
     let _ = control.send(Control::Ready {
         shard,
         mailbox: mailbox_tx,

@@ -5,6 +5,7 @@
 //! queue while frames wait.
 
 use crate::http::HeadReader;
+use crate::limits::TokenBucket;
 use crate::ws;
 
 use super::outbox::Outbox;
@@ -31,6 +32,11 @@ pub enum Route {
     None,
     /// Echo every text and binary message.
     Echo,
+    /// The dashboard feed: one metrics frame a second, what the client sends is ignored.
+    Feed,
+    /// A Pusher protocol v7 connection (`/app/{key}`); its session lives in the shard's
+    /// session map.
+    Pusher,
 }
 
 /// Bit set of [`Conn::flags`].
@@ -42,6 +48,11 @@ pub mod flags {
     /// Close the socket at the next flush, whatever is queued.
     pub const CLOSE_NOW: u8 = 1 << 2;
 }
+
+/// Disconnect reasons a connection can carry before it is removed, as a
+/// [`crate::metrics::DisconnectReason`] index; 0 (client close) is overwritten by the first
+/// reason the server finds, and a connection that ends with none set counts as lost.
+pub const NO_REASON: u8 = u8::MAX;
 
 /// Marks "no wheel entry filed".
 pub const NOT_FILED: Tick = Tick::MAX;
@@ -70,6 +81,17 @@ pub struct Conn {
     pub head: Option<Box<HeadReader>>,
     /// WebSocket decoder state.
     pub ws: ws::Connection,
+    /// Data messages the client may still send (`max_messages_per_sec`).
+    pub msg_bucket: TokenBucket,
+    /// Payload bytes the client may still send (`max_bytes_per_sec`).
+    pub byte_bucket: TokenBucket,
+    /// Tick the outbox last made progress (a send completed, or it went from empty to
+    /// non-empty): the write-stall deadline counts from here while bytes wait.
+    pub last_tx: Tick,
+    /// The close code sent or received, for the disconnect metric; 0 when none.
+    pub close_code: u16,
+    /// Why the connection is ending ([`NO_REASON`] until known).
+    pub reason: u8,
     /// Frames waiting for the socket.
     pub outbox: Outbox,
 }
@@ -88,6 +110,11 @@ impl Conn {
             control_frames: 0,
             head: None,
             ws: ws::Connection::new(ws::Role::Server),
+            msg_bucket: TokenBucket::full(0, now),
+            byte_bucket: TokenBucket::full(0, now),
+            last_tx: now,
+            close_code: 0,
+            reason: NO_REASON,
             outbox: Outbox::default(),
         }
     }
@@ -114,7 +141,9 @@ mod tests {
         let entry = super::super::slab::ConnSlab::<Conn>::ENTRY_BYTES;
         assert!(entry <= 256, "a connection takes {entry} bytes in the slab");
         assert!(
-            size_of::<Conn>() <= 128,
+            // 112 bytes of state plus the two rate buckets, the write-stall tick and the
+            // disconnect reason and code (24 bytes).
+            size_of::<Conn>() <= 136,
             "Conn is {} bytes",
             size_of::<Conn>()
         );

@@ -8,6 +8,7 @@
 //! connection with something queued and none in flight, close what must close), then advance
 //! the wheel to the current tick.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -22,12 +23,21 @@ use crate::http::{self, StatusCode};
 use crate::mesh::{Mailbox, MeshMessage};
 use crate::ws::{self, CloseCode, CloseFrame, OpCode};
 
+mod api;
+pub mod channels;
 pub mod conn;
+pub mod hub;
+mod observe;
 pub mod outbox;
+mod pusher_conn;
 pub mod slab;
 pub mod wheel;
 
-use conn::{Conn, NOT_FILED, Phase, Route, flags};
+use conn::{Conn, NO_REASON, NOT_FILED, Phase, Route, flags};
+use observe::Observe;
+
+use crate::limits::{IpLimitError, IpLimits, OutboxPolicy, TokenBucket};
+use crate::metrics::{DisconnectReason, Registry, RejectReason};
 use wheel::{Tick, TimerWheel};
 
 /// Length of one wheel tick, the granularity of every connection deadline. 100 ms keeps the
@@ -35,9 +45,24 @@ use wheel::{Tick, TimerWheel};
 /// accurate to a tenth of a second.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// The routing table: request path to what the connection serves. Later routes (`/app/{key}`,
-/// `/health`, `/metrics`, the HTTP API) are rows here.
-const ROUTES: &[(&str, Route)] = &[("/echo", Route::Echo)];
+/// The routing table: request path to what the connection serves. Later routes (`/health`,
+/// `/metrics`) are rows here; `/app/{key}` ([`PUSHER_PREFIX`]) and the Pusher HTTP API
+/// ([`crate::pusher::api::is_api_path`]) are matched by prefix.
+const ROUTES: &[(&str, Route)] = &[
+    ("/echo", Route::Echo),
+    (crate::dashboard::FEED_PATH, Route::Feed),
+];
+
+/// Path prefix of Pusher client connections, `/app/{key}`.
+const PUSHER_PREFIX: &str = "/app/";
+
+/// The route of a WebSocket request path.
+fn route_of(path: &str) -> Option<Route> {
+    match ROUTES.iter().find(|(p, _)| *p == path) {
+        Some(&(_, route)) => Some(route),
+        None => path.starts_with(PUSHER_PREFIX).then_some(Route::Pusher),
+    }
+}
 
 /// Longest control-frame payload (RFC 6455 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -49,6 +74,11 @@ const MAX_CONTROL_FRAMES: u32 = 20;
 
 /// The window [`MAX_CONTROL_FRAMES`] is counted over: one second of ticks.
 const CONTROL_WINDOW: Tick = 10;
+
+/// What a connection over `max_connections` is told before its socket closes (`LIMITS.md`:
+/// 503 to new upgrades at capacity).
+const CAPACITY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\
+    Connection: close\r\n\r\n";
 
 /// A pre-encoded unmasked Ping with an empty payload (opcode 0x9, FIN, length 0).
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
@@ -98,6 +128,7 @@ struct Ticks {
     idle: Tick,
     close: Tick,
     drain: Tick,
+    stall: Tick,
 }
 
 fn ticks(d: Duration) -> Tick {
@@ -115,6 +146,7 @@ impl Ticks {
             idle: ticks(config.idle_timeout),
             close: ticks(config.close_timeout).max(1),
             drain: ticks(config.drain_timeout),
+            stall: ticks(config.write_stall_timeout).max(1),
         }
     }
 }
@@ -167,19 +199,41 @@ struct Core {
     drain_until: Option<Tick>,
     stop: bool,
     last_accept_warning: Option<Tick>,
+    /// Stats, admin answers, dashboard feeds and per-IP slots.
+    observe: Observe,
+    /// Pusher sessions, channels and the shared hub.
+    pusher: pusher_conn::PusherState,
+    /// HTTP API requests whose body is still arriving.
+    api_pending: HashMap<ConnKey, api::PendingApi>,
 }
 
 impl<D: Driver> Shard<D> {
-    /// A shard that accepts on `listener` (bound, listening, non-blocking) once [`Shard::run`]s.
+    /// A shard that accepts on `listener` (bound, listening, non-blocking) once [`Shard::run`]s,
+    /// alone in its process (a hub of one shard serving the configured apps).
     pub fn new(
-        mut driver: D,
+        driver: D,
         listener: OwnedFd,
         config: Arc<Config>,
         mailbox: Mailbox,
         limit: Arc<ConnLimit>,
     ) -> io::Result<Self> {
+        let hub = Arc::new(hub::Hub::for_config(&config, 1).map_err(io::Error::other)?);
+        Self::with_hub(driver, listener, config, mailbox, limit, hub, 0)
+    }
+
+    /// Shard number `index` of the shards sharing `hub`.
+    pub fn with_hub(
+        mut driver: D,
+        listener: OwnedFd,
+        config: Arc<Config>,
+        mailbox: Mailbox,
+        limit: Arc<ConnLimit>,
+        hub: Arc<hub::Hub>,
+        index: usize,
+    ) -> io::Result<Self> {
         driver.listen(listener)?;
         let ticks = Ticks::new(&config);
+        let observe = Observe::standalone(&config, driver.backend());
         Ok(Self {
             driver,
             core: Core {
@@ -196,8 +250,25 @@ impl<D: Driver> Shard<D> {
                 drain_until: None,
                 stop: false,
                 last_accept_warning: None,
+                observe,
+                pusher: pusher_conn::PusherState::new(hub, index),
+                api_pending: HashMap::new(),
             },
         })
+    }
+
+    /// Makes this shard number `id` of the process: it publishes its stats to `registry`'s slot
+    /// `id` and charges client addresses to the process-wide `ip_limits`.
+    #[must_use]
+    pub fn with_shared(
+        mut self,
+        id: usize,
+        registry: Arc<Registry>,
+        ip_limits: Arc<IpLimits>,
+    ) -> Self {
+        let admin_on_main = self.core.config.admin_listen.is_none();
+        self.core.observe = Observe::new(id, registry, ip_limits, admin_on_main);
+        self
     }
 
     /// Runs the loop until a drain completes or a stop is asked for.
@@ -214,7 +285,12 @@ impl<D: Driver> Shard<D> {
             }
             self.flush(&mut transmit);
             let now = self.core.tick_now();
+            if now > self.core.now {
+                let late = Instant::now().saturating_duration_since(next_tick);
+                self.core.observe.stats.record_loop_lag(late);
+            }
             self.core.advance(now);
+            self.core.handle_tick_observe();
             self.flush(&mut transmit);
             if self.core.stop || self.core.drain_done() {
                 return Ok(());
@@ -245,6 +321,15 @@ impl<D: Driver> Shard<D> {
                     match message {
                         MeshMessage::Drain => core.begin_drain(&mut self.driver),
                         MeshMessage::Stop => core.stop = true,
+                        MeshMessage::Publish {
+                            app,
+                            channel,
+                            frame,
+                            exclude,
+                        } => core.deliver_local(app, &channel, frame, exclude),
+                        MeshMessage::TerminateUser { app, user_id } => {
+                            core.terminate_user(app, &user_id)
+                        }
                     }
                 }
             }
@@ -261,11 +346,18 @@ impl<D: Driver> Shard<D> {
             let flushed = conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT);
             if conn.has(flags::CLOSE_NOW) || (conn.phase == Phase::Flushing && flushed) {
                 self.driver.close(key);
-                core.conns.remove(key);
+                core.forget_pusher(key);
+                core.api_pending.remove(&key);
+                if let Some(conn) = core.conns.remove(key) {
+                    core.handle_removed(key, &conn);
+                }
                 core.limit.release();
                 continue;
             }
             if !conn.has(flags::SEND_IN_FLIGHT) && !conn.outbox.is_empty() {
+                core.observe
+                    .stats
+                    .record_outbox(conn.outbox.queued_bytes() as u64);
                 conn.outbox.poll_transmit(transmit);
                 conn.flags |= flags::SEND_IN_FLIGHT;
                 self.driver.send(key, transmit);
@@ -280,15 +372,70 @@ impl Core {
             as Tick
     }
 
+    /// A connection left the slab: its disconnect, its per-IP slot, the gauges.
+    fn handle_removed(&mut self, key: ConnKey, conn: &Conn) {
+        let was_open = conn.route != Route::None;
+        if was_open {
+            let reason = DisconnectReason::ALL
+                .get(usize::from(conn.reason))
+                .copied()
+                .unwrap_or(DisconnectReason::ConnectionLost);
+            let code = (conn.close_code != 0).then_some(conn.close_code);
+            self.observe.stats.record_disconnect(reason, code);
+        }
+        self.observe.handle_closed(key, was_open);
+    }
+
+    /// Once per loop turn: publishes the stats (the channel gauges once a second) and sends a
+    /// dashboard frame when one is due.
+    fn handle_tick_observe(&mut self) {
+        if self.now.is_multiple_of(10) {
+            let (channels, subscriptions) = self.pusher.channels.counts();
+            self.observe.stats.set_channels(channels);
+            self.observe.stats.set_subscriptions(subscriptions);
+        }
+        self.observe.publish();
+        let conns = &self.conns;
+        let is_feed = |key| {
+            conns
+                .get(key)
+                .is_some_and(|c: &Conn| c.route == Route::Feed && c.phase == Phase::Open)
+        };
+        let Some((frame, keys)) = self.observe.poll_feed(self.now, is_feed) else {
+            return;
+        };
+        let mut encoded = Vec::with_capacity(frame.len() + 10);
+        ws::encode_frame(&mut encoded, true, OpCode::Text, frame.as_bytes());
+        let encoded = Bytes::from(encoded);
+        let keys = keys.to_vec();
+        for key in keys {
+            self.push_frame(key, encoded.clone(), false);
+        }
+    }
+
     fn drain_done(&self) -> bool {
         self.drain_until
             .is_some_and(|until| self.conns.is_empty() || self.now >= until)
     }
 
     fn handle_accept(&mut self, driver: &mut impl Driver, socket: OwnedFd) {
-        if self.drain_until.is_some() || !self.limit.try_acquire() {
+        if self.drain_until.is_some() {
+            self.observe.stats.record_reject(RejectReason::Draining);
             return;
         }
+        if !self.limit.try_acquire() {
+            self.observe.stats.record_reject(RejectReason::Capacity);
+            // The client has not sent its request yet, but an HTTP client reads an early
+            // answer; one short non-blocking send into an empty socket buffer, then close.
+            let _ = socket2::SockRef::from(&socket)
+                .send_with_flags(CAPACITY_ANSWER, libc::MSG_DONTWAIT);
+            return;
+        }
+        let peer = socket2::SockRef::from(&socket)
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.ip());
         // Small frames go out at once: latency matters more than packet count for echo and
         // pub/sub, and every send already gathers whatever is queued.
         let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
@@ -301,6 +448,7 @@ impl Core {
             self.limit.release();
             return;
         }
+        self.observe.handle_accept(key, peer);
         self.schedule(key);
     }
 
@@ -328,7 +476,13 @@ impl Core {
         };
         conn.flags &= !flags::SEND_IN_FLIGHT;
         match result {
-            Ok(n) => conn.outbox.handle_sent(n),
+            Ok(n) => {
+                conn.outbox.handle_sent(n);
+                if n > 0 {
+                    conn.last_tx = self.now;
+                }
+                self.observe.stats.record_bytes_sent(n as u64);
+            }
             Err(_) => conn.flags |= flags::CLOSE_NOW,
         }
         self.dirty.push(key);
@@ -340,15 +494,41 @@ impl Core {
             return;
         };
         conn.last_rx = now;
+        if conn.has(flags::PING_OUTSTANDING) {
+            // Any byte answers our ping. The ping went out in the loop turn of tick `since`,
+            // which starts at `started + since * TICK`: the round trip is measured from there
+            // (late by that turn's lag at most).
+            let sent_at = self.started + TICK * conn.since;
+            let rtt = Instant::now().saturating_duration_since(sent_at);
+            self.observe.stats.record_heartbeat(rtt);
+        }
         conn.flags &= !flags::PING_OUTSTANDING;
+        self.observe.stats.record_bytes_received(data.len() as u64);
         match conn.phase {
-            Phase::Handshake => self.handle_head_bytes(key, data),
+            Phase::Handshake => match self.observe.handle_proxy_header(key, data) {
+                Ok(skip) => self.handle_head_bytes(key, data.get(skip..).unwrap_or_default()),
+                Err(()) => {
+                    self.observe
+                        .stats
+                        .record_reject(RejectReason::HandshakeError);
+                    self.close_now(key);
+                }
+            },
             Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
+            // A slow consumer that keeps sending while its close frame waits for room: it reads
+            // nothing, so the close would only come at the close deadline while its bytes are
+            // read and dropped meanwhile. Close TCP now.
+            Phase::Flushing if conn.reason == DisconnectReason::SlowConsumer as u8 => {
+                self.close_now(key);
+            }
             Phase::Flushing => {}
         }
     }
 
     fn handle_head_bytes(&mut self, key: ConnKey, data: &[u8]) {
+        if self.handle_api_bytes(key, data) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -356,7 +536,12 @@ impl Core {
         match reader.handle_read(&self.config.http, data) {
             Ok(http::Status::Partial) => {}
             Ok(http::Status::Complete(_)) => self.answer_handshake(key),
-            Err(e) => self.http_error(key, e.status(), &[]),
+            Err(e) => {
+                self.observe
+                    .stats
+                    .record_reject(RejectReason::HandshakeError);
+                self.http_error(key, e.status(), &[]);
+            }
         }
     }
 
@@ -369,28 +554,76 @@ impl Core {
         let Some(reader) = conn.head.take() else {
             return;
         };
+        let observe = &mut self.observe;
+        let mut target = None;
         let outcome = match reader.parse(&self.config.http) {
             Err(e) => Err((e.status(), &[][..])),
             Ok(_) if draining => Err((StatusCode::SERVICE_UNAVAILABLE, &[][..])),
-            Ok(req) => match ROUTES.iter().find(|(path, _)| *path == req.path) {
+            Ok(req)
+                if !req.is_websocket_upgrade() && observe.write_admin(req.path, &mut self.out) =>
+            {
+                conn.head = None;
+                conn.enter(Phase::Flushing, self.now);
+                self.push_out(key);
+                self.schedule(key);
+                return;
+            }
+            Ok(req) if crate::pusher::api::is_api_path(req.path) && !req.is_websocket_upgrade() => {
+                let early = reader.buffered_after_head();
+                self.begin_api(key, &req, early);
+                return;
+            }
+            Ok(req) => match route_of(req.path) {
                 None => Err((StatusCode::NOT_FOUND, &[][..])),
-                Some(&(_, route)) => match http::validate_upgrade(&req, &self.config.http) {
-                    Ok(upgrade) => {
-                        let accept = ws::accept_key(upgrade.key);
-                        http::write_switching_protocols(&mut self.out, &accept, None);
-                        Ok(route)
-                    }
+                Some(Route::Feed) if !observe.admin_on_main() => {
+                    Err((StatusCode::NOT_FOUND, &[][..]))
+                }
+                Some(route) => match http::validate_upgrade(&req, &self.config.http) {
+                    Ok(upgrade) => match admit_ip(observe, key, &req, &self.config) {
+                        Err(status) => Err((status, &[][..])),
+                        Ok(()) => {
+                            let accept = ws::accept_key(upgrade.key);
+                            http::write_switching_protocols(&mut self.out, &accept, None);
+                            if route == Route::Pusher {
+                                target = Some(req.target.to_owned());
+                            }
+                            Ok(route)
+                        }
+                    },
                     Err(e) => Err((e.status(), e.extra_headers())),
                 },
             },
         };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         match outcome {
-            Err((status, extra)) => self.http_error(key, status, extra),
+            Err((status, extra)) => {
+                let reason = match status {
+                    StatusCode::TOO_MANY_REQUESTS => None,
+                    StatusCode::SERVICE_UNAVAILABLE => Some(RejectReason::Draining),
+                    StatusCode::FORBIDDEN => Some(RejectReason::Origin),
+                    _ => Some(RejectReason::HandshakeError),
+                };
+                if let Some(reason) = reason {
+                    self.observe.stats.record_reject(reason);
+                }
+                self.http_error(key, status, extra)
+            }
             Ok(route) => {
+                let rate = self.config.message_rate;
                 conn.route = route;
+                conn.msg_bucket = TokenBucket::full(rate.messages_per_second, self.now);
+                conn.byte_bucket = TokenBucket::full(rate.bytes_per_second, self.now);
+                let handshake = TICK * self.now.saturating_sub(conn.since);
+                self.observe.stats.record_accept(handshake);
+                self.observe.handle_open(key, route == Route::Feed);
                 conn.enter(Phase::Open, self.now);
                 self.push_out(key);
                 self.schedule(key);
+                if let Some(target) = target {
+                    self.open_pusher(key, &target);
+                }
                 let mut early = reader.into_after_head();
                 if !early.is_empty() {
                     self.handle_ws_bytes(key, &mut early);
@@ -416,7 +649,19 @@ impl Core {
             return;
         };
         let echo = conn.route == Route::Echo;
+        let pusher = conn.route == Route::Pusher;
         let out = &mut self.out;
+        let rate = self.config.message_rate;
+        let (msg_bucket, byte_bucket) = (&mut conn.msg_bucket, &mut conn.byte_bucket);
+        let (mut received, mut sent, mut over_rate) = (0u64, 0u64, false);
+        let mut allow = |len: usize| {
+            let (mps, bps) = (rate.messages_per_second, rate.bytes_per_second);
+            let len = u32::try_from(len).unwrap_or(u32::MAX);
+            (mps == 0 || msg_bucket.try_take(now, 1, mps, mps))
+                && (bps == 0 || byte_bucket.try_take(now, len, bps, bps))
+        };
+        let inbox = &mut self.pusher.inbox;
+        let texts = &mut self.pusher.texts;
         let mut peer_close = None;
         let mut control_frames = 0u32;
         // Pongs are coalesced: only the latest Ping of a read is answered (RFC 6455 5.5.3).
@@ -424,11 +669,30 @@ impl Core {
         let result = conn
             .ws
             .handle_read(&self.config.ws, data, &mut |event| match event {
+                ws::Event::Text(_) | ws::Event::Binary(_) if over_rate => {}
+                ws::Event::Text(text) if !allow(text.len()) => {
+                    received += 1;
+                    over_rate = true;
+                }
+                ws::Event::Binary(bytes) if !allow(bytes.len()) => {
+                    received += 1;
+                    over_rate = true;
+                }
                 ws::Event::Text(text) if echo => {
+                    received += 1;
+                    sent += 1;
                     ws::encode_frame(out, true, OpCode::Text, text.as_bytes());
                 }
                 ws::Event::Binary(bytes) if echo => {
+                    received += 1;
+                    sent += 1;
                     ws::encode_frame(out, true, OpCode::Binary, bytes)
+                }
+                ws::Event::Text(text) if pusher => {
+                    received += 1;
+                    let start = inbox.len();
+                    inbox.extend_from_slice(text.as_bytes());
+                    texts.push((start, inbox.len()));
                 }
                 ws::Event::Ping(payload) => {
                     control_frames += 1;
@@ -438,9 +702,18 @@ impl Core {
                     last_ping = Some((copy, len));
                 }
                 ws::Event::Pong(_) => control_frames += 1,
-                ws::Event::Close(frame) => peer_close = Some(ws::close_reply(frame.as_ref())),
-                ws::Event::Text(_) | ws::Event::Binary(_) => {}
+                ws::Event::Close(frame) => {
+                    let code = frame.as_ref().map(|f| f.code);
+                    peer_close = Some((ws::close_reply(frame.as_ref()), code));
+                }
+                ws::Event::Text(_) | ws::Event::Binary(_) => received += 1,
             });
+        for _ in 0..received {
+            self.observe.stats.record_message_received();
+        }
+        for _ in 0..sent {
+            self.observe.stats.record_message_sent();
+        }
         if control_frames > 0 {
             if now >= conn.control_window.saturating_add(CONTROL_WINDOW) {
                 conn.control_window = now;
@@ -450,10 +723,20 @@ impl Core {
             conn.control_frames = count.min(u32::from(u8::MAX)) as u8;
         }
         let failure = match result {
-            Err(error) => Some((CloseCode::from(error), error.reason())),
-            Ok(()) if u32::from(conn.control_frames) > MAX_CONTROL_FRAMES => {
-                Some((CloseCode::POLICY_VIOLATION, "control frame flood"))
+            Err(error) => {
+                let code = CloseCode::from(error);
+                Some((code, error.reason(), failure_reason(code)))
             }
+            Ok(()) if u32::from(conn.control_frames) > MAX_CONTROL_FRAMES => Some((
+                CloseCode::POLICY_VIOLATION,
+                "control frame flood",
+                DisconnectReason::Policy,
+            )),
+            Ok(()) if over_rate => Some((
+                CloseCode::POLICY_VIOLATION,
+                "message rate exceeded",
+                DisconnectReason::RateLimit,
+            )),
             Ok(()) => None,
         };
         if let Some((payload, len)) = last_ping
@@ -463,7 +746,8 @@ impl Core {
             ws::encode_frame(out, true, OpCode::Pong, &payload[..len]);
         }
         match (failure, peer_close) {
-            (Some((code, reason)), _) => {
+            (Some((code, reason, why)), _) => {
+                set_reason(conn, why, Some(wire_close_code(code)));
                 if !conn.ws.is_close_sent() {
                     let code = wire_close_code(code);
                     ws::encode_close(out, Some(CloseFrame { code, reason }), None);
@@ -473,7 +757,8 @@ impl Core {
                 self.dirty.push(key);
                 self.schedule(key);
             }
-            (None, Some(reply)) => {
+            (None, Some((reply, code))) => {
+                set_reason(conn, DisconnectReason::ClientClose, code);
                 if !conn.ws.is_close_sent() {
                     ws::encode_close(out, reply, None);
                     conn.ws.handle_close_sent();
@@ -486,6 +771,10 @@ impl Core {
             }
             (None, None) => {}
         }
+        if pusher {
+            self.push_out(key);
+            self.handle_pusher_texts(key);
+        }
         self.push_out(key);
     }
 
@@ -494,27 +783,78 @@ impl Core {
         if self.out.is_empty() {
             return;
         }
-        let Some(conn) = self.conns.get_mut(key) else {
+        if self.conns.get(key).is_none() {
             self.out.clear();
             return;
-        };
-        conn.outbox.push(Bytes::copy_from_slice(&self.out));
+        }
+        let frame = Bytes::copy_from_slice(&self.out);
         self.out.clear();
+        self.push_frame(key, frame, false);
+    }
+
+    /// Queues one buffer (a frame shared with other connections, or this connection's own
+    /// bytes) on the connection's outbox, enforcing the outbox limit (never lossy).
+    fn enqueue(&mut self, key: ConnKey, bytes: Bytes) {
+        self.push_frame(key, bytes, false);
+    }
+
+    /// Queues an encoded `frame` (whole WebSocket frames) to the connection, enforcing the
+    /// outbox cap. This is the path for fan-out: `frame` is shared, not copied. A `lossy` frame
+    /// (a channel marked lossy) under [`OutboxPolicy::DropOldest`] makes room by dropping the
+    /// oldest queued frames instead of closing; anything else over the cap closes the
+    /// connection as a slow consumer (1008; the code follows [`slow_consumer_code`]).
+    fn push_frame(&mut self, key: ConnKey, frame: Bytes, lossy: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.has(flags::CLOSE_NOW) {
+            // Going at the next flush: queue nothing more.
+            return;
+        }
+        let was_idle = conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT);
+        if was_idle {
+            conn.last_tx = self.now;
+        }
+        conn.outbox.push(frame);
         self.dirty.push(key);
-        if conn.outbox.queued_bytes() > self.config.max_outbox_bytes {
+        if was_idle {
+            // Files the write-stall deadline.
+            self.schedule(key);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let max = self.config.max_outbox_bytes;
+        if conn.outbox.queued_bytes() > max {
+            if lossy && self.config.outbox_policy == OutboxPolicy::DropOldest {
+                // Frames handed to the driver stay: the socket may be mid-way through them.
+                let in_flight = if conn.has(flags::SEND_IN_FLIGHT) {
+                    crate::driver::MAX_SEND_FRAMES
+                } else {
+                    0
+                };
+                conn.outbox.drop_oldest(in_flight, max);
+                if conn.outbox.queued_bytes() <= max {
+                    return;
+                }
+            }
+            let code = slow_consumer_code(conn.route);
+            set_reason(conn, DisconnectReason::SlowConsumer, Some(code));
             // A slow consumer. Without a send in flight the queue can be replaced by a close
-            // frame; with one, the stream may stop mid-frame, so only closing TCP is safe.
+            // frame; with one, the stream may stop mid-frame, so only closing TCP is safe. The
+            // queue is dropped now either way: a send in flight holds its own references.
             if conn.has(flags::SEND_IN_FLIGHT) || conn.phase == Phase::Flushing {
+                conn.outbox.clear();
                 conn.flags |= flags::CLOSE_NOW;
             } else {
                 conn.outbox.clear();
                 let close = CloseFrame {
-                    code: CloseCode::POLICY_VIOLATION,
+                    code,
                     reason: "slow consumer",
                 };
-                ws::encode_close(&mut self.out, Some(close), None);
-                conn.outbox.push(Bytes::copy_from_slice(&self.out));
-                self.out.clear();
+                let mut frame = Vec::with_capacity(2 + 2 + close.reason.len());
+                ws::encode_close(&mut frame, Some(close), None);
+                conn.outbox.push(Bytes::from(frame));
                 conn.ws.handle_close_sent();
                 conn.enter(Phase::Flushing, self.now);
                 self.schedule(key);
@@ -549,6 +889,7 @@ impl Core {
             return;
         }
         driver.stop_accepting();
+        self.observe.handle_drain();
         self.drain_until = Some(self.now.saturating_add(self.ticks.drain));
         let keys: Vec<ConnKey> = self.conns.keys().collect();
         for key in keys {
@@ -556,7 +897,17 @@ impl Core {
                 Some(Phase::Handshake) => {
                     self.http_error(key, StatusCode::SERVICE_UNAVAILABLE, &[]);
                 }
+                Some(Phase::Open)
+                    if self.conns.get(key).map(|c| c.route) == Some(Route::Pusher) =>
+                {
+                    // 4200: pusher-js reconnects at once, to another instance.
+                    let code = crate::pusher::CloseCode::Reconnect;
+                    self.start_close(key, code.into(), "server draining")
+                }
                 Some(Phase::Open) => {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        set_reason(conn, DisconnectReason::Drain, Some(CloseCode::GOING_AWAY));
+                    }
                     self.start_close(key, CloseCode::GOING_AWAY, "server draining")
                 }
                 _ => {}
@@ -610,17 +961,53 @@ impl Core {
         };
         match conn.phase {
             // Slowloris: a head not complete in time gets no answer, only a closed socket.
-            Phase::Handshake | Phase::Closing | Phase::Flushing => self.close_now(key),
+            Phase::Handshake => {
+                self.observe
+                    .stats
+                    .record_reject(RejectReason::HandshakeTimeout);
+                self.close_now(key);
+            }
+            Phase::Closing | Phase::Flushing => self.close_now(key),
+            // Bytes queued and none taken by the socket for the stall timeout: the peer stopped
+            // reading. A send may be in flight, so only closing TCP is safe.
+            Phase::Open
+                if !conn.outbox.is_empty() && now >= conn.last_tx.saturating_add(t.stall) =>
+            {
+                set_reason(conn, DisconnectReason::SlowConsumer, None);
+                conn.outbox.clear();
+                self.close_now(key);
+            }
+            Phase::Open if conn.has(flags::PING_OUTSTANDING) && conn.route == Route::Pusher => {
+                set_reason(conn, DisconnectReason::PongTimeout, Some(CloseCode(4201)));
+                let code = crate::pusher::CloseCode::PongNotReceived;
+                self.start_close(key, code.into(), code.reason());
+            }
             Phase::Open if conn.has(flags::PING_OUTSTANDING) => {
+                set_reason(
+                    conn,
+                    DisconnectReason::PongTimeout,
+                    Some(CloseCode::INTERNAL_ERROR),
+                );
                 self.start_close(key, CloseCode::INTERNAL_ERROR, "pong timeout");
             }
             Phase::Open if t.idle > 0 && now >= conn.last_rx + t.idle => {
+                set_reason(conn, DisconnectReason::IdleTimeout, Some(CloseCode::NORMAL));
                 self.start_close(key, CloseCode::NORMAL, "idle timeout");
             }
             Phase::Open => {
                 conn.flags |= flags::PING_OUTSTANDING;
                 conn.since = now;
-                conn.outbox.push(Bytes::from_static(&PING_FRAME));
+                if conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT) {
+                    conn.last_tx = now;
+                }
+                if conn.route == Route::Pusher {
+                    // pusher-js answers `pusher:ping` with `pusher:pong`; browsers give scripts
+                    // no view of WebSocket pings.
+                    conn.outbox
+                        .push(pusher_conn::frame_bytes(crate::pusher::protocol::ping()));
+                } else {
+                    conn.outbox.push(Bytes::from_static(&PING_FRAME));
+                }
                 self.dirty.push(key);
                 self.schedule(key);
             }
@@ -633,12 +1020,77 @@ fn deadline(t: &Ticks, conn: &Conn) -> Option<Tick> {
     match conn.phase {
         Phase::Handshake => Some(conn.since + t.handshake),
         Phase::Closing | Phase::Flushing => Some(conn.since + t.close),
-        Phase::Open if conn.has(flags::PING_OUTSTANDING) => Some(conn.since + t.pong),
         Phase::Open => {
-            let ping = (t.ping > 0).then(|| conn.last_rx + t.ping);
-            let idle = (t.idle > 0).then(|| conn.last_rx + t.idle);
-            ping.into_iter().chain(idle).min()
+            let stall = (!conn.outbox.is_empty()).then(|| conn.last_tx.saturating_add(t.stall));
+            let quiet = if conn.has(flags::PING_OUTSTANDING) {
+                Some(conn.since + t.pong)
+            } else {
+                let ping = (t.ping > 0).then(|| conn.last_rx + t.ping);
+                let idle = (t.idle > 0).then(|| conn.last_rx + t.idle);
+                ping.into_iter().chain(idle).min()
+            };
+            quiet.into_iter().chain(stall).min()
         }
+    }
+}
+
+/// Charges the upgrade to its client address (the TCP peer, or the forwarded client when the
+/// peer is a trusted proxy): `Err(429)` when the address is over its connection or handshake
+/// limit, counted in the rejects.
+fn admit_ip(
+    observe: &mut Observe,
+    key: ConnKey,
+    req: &http::Request<'_>,
+    config: &Config,
+) -> Result<(), StatusCode> {
+    let Some(peer) = observe.peer(key) else {
+        return Ok(());
+    };
+    let forwarded: Vec<&[u8]> = req.header_values("x-forwarded-for").collect();
+    let client = crate::limits::client_ip(peer, &forwarded, &config.ip_limits.trusted_proxies);
+    if !observe.ip_limits().applies_to(client) {
+        return Ok(());
+    }
+    match observe.ip_limits().try_acquire(client, Instant::now()) {
+        Ok(()) => {
+            observe.hold_ip(key, client);
+            Ok(())
+        }
+        Err(error) => {
+            let reason = match error {
+                IpLimitError::TooManyConnections => RejectReason::PerIp,
+                IpLimitError::TooManyHandshakes => RejectReason::Rate,
+            };
+            observe.stats.record_reject(reason);
+            Err(StatusCode::TOO_MANY_REQUESTS)
+        }
+    }
+}
+
+/// The close code a slow consumer of `route` gets: `LIMITS.md` says 1008 for echo and 4100
+/// for Pusher connections (over capacity: back off, then reconnect).
+fn slow_consumer_code(route: Route) -> CloseCode {
+    match route {
+        Route::None | Route::Echo | Route::Feed => CloseCode::POLICY_VIOLATION,
+        Route::Pusher => crate::pusher::CloseCode::OverCapacity.into(),
+    }
+}
+
+/// Why a connection closed with `code` after a failure of its stream.
+fn failure_reason(code: CloseCode) -> DisconnectReason {
+    match code.0 {
+        1009 => DisconnectReason::MessageTooBig,
+        1008 => DisconnectReason::Policy,
+        1011 => DisconnectReason::ServerError,
+        _ => DisconnectReason::ProtocolError,
+    }
+}
+
+/// Sets why `conn` is ending, unless a reason was already set (the first one wins).
+fn set_reason(conn: &mut Conn, reason: DisconnectReason, code: Option<CloseCode>) {
+    if conn.reason == NO_REASON {
+        conn.reason = reason as u8;
+        conn.close_code = code.map_or(0, |c| c.0);
     }
 }
 
@@ -1045,6 +1497,198 @@ mod state_tests {
         assert!(!h.shard.core.drain_done());
     }
 
+    fn pusher_upgrade(key: &str) -> Vec<u8> {
+        format!(
+            "GET /app/{key}?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn app_key(h: &Harness) -> String {
+        let apps = h.shard.core.pusher.hub.apps();
+        apps.iter()
+            .next()
+            .map(|a| a.key.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn pusher_connection_is_established_and_subscribes() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let out = h.read(key, &pusher_upgrade(&app_key(&h)));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+        assert!(text.contains("pusher:connection_established"), "{text}");
+        let subscribe = masked(
+            0x1,
+            br#"{"event":"pusher:subscribe","data":{"channel":"chat"}}"#,
+        );
+        let out = h.read(key, &subscribe);
+        assert!(String::from_utf8_lossy(&out).contains("subscription_succeeded"));
+        let hub = &h.shard.core.pusher.hub;
+        let stats = hub.stats(crate::pusher::AppIndex(0), "chat");
+        assert_eq!(stats.subscription_count, 1);
+        h.shard.handle_event(Event::Eof { key });
+        h.shard.flush(&mut h.transmit);
+        let stats = h
+            .shard
+            .core
+            .pusher
+            .hub
+            .stats(crate::pusher::AppIndex(0), "chat");
+        assert_eq!(
+            stats.subscription_count, 0,
+            "a closed connection is unsubscribed"
+        );
+    }
+
+    #[test]
+    fn pusher_unknown_app_gets_4001() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let out = h.read(key, &pusher_upgrade("no-such-key"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains(r#""code":4001"#), "{text}");
+        let close_at = out
+            .windows(2)
+            .rposition(|w| w[0] == 0x88)
+            .expect("close frame");
+        assert_eq!(close_code(&out[close_at..]), 4001);
+    }
+
+    #[test]
+    fn app_over_its_connection_cap_gets_4004() {
+        let mut app = crate::pusher::AppConfig::new("1", "capped", "secret");
+        app.limits.max_connections = Some(1);
+        let mut h = Harness::new(Config {
+            apps: vec![app],
+            ..Config::default()
+        });
+        let first = h.accept();
+        let out = h.read(first, &pusher_upgrade("capped"));
+        assert!(String::from_utf8_lossy(&out).contains("connection_established"));
+        let second = h.accept();
+        let out = h.read(second, &pusher_upgrade("capped"));
+        assert!(String::from_utf8_lossy(&out).contains(r#""code":4004"#));
+        // Both gone, so the next accept is the only connection (the harness finds it last).
+        h.shard.handle_event(Event::Eof { key: first });
+        h.shard.handle_event(Event::Eof { key: second });
+        h.shard.flush(&mut h.transmit);
+        let third = h.accept();
+        let out = h.read(third, &pusher_upgrade("capped"));
+        assert!(
+            String::from_utf8_lossy(&out).contains("connection_established"),
+            "a closed connection frees its place"
+        );
+    }
+
+    #[test]
+    fn pusher_ping_then_4201_without_an_answer() {
+        let config = Config {
+            ping_interval: Duration::from_secs(1),
+            pong_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        let out = h.read(key, &pusher_upgrade(&app_key(&h)));
+        assert!(String::from_utf8_lossy(&out).contains(r#"activity_timeout\":1"#));
+        let ping = h.advance(key, 10);
+        assert!(String::from_utf8_lossy(&ping).contains("pusher:ping"));
+        assert_eq!(close_code(&h.advance(key, 20)), 4201);
+    }
+
+    #[test]
+    fn pusher_connections_drain_with_4200() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.read(key, &pusher_upgrade(&app_key(&h)));
+        h.shard.core.begin_drain(&mut h.shard.driver);
+        assert_eq!(close_code(&h.settle(key)), 4200);
+    }
+
+    #[test]
+    fn slow_pusher_subscriber_is_closed_with_4100() {
+        let config = Config {
+            // Room for the 101 and connection_established, not for the event below.
+            max_outbox_bytes: 400,
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.read(key, &pusher_upgrade(&app_key(&h)));
+        let subscribe = masked(
+            0x1,
+            br#"{"event":"pusher:subscribe","data":{"channel":"big"}}"#,
+        );
+        h.read(key, &subscribe);
+        let frame = crate::pusher::encode_event_frame("e", "big", &"x".repeat(1000), None);
+        let app = crate::pusher::AppIndex(0);
+        h.shard.core.publish(app, "big".into(), frame, None, true);
+        assert_eq!(close_code(&h.settle(key)), 4100);
+    }
+
+    #[test]
+    fn publish_shares_one_buffer_between_subscribers() {
+        let mut h = Harness::new(Config::default());
+        let upgrade = pusher_upgrade(&app_key(&h));
+        let subscribe = masked(
+            0x1,
+            br#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#,
+        );
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            let key = h.accept();
+            h.read(key, &upgrade);
+            h.read(key, &subscribe);
+            keys.push(key);
+        }
+        let frame = crate::pusher::encode_event_frame("e", "news", "{}", None);
+        let app = crate::pusher::AppIndex(0);
+        h.shard
+            .core
+            .publish(app, "news".into(), frame.clone(), None, true);
+        let mut starts = Vec::new();
+        for key in &keys {
+            let conn = h.shard.core.conns.get(*key).expect("conn");
+            let mut queued = Vec::new();
+            conn.outbox.poll_transmit(&mut queued);
+            assert_eq!(queued.len(), 1);
+            assert_eq!(&queued[0][..], frame.as_bytes());
+            starts.push(queued[0].as_ptr());
+        }
+        assert!(
+            starts.iter().all(|&p| p == frame.as_bytes().as_ptr()),
+            "every outbox points at the publisher's buffer"
+        );
+    }
+
+    #[test]
+    fn api_body_over_the_limit_is_refused_before_it_is_read() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let request = b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\n\
+            Content-Length: 99999999\r\n\r\n";
+        let out = h.read(key, request);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+        assert!(h.closed(key));
+    }
+
+    #[test]
+    fn api_body_split_across_reads_is_answered_once_complete() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        let head = b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n{}";
+        assert_eq!(h.read(key, head), b"", "waits for the rest of the body");
+        let out = h.read(key, b"  ");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 401 "), "unsigned: {text}");
+    }
+
     #[test]
     fn events_for_a_closed_connection_are_ignored() {
         let mut h = Harness::new(Config::default());
@@ -1068,5 +1712,216 @@ mod state_tests {
             .expect("reused slot untouched");
         assert_eq!(conn.phase, Phase::Handshake);
         assert!(conn.head.is_none());
+    }
+
+    fn disconnects(h: &Harness, reason: DisconnectReason) -> u64 {
+        let stats = &h.shard.core.observe.stats;
+        stats.disconnects[reason as usize].iter().sum()
+    }
+
+    #[test]
+    fn message_rate_over_the_limit_closes_1008_and_is_counted() {
+        let mut config = Config::default();
+        config.message_rate.messages_per_second = 3;
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        let mut burst = Vec::new();
+        for _ in 0..4 {
+            burst.extend(masked(0x1, b"x"));
+        }
+        let out = h.read(key, &burst);
+        assert_eq!(
+            &out[..9],
+            b"\x81\x01x\x81\x01x\x81\x01x",
+            "the burst is served"
+        );
+        assert_eq!(close_code(&out[9..]), 1008);
+        assert!(h.closed(key));
+        assert_eq!(disconnects(&h, DisconnectReason::RateLimit), 1);
+        assert_eq!(h.shard.core.observe.stats.messages_received, 4);
+    }
+
+    #[test]
+    fn message_rate_refills_over_time() {
+        let mut config = Config::default();
+        config.message_rate.messages_per_second = 10;
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        for second in 0..3 {
+            h.shard.core.now = second * 10;
+            for _ in 0..10 {
+                assert_eq!(h.read(key, &masked(0x1, b"x")), b"\x81\x01x");
+            }
+        }
+        assert!(!h.closed(key));
+    }
+
+    #[test]
+    fn byte_rate_over_the_limit_closes_1008() {
+        let mut config = Config::default();
+        config.message_rate.bytes_per_second = 100;
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        assert_eq!(h.read(key, &masked(0x2, &[0; 60]))[..2], [0x82, 60]);
+        assert_eq!(close_code(&h.read(key, &masked(0x2, &[0; 60]))), 1008);
+        assert_eq!(disconnects(&h, DisconnectReason::RateLimit), 1);
+    }
+
+    #[test]
+    fn oversized_message_closes_1009_and_is_counted() {
+        let mut config = Config::default();
+        config.ws.max_message_size = 100;
+        config.ws.max_frame_size = 100;
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        assert_eq!(close_code(&h.read(key, &masked(0x2, &[0; 101]))), 1009);
+        assert_eq!(disconnects(&h, DisconnectReason::MessageTooBig), 1);
+    }
+
+    #[test]
+    fn stalled_writer_is_closed_at_the_write_stall_deadline() {
+        let config = Config {
+            write_stall_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        // A message whose echo is handed to the driver and never completes.
+        h.shard.driver.bufs = vec![masked(0x1, b"hi")];
+        let buf = RecvBuf { id: 0, len: 8 };
+        h.shard.handle_event(Event::Recv { key, buf });
+        h.shard.flush(&mut h.transmit);
+        assert_eq!(h.shard.driver.sent.len(), 1, "echo handed to the driver");
+        h.shard.core.advance(9);
+        h.shard.flush(&mut h.transmit);
+        assert!(!h.closed(key));
+        h.shard.core.advance(10);
+        h.shard.flush(&mut h.transmit);
+        assert!(h.closed(key), "no progress for the stall timeout");
+        assert_eq!(disconnects(&h, DisconnectReason::SlowConsumer), 1);
+        assert_eq!(h.shard.core.observe.stats.slow_consumer_closes, 1);
+    }
+
+    #[test]
+    fn slow_consumer_is_closed_and_its_outbox_freed() {
+        let config = Config {
+            max_outbox_bytes: 1000,
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        // The first echo goes in flight and never completes; the rest pile up.
+        let message = masked(0x2, &[1; 300]);
+        for _ in 0..5 {
+            h.shard.driver.bufs = vec![message.clone()];
+            let buf = RecvBuf {
+                id: 0,
+                len: message.len() as u32,
+            };
+            h.shard.handle_event(Event::Recv { key, buf });
+            if h.shard.driver.sent.is_empty() {
+                h.shard.flush(&mut h.transmit);
+            }
+        }
+        let conn = h
+            .shard
+            .core
+            .conns
+            .get(key)
+            .expect("removed at the next flush");
+        assert!(conn.outbox.is_empty(), "queue dropped at once");
+        h.shard.flush(&mut h.transmit);
+        assert!(h.closed(key));
+        assert_eq!(disconnects(&h, DisconnectReason::SlowConsumer), 1);
+    }
+
+    #[test]
+    fn slow_consumer_that_keeps_sending_is_closed_at_once() {
+        let config = Config {
+            max_outbox_bytes: 300,
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        // Over the cap with no send in flight: a close frame is queued, never sent here.
+        h.shard
+            .core
+            .push_frame(key, Bytes::from(vec![0u8; 400]), false);
+        let conn = h.shard.core.conns.get(key).expect("closing");
+        assert_eq!(conn.phase, Phase::Flushing);
+        h.shard.driver.bufs = vec![masked(0x1, b"more")];
+        let buf = RecvBuf { id: 0, len: 10 };
+        h.shard.handle_event(Event::Recv { key, buf });
+        h.shard.flush(&mut h.transmit);
+        assert!(h.closed(key), "no waiting for the close deadline");
+    }
+
+    #[test]
+    fn lossy_frames_drop_the_oldest_under_drop_oldest() {
+        let config = Config {
+            max_outbox_bytes: 1000,
+            outbox_policy: OutboxPolicy::DropOldest,
+            ..Config::default()
+        };
+        let mut h = Harness::new(config);
+        let key = h.accept();
+        h.upgrade(key);
+        let frame = Bytes::from(vec![0u8; 300]);
+        for _ in 0..10 {
+            h.shard.core.push_frame(key, frame.clone(), true);
+        }
+        let conn = h.shard.core.conns.get(key).expect("still open");
+        assert!(conn.outbox.queued_bytes() <= 1000);
+        assert_eq!(conn.phase, Phase::Open);
+        h.shard.core.push_frame(key, frame, false);
+        h.shard.flush(&mut h.transmit);
+        let closing = h
+            .shard
+            .core
+            .conns
+            .get(key)
+            .is_none_or(|c| c.phase != Phase::Open);
+        assert!(closing, "a frame that is not lossy still closes");
+    }
+
+    #[test]
+    fn admin_paths_answer_plain_gets() {
+        for (path, status) in [
+            ("/metrics", "HTTP/1.1 200 "),
+            ("/health", "HTTP/1.1 200 "),
+            ("/ready", "HTTP/1.1 200 "),
+            ("/dashboard", "HTTP/1.1 200 "),
+        ] {
+            let mut h = Harness::new(Config::default());
+            h.shard.core.observe.publish();
+            let key = h.accept();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let out = h.read(key, request.as_bytes());
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.starts_with(status), "{path}: {text}");
+            assert!(h.closed(key));
+        }
+    }
+
+    #[test]
+    fn accepts_and_handshake_errors_are_counted() {
+        let mut h = Harness::new(Config::default());
+        let key = h.accept();
+        h.upgrade(key);
+        let bad = h.accept();
+        h.read(bad, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+        let stats = &h.shard.core.observe.stats;
+        assert_eq!(stats.accepted, 1);
+        assert_eq!(stats.rejected[RejectReason::HandshakeError as usize], 1);
+        h.shard.handle_event(Event::Eof { key });
+        h.shard.flush(&mut h.transmit);
+        assert_eq!(disconnects(&h, DisconnectReason::ConnectionLost), 1);
     }
 }

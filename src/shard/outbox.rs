@@ -73,6 +73,24 @@ impl Outbox {
         }
     }
 
+    /// Drops whole frames from the front, sparing the first `keep` (handed to the driver and
+    /// possibly half sent), until at most `max` bytes are queued or nothing more can go.
+    /// Returns how many frames were dropped.
+    pub fn drop_oldest(&mut self, keep: usize, max: usize) -> usize {
+        let mut dropped = 0;
+        while self.queued as usize > max {
+            let Some(frame) = self
+                .frames
+                .remove(keep.max(usize::from(self.head_sent > 0)))
+            else {
+                break;
+            };
+            self.queued = self.queued.saturating_sub(frame.len() as u32);
+            dropped += 1;
+        }
+        dropped
+    }
+
     /// Drops every frame not yet handed to the driver (a send in flight holds its own clones).
     pub fn clear(&mut self) {
         *self = Self::default();
@@ -82,6 +100,21 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_oldest_spares_frames_in_flight_and_stops_at_the_cap() {
+        let mut outbox = Outbox::default();
+        for byte in 0..5u8 {
+            outbox.push(Bytes::from(vec![byte; 10]));
+        }
+        assert_eq!(outbox.drop_oldest(1, 30), 2, "frames 1 and 2 go");
+        assert_eq!(outbox.queued_bytes(), 30);
+        assert_eq!(
+            transmit(&outbox)[..],
+            [[0u8; 10], [3; 10], [4; 10]].concat()[..]
+        );
+        assert_eq!(outbox.drop_oldest(3, 0), 0, "everything left is in flight");
+    }
 
     fn transmit(outbox: &Outbox) -> Vec<u8> {
         let mut frames = Vec::new();

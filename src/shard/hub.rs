@@ -1,0 +1,492 @@
+//! What the shards of one process share about Pusher channels: the apps, the peers' mailboxes,
+//! and a read-mostly index of channels (which shards have subscribers, how many, presence
+//! rosters, cache slots).
+//!
+//! The index is what makes fan-out targeted and API queries answerable without asking every
+//! shard: a publish reads which shards hold subscribers of the channel (one read lock, one hash
+//! lookup) and sends the frame only to those; `GET /channels` sums the per-shard counts. The
+//! counts are atomics: a subscribe or unsubscribe takes the shared lock, and only creating or
+//! dropping a channel's entry and presence joins and leaves take the exclusive one; nothing is
+//! written per delivered message. One lock per app keeps apps apart; the shards' hot path
+//! (delivering a frame to local subscribers) never takes it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::time::Instant;
+
+use crate::mesh::MailboxSender;
+use crate::pusher::api::response::ChannelStats;
+use crate::pusher::cache::CACHE_TTL;
+use crate::pusher::presence::PresenceJoin;
+use crate::pusher::protocol::PresenceMember;
+use crate::pusher::{AppConfig, AppIndex, Apps, CacheSlot, Frame, PresenceRoster, PusherConfig};
+
+/// Most shards a socket id can name: the shard index is the last three decimal digits of the
+/// socket id's first half.
+pub const MAX_SHARDS: usize = 1000;
+
+/// One channel of one app, across shards.
+#[derive(Debug)]
+struct ChannelEntry {
+    /// Local subscriber count per shard; a shard with 0 gets no copy of a publish. Atomic so
+    /// that subscribing to an existing channel needs only the shared (read) lock.
+    per_shard: Box<[AtomicU32]>,
+    /// The presence roster, for `presence-` channels.
+    roster: Option<PresenceRoster>,
+}
+
+impl ChannelEntry {
+    fn new(shards: usize) -> Self {
+        Self {
+            per_shard: (0..shards).map(|_| AtomicU32::new(0)).collect(),
+            roster: None,
+        }
+    }
+
+    fn subscriptions(&self) -> u64 {
+        self.per_shard
+            .iter()
+            .map(|n| u64::from(n.load(Ordering::Relaxed)))
+            .sum()
+    }
+
+    fn is_unused(&self) -> bool {
+        self.subscriptions() == 0 && self.roster.as_ref().is_none_or(PresenceRoster::is_empty)
+    }
+}
+
+/// One app's channels: name to entry.
+type AppIndexMap = RwLock<HashMap<Box<str>, ChannelEntry>>;
+
+/// One app's cache channels: name to last event.
+type AppCaches = Mutex<CacheTable>;
+
+/// Fewest cache entries before expired ones are swept: small tables are not worth a pass.
+const MIN_CACHE_SWEEP: usize = 64;
+
+/// One app's cache slots with the time each was last written, swept of expired entries each
+/// time the table doubles, so channels that stopped publishing do not stay forever and the
+/// sweeps cost O(1) per publish amortised.
+#[derive(Debug, Default)]
+struct CacheTable {
+    slots: HashMap<Box<str>, (CacheSlot, Instant)>,
+    sweep_at: usize,
+}
+
+/// The process-wide state the shards share. Built once at start, then shared by `Arc`.
+#[derive(Debug)]
+pub struct Hub {
+    apps: Apps,
+    pusher: PusherConfig,
+    /// First half of every socket id issued here is `instance * 1000 + shard`.
+    instance: u32,
+    peers: Box<[OnceLock<MailboxSender>]>,
+    /// Per app: channel name to its entry.
+    index: Box<[AppIndexMap]>,
+    /// Per app: cache channel name to its last event. Kept apart from `index` because a cached
+    /// event outlives the channel's subscribers (for the slot's TTL).
+    caches: Box<[AppCaches]>,
+    /// Per app: open Pusher connections, for the app's `max_connections` (4004). Touched on
+    /// connect and disconnect only.
+    connections: Box<[AtomicU32]>,
+}
+
+impl Hub {
+    /// A hub for `shards` shards serving `apps`. `instance` tells this process's socket ids
+    /// from other instances' (callers pass a random number, see [`random_instance`]).
+    pub fn new(apps: Apps, pusher: PusherConfig, shards: usize, instance: u32) -> Self {
+        let n = apps.iter().count();
+        Self {
+            apps,
+            pusher,
+            instance: instance % (u32::MAX / MAX_SHARDS as u32),
+            peers: (0..shards).map(|_| OnceLock::new()).collect(),
+            index: (0..n).map(|_| RwLock::default()).collect(),
+            caches: (0..n).map(|_| Mutex::default()).collect(),
+            connections: (0..n).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// The hub of a process configured by `config` with `shards` shards: the configured apps,
+    /// or one development app, whose credentials are logged with a warning.
+    pub fn for_config(
+        config: &crate::config::Config,
+        shards: usize,
+    ) -> Result<Self, crate::pusher::apps::AppsError> {
+        let apps = if config.apps.is_empty() {
+            let app = AppConfig::development(config.dev_app.clone(), entropy());
+            tracing::warn!(
+                app_id = %app.id,
+                key = %app.key,
+                secret = %app.secret,
+                "no [[apps]] configured: serving one development app (client events and user \
+                 authentication on); set RINGCAST_APP_ID, RINGCAST_APP_KEY and \
+                 RINGCAST_APP_SECRET or configure [[apps]] for production"
+            );
+            Apps::new(vec![app])?
+        } else {
+            Apps::new(config.apps.clone())?
+        };
+        let pusher = PusherConfig {
+            // The server pings after `ping_interval` of silence; telling clients the same
+            // keeps them from pinging first.
+            activity_timeout: config.ping_interval,
+            pong_timeout: config.pong_timeout,
+            ..PusherConfig::default()
+        };
+        Ok(Self::new(apps, pusher, shards, random_instance()))
+    }
+
+    /// The apps served.
+    pub fn apps(&self) -> &Apps {
+        &self.apps
+    }
+
+    /// Protocol settings of every connection.
+    pub fn pusher(&self) -> &PusherConfig {
+        &self.pusher
+    }
+
+    /// Shards sharing this hub.
+    pub fn shards(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The first half of socket ids issued by `shard`.
+    pub fn socket_high(&self, shard: usize) -> u32 {
+        self.instance * MAX_SHARDS as u32 + (shard % MAX_SHARDS) as u32
+    }
+
+    /// Records `shard`'s mailbox, so other shards can send it publishes.
+    pub fn register_peer(&self, shard: usize, mailbox: MailboxSender) {
+        if let Some(slot) = self.peers.get(shard) {
+            let _ = slot.set(mailbox);
+        }
+    }
+
+    /// `shard`'s mailbox, once it started.
+    pub fn peer(&self, shard: usize) -> Option<&MailboxSender> {
+        self.peers.get(shard)?.get()
+    }
+
+    /// Open connections of the app. Shards check and count separately, so an app at its cap
+    /// may briefly hold up to one connection per shard more.
+    pub fn app_connections(&self, app: AppIndex) -> u32 {
+        self.connections
+            .get(usize::from(app.0))
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// A connection of the app opened (`+1`) or closed (`-1`).
+    pub fn count_connection(&self, app: AppIndex, opened: bool) {
+        if let Some(n) = self.connections.get(usize::from(app.0)) {
+            if opened {
+                n.fetch_add(1, Ordering::Relaxed);
+            } else {
+                n.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn index(&self, app: AppIndex) -> Option<&AppIndexMap> {
+        self.index.get(usize::from(app.0))
+    }
+
+    /// `shard` has one more local subscriber of the channel. A channel that has an entry
+    /// takes the shared lock only; the exclusive one is for creating the entry.
+    pub fn handle_subscribe(&self, app: AppIndex, channel: &str, shard: usize) {
+        let Some(index) = self.index(app) else { return };
+        {
+            let shared = index.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = shared.get(channel) {
+                if let Some(n) = entry.per_shard.get(shard) {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+        let shards = self.peers.len();
+        let entry = index
+            .entry(channel.into())
+            .or_insert_with(|| ChannelEntry::new(shards));
+        if let Some(n) = entry.per_shard.get(shard) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `shard` has one local subscriber of the channel fewer. Only the shard's last one takes
+    /// the exclusive lock, to drop the entry once no shard has subscribers.
+    pub fn handle_unsubscribe(&self, app: AppIndex, channel: &str, shard: usize) {
+        let Some(index) = self.index(app) else { return };
+        let emptied = {
+            let shared = index.read().unwrap_or_else(|e| e.into_inner());
+            shared
+                .get(channel)
+                .and_then(|entry| entry.per_shard.get(shard))
+                .is_some_and(|n| {
+                    let before = n.fetch_sub(1, Ordering::Relaxed);
+                    if before == 0 {
+                        // Never below zero, whatever the caller did.
+                        n.store(0, Ordering::Relaxed);
+                    }
+                    before <= 1
+                })
+        };
+        if emptied {
+            // Counts only change under the shared lock, so under the exclusive one they are
+            // stable: the entry goes only if it is still unused.
+            let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+            if index.get(channel).is_some_and(ChannelEntry::is_unused) {
+                index.remove(channel);
+            }
+        }
+    }
+
+    /// Fills `out` with the shards that hold subscribers of the channel.
+    pub fn interested_shards(&self, app: AppIndex, channel: &str, out: &mut Vec<usize>) {
+        out.clear();
+        let Some(index) = self.index(app) else { return };
+        let index = index.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = index.get(channel) {
+            out.extend(
+                entry
+                    .per_shard
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| n.load(Ordering::Relaxed) > 0)
+                    .map(|(shard, _)| shard),
+            );
+        }
+    }
+
+    /// A connection of `member` joins the presence channel: the roster is process-wide, so
+    /// `member_added` goes out once per user whatever shard their connections are on.
+    pub fn join_presence(
+        &self,
+        app: AppIndex,
+        channel: &str,
+        member: &PresenceMember,
+    ) -> Option<PresenceJoin> {
+        let mut index = self.index(app)?.write().unwrap_or_else(|e| e.into_inner());
+        let shards = self.peers.len();
+        let entry = index
+            .entry(channel.into())
+            .or_insert_with(|| ChannelEntry::new(shards));
+        Some(
+            entry
+                .roster
+                .get_or_insert_with(PresenceRoster::default)
+                .handle_join(channel, member),
+        )
+    }
+
+    /// A connection of `user_id` leaves the presence channel; the `member_removed` to publish
+    /// when it was the user's last one.
+    pub fn leave_presence(&self, app: AppIndex, channel: &str, user_id: &str) -> Option<Frame> {
+        let mut index = self.index(app)?.write().unwrap_or_else(|e| e.into_inner());
+        let entry = index.get_mut(channel)?;
+        let removed = entry.roster.as_mut()?.handle_leave(channel, user_id);
+        if entry.is_unused() {
+            index.remove(channel);
+        }
+        removed
+    }
+
+    /// Remembers the last event of a cache channel.
+    pub fn cache_publish(&self, app: AppIndex, channel: &str, frame: &Frame, now: Instant) {
+        let Some(caches) = self.caches.get(usize::from(app.0)) else {
+            return;
+        };
+        let mut caches = caches.lock().unwrap_or_else(|e| e.into_inner());
+        match caches.slots.get_mut(channel) {
+            Some((slot, at)) => {
+                slot.handle_publish(frame, now);
+                *at = now;
+            }
+            None => {
+                let mut slot = CacheSlot::default();
+                slot.handle_publish(frame, now);
+                caches.slots.insert(channel.into(), (slot, now));
+            }
+        }
+        if caches.slots.len() >= caches.sweep_at.max(MIN_CACHE_SWEEP) {
+            caches
+                .slots
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < CACHE_TTL);
+            caches.sweep_at = caches.slots.len() * 2;
+        }
+    }
+
+    /// The cached event of a cache channel for a new subscriber, or `pusher:cache_miss`.
+    pub fn cache_replay(&self, app: AppIndex, channel: &str, now: Instant) -> Frame {
+        let Some(caches) = self.caches.get(usize::from(app.0)) else {
+            return CacheSlot::default().replay(channel, now);
+        };
+        let mut caches = caches.lock().unwrap_or_else(|e| e.into_inner());
+        match caches.slots.get_mut(channel) {
+            Some((slot, _)) => slot.replay(channel, now),
+            None => CacheSlot::default().replay(channel, now),
+        }
+    }
+
+    /// Subscriptions and presence users of one channel, across shards.
+    pub fn stats(&self, app: AppIndex, channel: &str) -> ChannelStats {
+        let Some(index) = self.index(app) else {
+            return ChannelStats::default();
+        };
+        let index = index.read().unwrap_or_else(|e| e.into_inner());
+        index.get(channel).map(stats_of).unwrap_or_default()
+    }
+
+    /// Occupied channels of the app whose names start with `prefix`, sorted by name.
+    pub fn occupied(&self, app: AppIndex, prefix: &str) -> Vec<(String, ChannelStats)> {
+        let Some(index) = self.index(app) else {
+            return Vec::new();
+        };
+        let index = index.read().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<(String, ChannelStats)> = index
+            .iter()
+            .filter(|(name, entry)| name.starts_with(prefix) && entry.subscriptions() > 0)
+            .map(|(name, entry)| (name.to_string(), stats_of(entry)))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    /// The user ids present on a presence channel, ordered.
+    pub fn users(&self, app: AppIndex, channel: &str) -> Vec<String> {
+        let Some(index) = self.index(app) else {
+            return Vec::new();
+        };
+        let index = index.read().unwrap_or_else(|e| e.into_inner());
+        index
+            .get(channel)
+            .and_then(|entry| entry.roster.as_ref())
+            .map(|roster| roster.members().map(|(id, _)| id.to_owned()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn stats_of(entry: &ChannelEntry) -> ChannelStats {
+    ChannelStats {
+        subscription_count: entry.subscriptions(),
+        user_count: entry
+            .roster
+            .as_ref()
+            .map_or(0, |roster| roster.user_count() as u64),
+    }
+}
+
+/// A random instance number for socket ids, from the kernel's generator (or, failing that,
+/// std's randomly keyed hasher). Two instances behind one load balancer collide with a chance
+/// of one in four million.
+pub fn random_instance() -> u32 {
+    let bytes = entropy();
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// 32 random bytes: the development app's credentials and the instance number come from here.
+pub fn entropy() -> [u8; 32] {
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_usize(i);
+            chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+        }
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(shards: usize) -> Hub {
+        let apps = Apps::new(vec![AppConfig::new("1", "k", "s")]).unwrap_or_else(|e| panic!("{e}"));
+        Hub::new(apps, PusherConfig::default(), shards, 42)
+    }
+
+    const APP: AppIndex = AppIndex(0);
+
+    #[test]
+    fn interest_follows_subscriptions_per_shard() {
+        let hub = hub(3);
+        let mut shards = Vec::new();
+        hub.handle_subscribe(APP, "c", 2);
+        hub.handle_subscribe(APP, "c", 0);
+        hub.handle_subscribe(APP, "c", 2);
+        hub.interested_shards(APP, "c", &mut shards);
+        assert_eq!(shards, [0, 2]);
+        assert_eq!(hub.stats(APP, "c").subscription_count, 3);
+        hub.handle_unsubscribe(APP, "c", 2);
+        hub.handle_unsubscribe(APP, "c", 0);
+        hub.interested_shards(APP, "c", &mut shards);
+        assert_eq!(shards, [2]);
+        hub.handle_unsubscribe(APP, "c", 2);
+        assert!(
+            hub.occupied(APP, "").is_empty(),
+            "empty channels are forgotten"
+        );
+    }
+
+    #[test]
+    fn presence_counts_users_once_across_shards() {
+        let hub = hub(2);
+        let member = PresenceMember {
+            user_id: "u1".into(),
+            user_info: None,
+        };
+        let first = hub.join_presence(APP, "presence-r", &member);
+        assert!(first.is_some_and(|j| j.member_added.is_some()));
+        let second = hub.join_presence(APP, "presence-r", &member);
+        assert!(second.is_some_and(|j| j.member_added.is_none()));
+        hub.handle_subscribe(APP, "presence-r", 0);
+        hub.handle_subscribe(APP, "presence-r", 1);
+        assert_eq!(hub.stats(APP, "presence-r").user_count, 1);
+        assert_eq!(hub.users(APP, "presence-r"), ["u1"]);
+        assert!(hub.leave_presence(APP, "presence-r", "u1").is_none());
+        assert!(hub.leave_presence(APP, "presence-r", "u1").is_some());
+    }
+
+    #[test]
+    fn expired_cache_slots_are_swept() {
+        let hub = hub(1);
+        let t0 = Instant::now();
+        let frame = crate::pusher::encode_event_frame("e", "cache-0", "{}", None);
+        for i in 0..MIN_CACHE_SWEEP - 1 {
+            hub.cache_publish(APP, &format!("cache-{i}"), &frame, t0);
+        }
+        let later = t0 + CACHE_TTL;
+        hub.cache_publish(APP, "cache-new", &frame, later);
+        let caches = hub.caches[0].lock().unwrap_or_else(|e| e.into_inner());
+        let names: Vec<&str> = caches.slots.keys().map(|k| &**k).collect();
+        assert_eq!(names, ["cache-new"]);
+    }
+
+    #[test]
+    fn socket_ids_name_their_shard() {
+        let hub = hub(2);
+        assert_eq!(hub.socket_high(0), 42_000);
+        assert_eq!(hub.socket_high(1), 42_001);
+    }
+
+    #[test]
+    fn occupied_filters_by_prefix() {
+        let hub = hub(1);
+        for name in ["private-a", "b", "private-c"] {
+            hub.handle_subscribe(APP, name, 0);
+        }
+        let names: Vec<String> = hub
+            .occupied(APP, "private-")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["private-a", "private-c"]);
+    }
+}

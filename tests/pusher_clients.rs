@@ -1,0 +1,71 @@
+//! The Pusher protocol and HTTP API against the clients users run: pusher-js (npm) connecting,
+//! subscribing to public, private, presence and cache channels, sending client events, signing
+//! in; the Python `pusher` SDK triggering events and batches and querying channels; pusher-js in
+//! headless Chromium receiving an event. Each on both backends, with two shards so that fan-out,
+//! presence and queries cross shards. Needs `make test-deps` (node_modules and .venv).
+
+mod pusher_common;
+
+use pusher_common::{Server, repo_root, uring_available};
+
+fn backends() -> Vec<&'static str> {
+    let mut list = vec!["epoll"];
+    if uring_available() {
+        list.push("uring");
+    }
+    list
+}
+
+fn assert_client(server: &Server, program: &str, script: &str, done: &str) {
+    let script = repo_root().join("tests/clients").join(script);
+    let script = script.to_string_lossy();
+    let (ok, output) = server.run_client(program, &[script.as_ref()]);
+    assert!(ok, "{script} failed:\n{output}");
+    assert!(output.contains(done), "{script} did not finish:\n{output}");
+    assert!(!output.contains("FAIL"), "{script}:\n{output}");
+}
+
+#[test]
+fn pusher_js_over_two_shards() {
+    for backend in backends() {
+        let server = Server::start(backend, 2);
+        assert_client(
+            &server,
+            "node",
+            "pusher_js.mjs",
+            "all pusher-js checks passed",
+        );
+    }
+}
+
+#[test]
+fn python_sdk_over_two_shards() {
+    let python = repo_root().join(".venv/bin/python");
+    let python = python.to_string_lossy();
+    for backend in backends() {
+        let server = Server::start(backend, 2);
+        assert_client(
+            &server,
+            &python,
+            "pusher_sdk.py",
+            "all pusher SDK checks passed",
+        );
+    }
+}
+
+#[test]
+fn pusher_js_in_headless_chromium() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        // .ci/run installs Debian's chromium; a developer box without it skips this one test.
+        eprintln!("skipped: no {chromium} (apt-get install chromium)");
+        return;
+    }
+    let server = Server::start("epoll", 2);
+    assert_client(
+        &server,
+        "node",
+        "browser.mjs",
+        "headless Chromium received the event",
+    );
+}
