@@ -318,7 +318,12 @@ impl Publisher {
                 ));
             }
             if close {
+                // The server ends the connection after this answer, as HTTP/1.1 allows: nothing
+                // failed, so open the next one at once rather than after the failure back-off.
                 self.handle_eof(key, now, acts);
+                if let Some(conn) = self.conns.get_mut(i) {
+                    conn.phase = HttpPhase::Down(now);
+                }
                 return;
             }
             self.dispatch(i, acts);

@@ -1,15 +1,11 @@
 //! The pubsub scenario against a real `ringcast serve` on loopback: subscribers over several
 //! Pusher channels, events published through the signed HTTP API, every delivery checked.
-//!
-//! Ignored until the shards serve the Pusher protocol (`/app/{key}` and the HTTP API); run them
-//! with `cargo test -p ringcast-loadgen --test pubsub -- --ignored`.
 
 mod common;
 
 use common::{APP_KEY, Server, loadgen, n};
 
 #[test]
-#[ignore = "needs the Pusher protocol served by the shards"]
 fn pubsub_delivers_every_event_exactly_once() {
     let server = Server::start();
     let url = format!("{}/app/{APP_KEY}?protocol=7", server.url_base);
@@ -46,7 +42,6 @@ fn pubsub_delivers_every_event_exactly_once() {
 }
 
 #[test]
-#[ignore = "needs the Pusher protocol served by the shards"]
 fn pubsub_over_client_events_delivers_to_every_other_subscriber() {
     let server = Server::start();
     let url = format!("{}/app/{APP_KEY}?protocol=7", server.url_base);
@@ -78,7 +73,6 @@ fn pubsub_over_client_events_delivers_to_every_other_subscriber() {
 }
 
 #[test]
-#[ignore = "needs the Pusher protocol served by the shards"]
 fn pubsub_with_wrong_secret_fails_loudly() {
     let server = Server::start();
     let url = format!("{}/app/{APP_KEY}?protocol=7", server.url_base);
