@@ -55,11 +55,7 @@ bench-fanout:
 bench:
 	$(CARGO) bench --locked --bench codec
 
-.PHONY: test-deps bench-density bench-echo
-
-## Third-party clients the integration suite runs (npm `ws`, Python `websockets`); idempotent.
-test-deps:
-	sh tests/clients/install.sh
+.PHONY: bench-density bench-echo
 
 ## Figure: server RSS and kernel slab growth per idle WebSocket connection (docs/benchmarks.md).
 bench-density:

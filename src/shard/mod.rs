@@ -515,10 +515,11 @@ impl Core {
                 }
             },
             Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
-            // A slow consumer that keeps sending while its close frame waits for room: it reads
-            // nothing, so the close would only come at the close deadline while its bytes are
-            // read and dropped meanwhile. Close TCP now.
-            Phase::Flushing if conn.reason == DisconnectReason::SlowConsumer as u8 => {
+            // A peer we failed (RFC 6455 7.1.7: slow consumer, flood, rate, protocol, size) that
+            // keeps sending while our close frame waits for room: it may never read, so the close
+            // would only come at the close deadline while its bytes are read and dropped. Close
+            // TCP now.
+            Phase::Flushing if is_failure(conn.reason) => {
                 self.close_now(key);
             }
             Phase::Flushing => {}
@@ -1065,6 +1066,20 @@ fn admit_ip(
             Err(StatusCode::TOO_MANY_REQUESTS)
         }
     }
+}
+
+/// Whether a disconnect `reason` (as stored in the connection) means the server failed the
+/// connection, after which nothing the peer sends is read.
+fn is_failure(reason: u8) -> bool {
+    [
+        DisconnectReason::SlowConsumer,
+        DisconnectReason::RateLimit,
+        DisconnectReason::Policy,
+        DisconnectReason::ProtocolError,
+        DisconnectReason::MessageTooBig,
+    ]
+    .iter()
+    .any(|r| *r as u8 == reason)
 }
 
 /// The close code a slow consumer of `route` gets: `LIMITS.md` says 1008 for echo and 4100
