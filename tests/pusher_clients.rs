@@ -57,7 +57,12 @@ fn python_sdk_over_two_shards() {
 fn pusher_js_in_headless_chromium() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !std::path::Path::new(&chromium).exists() {
-        // .ci/run installs Debian's chromium; a developer box without it skips this one test.
+        // .ci/run installs Debian's chromium, so in CI a missing browser is a failure; a
+        // developer box without it skips this one test.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no {chromium} in CI: .ci/run must install Debian's chromium"
+        );
         eprintln!("skipped: no {chromium} (apt-get install chromium)");
         return;
     }

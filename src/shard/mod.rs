@@ -515,12 +515,18 @@ impl Core {
                 }
             },
             Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
-            // A peer we failed (RFC 6455 7.1.7: slow consumer, flood, rate, protocol, size) that
-            // keeps sending while our close frame waits for room: it may never read, so the close
-            // would only come at the close deadline while its bytes are read and dropped. Close
-            // TCP now.
+            // A peer we failed (RFC 6455 7.1.7: slow consumer, flood, rate, protocol, size) keeps
+            // sending while our close frame waits: its bytes are dropped, up to the rest of one
+            // largest frame so that a peer that reads still learns why. Past that it may never
+            // read, and the shard would read and drop until the close deadline: close TCP now.
             Phase::Flushing if is_failure(conn.reason) => {
-                self.close_now(key);
+                let cost = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                if !conn
+                    .byte_bucket
+                    .try_take(self.now, cost, 0, FAILED_READ_BUDGET)
+                {
+                    self.close_now(key);
+                }
             }
             Phase::Flushing => {}
         }
@@ -1106,8 +1112,18 @@ fn set_reason(conn: &mut Conn, reason: DisconnectReason, code: Option<CloseCode>
     if conn.reason == NO_REASON {
         conn.reason = reason as u8;
         conn.close_code = code.map_or(0, |c| c.0);
+        if is_failure(conn.reason) {
+            // Rates no longer matter once the connection failed: the byte bucket becomes the
+            // allowance of bytes still read and dropped (no refill), see `FAILED_READ_BUDGET`.
+            conn.byte_bucket = TokenBucket::full(FAILED_READ_BUDGET, conn.last_rx);
+        }
     }
 }
+
+/// Bytes a failed connection may still send while its close frame waits: the largest frame
+/// `max_message_size` may be configured to (16 MiB, `shared/LIMITS.md`) plus its header, so a
+/// peer cut off mid-frame still reads the close code; a peer that sends more is not reading.
+const FAILED_READ_BUDGET: u32 = 16 * 1024 * 1024 + 14;
 
 /// The code to put on the wire: 1005, 1006 and 1015 only describe a close locally
 /// (RFC 6455 7.4.1) and are never sent; a protocol error is said instead.
