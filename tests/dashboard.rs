@@ -3,9 +3,13 @@
 //! feed, per-shard rows render, the page reconnects), and once against a real `ringcast serve`
 //! while echo traffic runs, asserting that the numbers the page shows change under load.
 
+#[allow(
+    dead_code,
+    reason = "the shared harness serves several suites; this one uses part of it"
+)]
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +36,7 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// Runs `tests/dashboard/run.py` with `args` and asserts it passed.
-fn run_dashboard_check(chromium: &PathBuf, args: &[&str]) {
+fn run_dashboard_check(chromium: &Path, args: &[&str]) {
     let root = repo_root();
     let output = Command::new(root.join(".venv/bin/python"))
         .arg(root.join("tests/dashboard/run.py"))
