@@ -36,6 +36,20 @@ build_ringcast() {
     cargo build --release --locked --bin ringcast >&2
 }
 
+build_loadgen() {
+    echo "bench: cargo build --release --bin ringcast-loadgen" >&2
+    cargo build --release --locked -p ringcast-loadgen >&2
+}
+
+# server_cpu_ticks PID: the process's utime + stime in clock ticks (fields 14 and 15 of
+# /proc/PID/stat, proc(5)), counted after the ")" that ends the command name.
+server_cpu_ticks() {
+    local stat
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) }
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+
 install_bun() {
     local stamp
     stamp=$(sha256sum benches/peers/package-lock.json | cut -d' ' -f1)
