@@ -36,6 +36,20 @@ build_ringcast() {
     cargo build --release --locked --bin ringcast >&2
 }
 
+build_loadgen() {
+    echo "bench: cargo build --release --bin ringcast-loadgen" >&2
+    cargo build --release --locked -p ringcast-loadgen >&2
+}
+
+# server_cpu_ticks PID: the process's utime + stime in clock ticks (fields 14 and 15 of
+# /proc/PID/stat, proc(5)), counted after the ")" that ends the command name.
+server_cpu_ticks() {
+    local stat
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) }
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+
 install_bun() {
     local stamp
     stamp=$(sha256sum benches/peers/package-lock.json | cut -d' ' -f1)
@@ -67,8 +81,11 @@ start_server() {
     local name=$1 log="$OUT_DIR/$1.log"
     case "$name" in
         ringcast-uring | ringcast-epoll)
+            # No per-connection message or byte rate limit: Bun has none, and a closed-loop
+            # client may exceed the defaults on a fast box.
             target/release/ringcast serve --listen 127.0.0.1:0 --shards 1 \
-                --backend "${name#ringcast-}" 2>"$log" &
+                --backend "${name#ringcast-}" --max-messages-per-sec 0 \
+                --max-bytes-per-sec 0 2>"$log" &
             ;;
         bun)
             benches/peers/node_modules/.bin/bun benches/peers/bun_echo.js 0 2>"$log" &

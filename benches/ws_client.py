@@ -1,12 +1,6 @@
-"""Benchmark client for the figures in docs/benchmarks.md, the same for every server measured.
-
-Modes:
-  idle  open N WebSocket connections, answer pings, and report the server's RSS growth and the
-        kernel's slab growth per connection (read from /proc before and after).
-  echo  N connections each sending SIZE-byte binary messages closed-loop (send, wait for the
-        echo, send again) for SECONDS; report messages/s, the server's CPU seconds (utime+stime
-        from /proc/PID/stat over the same window), messages per server CPU-second and
-        latency p50/p99.
+"""Density client for docs/benchmarks.md, the same for every server measured: opens N WebSocket
+connections, answers pings, and reports the server's RSS growth and the kernel's slab growth per
+connection (read from /proc before and after). The echo benchmark uses `ringcast-loadgen echo`.
 
 Prints one JSON object on stdout. Standard library only, so it runs on any Python 3.8+.
 Frames are written by hand with a zero mask key (legal in RFC 6455 section 5.3; it makes client
@@ -16,14 +10,10 @@ work negligible without changing what the server must do).
 import argparse
 import asyncio
 import json
-import os
 import resource
 import struct
 import sys
 import time
-
-# Clock ticks per second for /proc/PID/stat utime and stime (proc(5)).
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # Handshakes in flight at once while opening connections: enough to open thousands per second,
 # few enough to stay under the listen backlog.
@@ -33,12 +23,6 @@ HANDSHAKE = (
     "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
-
-
-def server_cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    # Fields 14 and 15 of proc(5) are utime and stime; after the ")" split they are 11 and 12.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def proc_status_kib(pid, key):
@@ -167,77 +151,21 @@ async def idle(args):
     return result
 
 
-async def echo(args):
-    conns = await open_many(args)
-    frame = client_frame(0x2, os.urandom(args.size))
-    latencies = []
-    stop = False
-
-    async def loop(reader, writer):
-        count = 0
-        while not stop:
-            sent = time.perf_counter_ns()
-            writer.write(frame)
-            while True:
-                opcode, payload = await read_frame(reader)
-                if opcode == 0x9:
-                    writer.write(client_frame(0xA, payload))
-                    continue
-                break
-            if opcode != 0x2 or len(payload) != args.size:
-                raise RuntimeError(f"bad echo: opcode {opcode}, {len(payload)} bytes")
-            latencies.append(time.perf_counter_ns() - sent)
-            count += 1
-        return count
-
-    # Warm up so every connection is in its steady state before the window opens.
-    tasks = [asyncio.ensure_future(loop(r, w)) for r, w in conns]
-    await asyncio.sleep(args.warmup)
-    latencies.clear()
-    cpu_before = server_cpu_seconds(args.server_pid)
-    started = time.monotonic()
-    await asyncio.sleep(args.seconds)
-    messages = len(latencies)
-    elapsed = time.monotonic() - started
-    cpu = server_cpu_seconds(args.server_pid) - cpu_before
-    window = sorted(latencies[:messages])
-    stop = True
-    await asyncio.gather(*tasks)
-    for _, writer in conns:
-        writer.close()
-    return {
-        "mode": "echo",
-        "conns": args.conns,
-        "size": args.size,
-        "seconds": round(elapsed, 2),
-        "messages": messages,
-        "messages_per_second": round(messages / elapsed),
-        "server_cpu_seconds": round(cpu, 2),
-        "messages_per_server_cpu_second": round(messages / cpu) if cpu > 0 else None,
-        "p50_us": round(window[len(window) // 2] / 1000, 1) if window else None,
-        "p99_us": round(window[len(window) * 99 // 100] / 1000, 1) if window else None,
-    }
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["idle", "echo"])
+    parser.add_argument("mode", choices=["idle"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="/echo")
     parser.add_argument("--server-pid", type=int, required=True)
     parser.add_argument("--conns", type=int, default=100)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--settle", type=float, default=3.0)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.conns + 64 > hard:
         sys.exit(f"RLIMIT_NOFILE {hard} cannot hold {args.conns} connections")
-    run = idle if args.mode == "idle" else echo
-    print(json.dumps(asyncio.run(run(args))), flush=True)
+    print(json.dumps(asyncio.run(idle(args))), flush=True)
 
 
 if __name__ == "__main__":
