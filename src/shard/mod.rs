@@ -515,7 +515,13 @@ impl Core {
                 }
             },
             Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
-            // A peer we failed (RFC 6455 7.1.7: slow consumer, flood, rate, protocol, size) keeps
+            // A slow consumer that keeps sending while its close frame waits for room: it reads
+            // nothing, so the close would only come at the close deadline while its bytes are
+            // read and dropped meanwhile. Close TCP now.
+            Phase::Flushing if conn.reason == DisconnectReason::SlowConsumer as u8 => {
+                self.close_now(key);
+            }
+            // Another peer we failed (RFC 6455 7.1.7: flood, rate, protocol, size) keeps
             // sending while our close frame waits: its bytes are dropped, up to the rest of one
             // largest frame so that a peer that reads still learns why. Past that it may never
             // read, and the shard would read and drop until the close deadline: close TCP now.
@@ -1075,10 +1081,10 @@ fn admit_ip(
 }
 
 /// Whether a disconnect `reason` (as stored in the connection) means the server failed the
-/// connection, after which nothing the peer sends is read.
+/// connection for what the peer sent, after which at most [`FAILED_READ_BUDGET`] more bytes are
+/// read (and dropped) while the close frame waits.
 fn is_failure(reason: u8) -> bool {
     [
-        DisconnectReason::SlowConsumer,
         DisconnectReason::RateLimit,
         DisconnectReason::Policy,
         DisconnectReason::ProtocolError,
