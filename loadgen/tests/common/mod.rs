@@ -49,10 +49,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server with the test app's credentials and waits for it to listen.
+    /// Starts a server with the test app's credentials and waits for it to listen. Its
+    /// per-connection message and byte rate limits are off: a closed-loop echo on loopback
+    /// outruns the defaults, and these tests measure the load generator, not the limits.
     pub fn start() -> Self {
         let mut child = Command::new(ringcast_bin())
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--max-messages-per-sec", "0", "--max-bytes-per-sec", "0"])
             .env("RINGCAST_APP_ID", APP_ID)
             .env("RINGCAST_APP_KEY", APP_KEY)
             .env("RINGCAST_APP_SECRET", APP_SECRET)
