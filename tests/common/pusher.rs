@@ -1,19 +1,14 @@
-//! A small harness for the real-client suite: starts the `ringcast` binary on `127.0.0.1:0` with
-//! a backend, a shard count and known development-app credentials, reads the port from its
-//! `listen=127.0.0.1:PORT` log lines, and kills it when dropped.
-// Each test crate that includes this module uses a different part of it.
-#![allow(dead_code)]
+//! The Pusher suites' part of the harness: a server started through [`super::serve_command`]
+//! with a backend, a shard count and known development-app credentials, killed when dropped, that
+//! runs client scripts against itself.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long the server may take to log its listeners: a debug build starts in well under a
-/// second, so this only bounds a hang on a loaded machine.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+use super::{STARTUP_TIMEOUT, parse_listen_port, repo_root, serve_command};
 
 /// The development app the scripts sign with.
 pub const APP_ID: &str = "424242";
@@ -21,17 +16,6 @@ pub const APP_ID: &str = "424242";
 pub const APP_KEY: &str = "client-test-key";
 /// Its secret.
 pub const APP_SECRET: &str = "client-test-secret";
-
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Whether io_uring can be set up here (the uring half of the matrix runs only then).
-pub fn uring_available() -> bool {
-    !std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .is_ok_and(|value| value.trim() == "2")
-}
 
 /// A running server, killed when dropped.
 pub struct Server {
@@ -43,14 +27,10 @@ pub struct Server {
 impl Server {
     /// Starts `ringcast serve` with `backend` (`uring` or `epoll`) and `shards` shards.
     pub fn start(backend: &str, shards: usize) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--backend", backend])
-            .args(["--shards", &shards.to_string()])
-            .env("NO_COLOR", "1")
+        let mut child = serve_command(backend, shards)
             .env("RINGCAST_APP_ID", APP_ID)
             .env("RINGCAST_APP_KEY", APP_KEY)
             .env("RINGCAST_APP_SECRET", APP_SECRET)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -71,7 +51,7 @@ impl Server {
             let line = rx
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("ringcast logged {} listen lines", ports.len()));
-            if let Some(port) = listen_port(&line) {
+            if let Some(port) = parse_listen_port(&line) {
                 let name = if backend == "uring" {
                     "io_uring"
                 } else {
@@ -116,11 +96,4 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The port of a `listen=127.0.0.1:PORT` log line.
-fn listen_port(line: &str) -> Option<u16> {
-    let rest = &line[line.find("listen=")? + "listen=".len()..];
-    let addr = rest.split_whitespace().next()?.trim_matches('"');
-    addr.rsplit_once(':')?.1.parse().ok()
 }
