@@ -1,9 +1,9 @@
 //! Harness for the integration suite: starts the real `ringcast` binary on a loopback port with a
 //! chosen backend, speaks WebSocket to it over plain blocking sockets (frames written by hand, so
 //! the suite tests the server against an independent encoder), and kills the server when dropped.
-//! [`abuse`] holds the abuse suite's misbehaving client and log/metrics readers, [`pusher`] the
-//! Pusher suites' server with development-app credentials; both start the server through
-//! [`serve_command`] and read its port with [`parse_listen_port`].
+//! [`abuse`] holds the abuse suite's misbehaving client and log/metrics readers, with a server
+//! that keeps its log, started through [`serve_command`]; [`pusher`] wraps [`Server`] with
+//! development-app credentials for the Pusher suites.
 
 pub mod abuse;
 pub mod pusher;
@@ -159,8 +159,19 @@ impl Server {
     /// Starts `ringcast serve` on `127.0.0.1:0` with `backend` and `shards` shards plus `extra`
     /// arguments, and waits until every shard has logged its listener.
     pub fn start(backend: Backend, shards: usize, extra: &[&str]) -> Server {
+        Server::start_with_env(backend, shards, extra, &[])
+    }
+
+    /// [`Server::start`] with `env` added to the server's environment.
+    pub fn start_with_env(
+        backend: Backend,
+        shards: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = serve_command(backend.flag(), shards)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

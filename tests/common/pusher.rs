@@ -1,14 +1,9 @@
-//! The Pusher suites' part of the harness: a server started through [`super::serve_command`]
-//! with a backend, a shard count and known development-app credentials, killed when dropped, that
-//! runs client scripts against itself.
+//! The Pusher suites' part of the harness: the shared [`super::Server`] started with known
+//! development-app credentials, that runs client scripts against itself.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::Instant;
+use std::process::{Command, Stdio};
 
-use super::{STARTUP_TIMEOUT, parse_listen_port, repo_root, serve_command};
+use super::{Backend, repo_root};
 
 /// The development app the scripts sign with.
 pub const APP_ID: &str = "424242";
@@ -17,9 +12,10 @@ pub const APP_KEY: &str = "client-test-key";
 /// Its secret.
 pub const APP_SECRET: &str = "client-test-secret";
 
-/// A running server, killed when dropped.
+/// A running server with the development app, killed when dropped.
 pub struct Server {
-    child: Child,
+    /// Held so the server lives as long as this value.
+    _server: super::Server,
     /// The port every shard listens on.
     pub port: u16,
 }
@@ -27,44 +23,24 @@ pub struct Server {
 impl Server {
     /// Starts `ringcast serve` with `backend` (`uring` or `epoll`) and `shards` shards.
     pub fn start(backend: &str, shards: usize) -> Server {
-        let mut child = serve_command(backend, shards)
-            .env("RINGCAST_APP_ID", APP_ID)
-            .env("RINGCAST_APP_KEY", APP_KEY)
-            .env("RINGCAST_APP_SECRET", APP_SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ringcast");
-        let (tx, rx) = mpsc::channel();
-        if let Some(stderr) = child.stderr.take() {
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    eprintln!("[ringcast] {line}");
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let mut ports = Vec::new();
-        while ports.len() < shards {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("ringcast logged {} listen lines", ports.len()));
-            if let Some(port) = parse_listen_port(&line) {
-                let name = if backend == "uring" {
-                    "io_uring"
-                } else {
-                    "epoll"
-                };
-                assert!(line.contains(name), "listen line without {name}: {line}");
-                ports.push(port);
-            }
-        }
-        assert!(ports.iter().all(|&p| p == ports[0]), "ports {ports:?}");
+        let backend = if backend == "uring" {
+            Backend::Uring
+        } else {
+            Backend::Epoll
+        };
+        let server = super::Server::start_with_env(
+            backend,
+            shards,
+            &[],
+            &[
+                ("RINGCAST_APP_ID", APP_ID),
+                ("RINGCAST_APP_KEY", APP_KEY),
+                ("RINGCAST_APP_SECRET", APP_SECRET),
+            ],
+        );
         Server {
-            child,
-            port: ports[0],
+            port: server.addr().port(),
+            _server: server,
         }
     }
 
@@ -88,12 +64,5 @@ impl Server {
             String::from_utf8_lossy(&output.stderr)
         );
         (output.status.success(), text)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
