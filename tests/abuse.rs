@@ -3,14 +3,18 @@
 //! asserts that the server stays up for everyone else (a fresh client still gets an echo) and
 //! that its memory stays bounded.
 
-mod abuse_common;
+#[allow(
+    dead_code,
+    reason = "the shared harness serves several suites; this one uses part of it"
+)]
+mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use abuse_common::{APP_KEY, APP_SECRET, Client, Server, closed_by_server, connect, connect_from};
+use common::abuse::{APP_KEY, APP_SECRET, Client, Server, closed_by_server, connect, connect_from};
 use ringcast::ws::OpCode;
 
 /// Growth of the server's resident memory a test allows: far below what the abuse would cost
@@ -252,7 +256,7 @@ fn many_connections_from_one_ip(backend: &str) {
                 held.push(client);
                 break;
             }
-            Err(_) if start.elapsed() < abuse_common::IO_TIMEOUT => {
+            Err(_) if start.elapsed() < common::abuse::IO_TIMEOUT => {
                 thread::sleep(Duration::from_millis(20));
             }
             Err(answer) => panic!("slot not freed: {answer}"),
@@ -417,7 +421,7 @@ fn subscribe_to_100k_channels(backend: &str) {
     let start = std::time::Instant::now();
     while server.metric("ringcast_subscriptions", "") > 0.0 {
         assert!(
-            start.elapsed() < abuse_common::IO_TIMEOUT,
+            start.elapsed() < common::abuse::IO_TIMEOUT,
             "subscriptions never released"
         );
         thread::sleep(Duration::from_millis(50));
@@ -508,7 +512,7 @@ fn admin_listener_keeps_admin_routes_off_the_main_port(backend: &str) {
     let server = Server::start(backend, &["--admin-listen", "127.0.0.1:0"]);
     let admin: std::net::SocketAddr = server.log_field("admin").parse().expect("admin addr");
     assert!(server.get("/metrics").starts_with("HTTP/1.1 404 "));
-    let metrics = abuse_common::get_from(admin, "/metrics");
+    let metrics = common::abuse::get_from(admin, "/metrics");
     assert!(metrics.contains("ringcast_shard_up"), "{metrics}");
     let feed = Client::upgrade(connect(server.addr()), "/dashboard/feed", &[]);
     assert!(feed.is_err(), "no feed on the main port");

@@ -4,9 +4,14 @@
 //! headless Chromium receiving an event. Each on both backends, with two shards so that fan-out,
 //! presence and queries cross shards. Needs `make test-deps` (node_modules and .venv).
 
-mod pusher_common;
+#[allow(
+    dead_code,
+    reason = "the shared harness serves several suites; this one uses part of it"
+)]
+mod common;
 
-use pusher_common::{Server, repo_root, uring_available};
+use common::pusher::Server;
+use common::{repo_root, uring_available};
 
 fn backends() -> Vec<&'static str> {
     let mut list = vec!["epoll"];

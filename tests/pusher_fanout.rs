@@ -2,14 +2,19 @@
 //! each hold some (the shard is part of the socket id), then client events, presence and API
 //! publishes must reach subscribers on the other shard exactly once, and never the sender.
 
-mod pusher_common;
+#[allow(
+    dead_code,
+    reason = "the shared harness serves several suites; this one uses part of it"
+)]
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::pusher::{APP_ID, APP_KEY, APP_SECRET, Server};
+use common::uring_available;
 use md5::{Digest, Md5};
-use pusher_common::{APP_ID, APP_KEY, APP_SECRET, Server, uring_available};
 use ringcast::pusher::auth::sign;
 use ringcast::ws::{self, OpCode};
 use serde_json::{Value, json};

@@ -5,6 +5,10 @@
 //! `epoll` test for each, so `cargo test uring::` or `cargo test epoll::` runs one half. The uring
 //! half skips itself, saying why, only when the kernel refuses io_uring.
 
+#[allow(
+    dead_code,
+    reason = "the shared harness serves several suites; this one uses part of it"
+)]
 mod common;
 
 use std::io::Write as _;

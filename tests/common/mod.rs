@@ -1,6 +1,12 @@
 //! Harness for the integration suite: starts the real `ringcast` binary on a loopback port with a
 //! chosen backend, speaks WebSocket to it over plain blocking sockets (frames written by hand, so
 //! the suite tests the server against an independent encoder), and kills the server when dropped.
+//! [`abuse`] holds the abuse suite's misbehaving client and log/metrics readers, with a server
+//! that keeps its log, started through [`serve_command`]; [`pusher`] wraps [`Server`] with
+//! development-app credentials for the Pusher suites.
+
+pub mod abuse;
+pub mod pusher;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,7 +22,7 @@ use sha1::{Digest as _, Sha1};
 
 /// How long the server may take to print its listen lines: a debug build on a loaded two-core
 /// machine starts in well under a second, so this only bounds a hang.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Read timeout on every test socket, so a server that never answers fails the test instead of
 /// hanging it. Generous because CI shares the machine with compilers.
@@ -85,6 +91,13 @@ pub fn uring_unavailable() -> Option<String> {
     None
 }
 
+/// Whether io_uring is not switched off by sysctl here (the uring half of the abuse and Pusher
+/// matrices runs only then).
+pub fn uring_available() -> bool {
+    !std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .is_ok_and(|value| value.trim() == "2")
+}
+
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit, so one test can hold many
 /// sockets, and returns the new soft limit. Never above the hard limit the box allows.
 pub fn raise_nofile_limit() -> u64 {
@@ -118,6 +131,23 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `ringcast serve` on `127.0.0.1:0` with `backend` (`uring` or `epoll`) and `shards` shards,
+/// no colour and no stdin; callers add flags, environment and pipes.
+pub fn serve_command(backend: &str, shards: usize) -> Command {
+    // RINGCAST_TEST_BIN runs the suite against another build, a release one for instance.
+    let program = std::env::var_os("RINGCAST_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_ringcast")),
+        PathBuf::from,
+    );
+    let mut command = Command::new(program);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--backend", backend])
+        .args(["--shards", &shards.to_string()])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
+}
+
 /// A running `ringcast serve`, killed when dropped.
 pub struct Server {
     child: Child,
@@ -129,24 +159,19 @@ impl Server {
     /// Starts `ringcast serve` on `127.0.0.1:0` with `backend` and `shards` shards plus `extra`
     /// arguments, and waits until every shard has logged its listener.
     pub fn start(backend: Backend, shards: usize, extra: &[&str]) -> Server {
-        let shards_arg = shards.to_string();
-        // RINGCAST_TEST_BIN runs the suite against another build, a release one for instance.
-        let program = std::env::var_os("RINGCAST_TEST_BIN").map_or_else(
-            || PathBuf::from(env!("CARGO_BIN_EXE_ringcast")),
-            PathBuf::from,
-        );
-        let mut child = Command::new(program)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                backend.flag(),
-            ])
-            .args(["--shards", &shards_arg])
+        Server::start_with_env(backend, shards, extra, &[])
+    }
+
+    /// [`Server::start`] with `env` added to the server's environment.
+    pub fn start_with_env(
+        backend: Backend,
+        shards: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut child = serve_command(backend.flag(), shards)
             .args(extra)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -276,7 +301,7 @@ fn strip_ansi(line: &str) -> String {
 }
 
 /// The port in a log line holding `listen=127.0.0.1:PORT`.
-fn parse_listen_port(line: &str) -> Option<u16> {
+pub fn parse_listen_port(line: &str) -> Option<u16> {
     let rest = &line[line.find("listen=")? + "listen=".len()..];
     let addr = rest
         .split_whitespace()

@@ -1,20 +1,18 @@
-//! The harness of the abuse suite: starts the `ringcast` binary on `127.0.0.1:0` with a
-//! backend and extra flags, reads the port from its `listen=127.0.0.1:PORT` log line, keeps its
-//! log, and kills it when dropped; plus a blocking WebSocket client small enough to misbehave
-//! on purpose, a `/metrics` reader and the server's resident memory.
+//! The abuse suite's part of the harness: a server started through [`super::serve_command`]
+//! with a backend and extra flags, that keeps its log and is killed when dropped; plus a
+//! blocking WebSocket client small enough to misbehave on purpose, a `/metrics` reader and the
+//! server's resident memory.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ringcast::ws::{self, OpCode};
 
-/// How long the server may take to log its listeners: a debug build starts in well under a
-/// second, so this only bounds a hang on a loaded machine.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+use super::{STARTUP_TIMEOUT, parse_listen_port, serve_command};
 
 /// The bound every blocking read and write of the suite runs under: generous for a loaded CI
 /// box, short enough that a server that stopped answering fails the test rather than hangs it.
@@ -27,12 +25,6 @@ pub const APP_KEY: &str = "abuse-key";
 /// Its secret: private channel subscriptions are signed with it.
 pub const APP_SECRET: &str = "abuse-secret";
 
-/// Whether io_uring can be set up here (the uring half of the matrix runs only then).
-pub fn uring_available() -> bool {
-    !std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .is_ok_and(|value| value.trim() == "2")
-}
-
 /// A running server, killed when dropped.
 pub struct Server {
     child: Child,
@@ -44,15 +36,12 @@ pub struct Server {
 impl Server {
     /// Starts `ringcast serve` on `backend` with two shards and `extra` flags.
     pub fn start(backend: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--backend", backend])
-            .args(["--shards", "2", "--log-level", "info"])
+        let mut child = serve_command(backend, 2)
+            .args(["--log-level", "info"])
             .args(extra)
-            .env("NO_COLOR", "1")
             .env("RINGCAST_APP_ID", APP_ID)
             .env("RINGCAST_APP_KEY", APP_KEY)
             .env("RINGCAST_APP_SECRET", APP_SECRET)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -63,12 +52,7 @@ impl Server {
             let log = Arc::clone(&log);
             thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(port) = line
-                        .split("listen=127.0.0.1:")
-                        .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next())
-                        .and_then(|port| port.parse::<u16>().ok())
-                    {
+                    if let Some(port) = parse_listen_port(&line) {
                         let _ = tx.send(port);
                     }
                     log.lock().expect("log").push(line);
@@ -376,7 +360,7 @@ macro_rules! matrix {
 
             #[test]
             fn uring() {
-                if !$crate::abuse_common::uring_available() {
+                if !$crate::common::uring_available() {
                     eprintln!("io_uring is disabled on this host; skipped");
                     return;
                 }
