@@ -123,8 +123,8 @@ fn parse_mem_available(meminfo: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-/// Tries to set up a one-entry io_uring and closes it at once: the only test that also
-/// catches seccomp filters (Docker's default profile refuses io_uring) and old kernels.
+/// Runs the driver's io_uring probe: the only test that also catches seccomp filters (Docker's
+/// default profile refuses io_uring), old kernels and missing opcodes.
 fn probe_io_uring(facts: &HostFacts) -> IoUringSupport {
     if let Some(value) = facts.sysctls.get("kernel.io_uring_disabled")
         && value.trim() == "2"
@@ -133,32 +133,13 @@ fn probe_io_uring(facts: &HostFacts) -> IoUringSupport {
             reason: "kernel.io_uring_disabled = 2 turns it off for every process".to_owned(),
         };
     }
-    // struct io_uring_params is 120 bytes of u32/u64 fields (linux/io_uring.h); zeroed means
-    // no flags and kernel-chosen sizes.
-    let mut params = [0u64; 15];
-    // SAFETY: io_uring_setup(2) reads and writes exactly sizeof(struct io_uring_params) = 120
-    // bytes at the pointer, which points at 120 zeroed, writable, 8-aligned bytes that live
-    // until the call returns.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
-    if fd < 0 {
-        let error = std::io::Error::last_os_error();
-        let why = match error.raw_os_error() {
-            Some(libc::ENOSYS) => "the kernel has no io_uring (older than 5.1, or built without)",
-            Some(libc::EPERM) => {
-                "refused: kernel.io_uring_disabled = 1 without io_uring_group, or a seccomp filter \
-                 (containers)"
-            }
-            _ => "io_uring_setup failed",
-        };
-        return IoUringSupport::Unavailable {
-            reason: format!("{why} ({error})"),
-        };
+    // The server's own start-up probe: ring setup, every opcode it uses, a multishot receive.
+    match crate::driver::uring::probe() {
+        Ok(()) => IoUringSupport::Available,
+        Err(unavailable) => IoUringSupport::Unavailable {
+            reason: unavailable.0,
+        },
     }
-    if let Ok(fd) = i32::try_from(fd) {
-        // SAFETY: `fd` was just returned by io_uring_setup and is owned by nothing else.
-        unsafe { libc::close(fd) };
-    }
-    IoUringSupport::Available
 }
 
 #[cfg(test)]
