@@ -58,12 +58,27 @@ struct HttpConn {
     response: Vec<u8>,
 }
 
+/// One channel a publisher owns: both ways of publishing (HTTP API and client events) count
+/// with it.
 #[derive(Debug, Clone, Copy)]
-struct Channel {
-    id: u32,
+pub(crate) struct Channel {
+    pub(crate) id: u32,
     /// Sequences handed out so far (the last one published).
-    seq: u32,
-    failed: u64,
+    pub(crate) seq: u32,
+    pub(crate) failed: u64,
+}
+
+/// The channels event loop `runner` of `runners` publishes to: channel `c` belongs to loop
+/// `c % runners`, so every channel has exactly one publisher.
+pub(crate) fn owned_channels(p: &PubsubPlan, runner: u64, runners: u64) -> Vec<Channel> {
+    (0..p.channels)
+        .filter(|c| u64::from(*c) % runners == runner)
+        .map(|id| Channel {
+            id,
+            seq: 0,
+            failed: 0,
+        })
+        .collect()
 }
 
 /// The publisher of one event loop.
@@ -92,14 +107,7 @@ impl Publisher {
         runners: u64,
         base_slot: u32,
     ) -> Option<Self> {
-        let channels: Vec<Channel> = (0..p.channels)
-            .filter(|c| u64::from(*c) % runners == runner)
-            .map(|id| Channel {
-                id,
-                seq: 0,
-                failed: 0,
-            })
-            .collect();
+        let channels = owned_channels(p, runner, runners);
         if channels.is_empty() {
             return None;
         }

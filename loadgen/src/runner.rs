@@ -1224,27 +1224,13 @@ impl State {
 #[derive(Debug)]
 struct ClientPublisher {
     sweep: Sweep,
-    channels: Vec<ClientChannel>,
+    channels: Vec<crate::publish::Channel>,
     size: usize,
-}
-
-#[derive(Debug)]
-struct ClientChannel {
-    id: u32,
-    seq: u32,
-    failed: u64,
 }
 
 impl ClientPublisher {
     fn new(p: &crate::plan::PubsubPlan, t0: u64, runner: u64, runners: u64) -> Option<Self> {
-        let channels: Vec<ClientChannel> = (0..p.channels)
-            .filter(|c| u64::from(*c) % runners == runner)
-            .map(|id| ClientChannel {
-                id,
-                seq: 0,
-                failed: 0,
-            })
-            .collect();
+        let channels = crate::publish::owned_channels(p, runner, runners);
         (!channels.is_empty()).then(|| Self {
             sweep: Sweep {
                 start_ns: t0 + p.publish_after_ns,
