@@ -22,6 +22,16 @@ pub use proxy::{ProxyHeader, ProxyHeaderError, parse_proxy_header};
 /// smoothly at the shards' 100 ms tick.
 const TENTHS: u64 = 10;
 
+/// The tick [`TokenBucket`]s count time in: the shards' timer tick.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The [`TokenBucket`] tick of `now`, counted from `epoch`, for callers that keep time as
+/// `Instant`s rather than ticks. Saturates at `u32::MAX` ticks (over thirteen years).
+pub fn tick_of(now: Instant, epoch: Instant) -> u32 {
+    let ticks = now.saturating_duration_since(epoch).as_millis() / TICK.as_millis();
+    ticks.min(u128::from(u32::MAX)) as u32
+}
+
 /// A token bucket in eight bytes: the level and the tick it was last refilled at. The rate and
 /// burst are passed in on every call (they come from the configuration), so a connection pays
 /// only for the state.
@@ -154,11 +164,6 @@ impl IpLimits {
         limited && !self.config.exempt.iter().any(|net| net.contains(ip))
     }
 
-    fn tick(&self, now: Instant) -> u32 {
-        let ticks = now.saturating_duration_since(self.epoch).as_millis() / 100;
-        ticks.min(u128::from(u32::MAX)) as u32
-    }
-
     fn stripe(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, IpEntry>> {
         let index = self.hasher.hash_one(ip) as usize % STRIPES;
         &self.stripes[index]
@@ -172,7 +177,7 @@ impl IpLimits {
         if !self.applies_to(ip) {
             return Ok(());
         }
-        let tick = self.tick(now);
+        let tick = tick_of(now, self.epoch);
         let rate = self.config.max_handshakes_per_ip;
         let mut table = self
             .stripe(ip)
@@ -201,7 +206,7 @@ impl IpLimits {
         if !self.applies_to(ip) {
             return;
         }
-        let tick = self.tick(now);
+        let tick = tick_of(now, self.epoch);
         let rate = self.config.max_handshakes_per_ip;
         let mut table = self
             .stripe(ip)
@@ -294,6 +299,40 @@ mod tests {
         );
         assert!(bucket.try_take(100, 5, 5, 5), "refill caps at the burst");
         assert!(!bucket.try_take(100, 1, 5, 5));
+    }
+
+    #[test]
+    fn bucket_on_instants_bursts_then_refills_at_the_rate() {
+        let t0 = Instant::now();
+        let at = |ms| tick_of(t0 + Duration::from_millis(ms), t0);
+        let mut bucket = TokenBucket::full(10, at(0));
+        let taken = (0..15)
+            .filter(|_| bucket.try_take(at(0), 1, 10, 10))
+            .count();
+        assert_eq!(taken, 10);
+        assert!(!bucket.try_take(at(99), 1, 10, 10));
+        assert!(bucket.try_take(at(100), 1, 10, 10));
+        assert!(!bucket.try_take(at(150), 1, 10, 10));
+        let later = at(60_000);
+        let taken = (0..15)
+            .filter(|_| bucket.try_take(later, 1, 10, 10))
+            .count();
+        assert_eq!(taken, 10, "refill is capped at one burst");
+    }
+
+    #[test]
+    fn bucket_at_zero_rate_refuses_everything() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::full(0, tick_of(t0, t0));
+        let later = tick_of(t0 + Duration::from_secs(5), t0);
+        assert!(!bucket.try_take(later, 1, 0, 0));
+    }
+
+    #[test]
+    fn tick_of_counts_whole_ticks_and_never_goes_back() {
+        let t0 = Instant::now();
+        assert_eq!(tick_of(t0 + Duration::from_millis(250), t0), 2);
+        assert_eq!(tick_of(t0, t0 + Duration::from_secs(1)), 0);
     }
 
     #[test]

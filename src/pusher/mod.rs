@@ -65,7 +65,6 @@ pub mod frame;
 mod json;
 pub mod presence;
 pub mod protocol;
-pub mod ratelimit;
 pub mod session;
 pub mod socket_id;
 pub mod subscriptions;

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::limits::{TokenBucket, tick_of};
 use crate::pusher::apps::{AppConfig, AppIndex, Apps};
 use crate::pusher::auth;
 use crate::pusher::channels::{
@@ -15,7 +16,6 @@ use crate::pusher::channels::{
 use crate::pusher::codes::{CLIENT_EVENT_RATE_LIMIT, CloseCode};
 use crate::pusher::frame::{Frame, encode_event_frame};
 use crate::pusher::protocol::{self, ClientMessage, PresenceMember};
-use crate::pusher::ratelimit::TokenBucket;
 use crate::pusher::socket_id::SocketId;
 use crate::pusher::subscriptions::{Subscription, SubscriptionList};
 
@@ -133,7 +133,15 @@ struct Extra {
     /// The user id of each presence subscription.
     presence: Vec<(ChannelId, Box<str>)>,
     /// Client-event rate limit, from the first client event on.
-    client_events: Option<TokenBucket>,
+    client_events: Option<ClientEventBucket>,
+}
+
+/// The client-event token bucket and the instant its ticks count from (the first client
+/// event), since a session keeps time as `Instant`s.
+#[derive(Debug)]
+struct ClientEventBucket {
+    epoch: Instant,
+    bucket: TokenBucket,
 }
 
 /// One connection's Pusher state.
@@ -550,11 +558,15 @@ impl Session {
             return Err(ClientEventRefusal::Disabled);
         }
         let rate = app.limits.client_events_per_second;
-        let bucket = self
+        let limit = self
             .extra()
             .client_events
-            .get_or_insert_with(|| TokenBucket::full(rate, now));
-        if !bucket.try_take(rate, now) {
+            .get_or_insert_with(|| ClientEventBucket {
+                epoch: now,
+                bucket: TokenBucket::full(rate, 0),
+            });
+        let tick = tick_of(now, limit.epoch);
+        if !limit.bucket.try_take(tick, 1, rate, rate) {
             return Err(ClientEventRefusal::RateLimited);
         }
         if !ChannelKind::of(channel).allows_client_events() {
