@@ -26,8 +26,8 @@ use crate::ws::{self, OpCode};
 /// handful; more is someone else.
 pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 
-/// How long an admin client may take to send its request: the handshake deadline of
-/// `LIMITS.md`.
+/// How long an admin client may take to send its request: the default handshake deadline
+/// (docs/operations.md, Limits).
 pub const ADMIN_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Writes the whole HTTP answer for an admin `path` into `out`, from `registry`; `false` when

@@ -249,7 +249,7 @@ fn frames_split_across_many_reads(backend: Backend) {
 }
 
 /// Most bytes the slow-consumer test writes: far above any kernel socket buffers plus the
-/// server's outbox limit (1 MiB by default, shared/LIMITS.md), so a server without the limit
+/// server's outbox limit (1 MiB by default, docs/operations.md), so a server without the limit
 /// lets the whole amount through.
 const SLOW_CONSUMER_BYTES: usize = 64 * 1024 * 1024;
 

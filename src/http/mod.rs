@@ -47,7 +47,7 @@ pub struct HttpConfig {
 }
 
 impl Default for HttpConfig {
-    /// Defaults from `shared/LIMITS.md`: 8 KiB request line, 8 KiB head, 64 headers.
+    /// Defaults as docs/operations.md lists them: 8 KiB request line, 8 KiB head, 64 headers.
     fn default() -> Self {
         Self {
             max_request_line: 8 * 1024,

@@ -80,10 +80,10 @@ impl TokenBucket {
 /// The per-IP limits and the addresses they apply to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpLimitsConfig {
-    /// Connections one client address may hold at once; 0 disables. `LIMITS.md`: 1000.
+    /// Connections one client address may hold at once; 0 disables. Default 1000 (docs/operations.md).
     pub max_connections_per_ip: u32,
     /// WebSocket handshakes one client address may start per second (the bucket's burst is the
-    /// same number); 0 disables. `LIMITS.md`: 20, which absorbs a page reload storm from one
+    /// same number); 0 disables. Default 20 (docs/operations.md), which absorbs a page reload storm from one
     /// office NAT while stopping a reconnect loop.
     pub max_handshakes_per_ip: u32,
     /// Peers whose `X-Forwarded-For` is believed: the client is the last address in it that is
@@ -277,7 +277,7 @@ impl std::str::FromStr for OutboxPolicy {
     }
 }
 
-/// The default write-stall deadline: `LIMITS.md` asks for 10 s, long enough for a mobile
+/// The default write-stall deadline (docs/operations.md): 10 s, long enough for a mobile
 /// client on a bad link, short enough that a dead one does not hold its outbox for minutes.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -2,14 +2,14 @@
 //! increment, with no allocation, so a shard can record every handshake and every pong.
 
 /// Bucket upper bounds of the WebSocket handshake duration, in microseconds: 100 us to the 10 s
-/// handshake deadline of `LIMITS.md`, roughly 1-2.5-5 per decade as Prometheus client defaults.
+/// default handshake deadline, roughly 1-2.5-5 per decade as Prometheus client defaults.
 pub const HANDSHAKE_BOUNDS_US: [u64; 16] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
 /// Bucket upper bounds of the ping-to-pong round trip, in microseconds: 250 us (loopback) to the
-/// 20 s pong deadline of `LIMITS.md`.
+/// default 20 s pong deadline (docs/operations.md lists both).
 pub const HEARTBEAT_BOUNDS_US: [u64; 16] = [
     250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
     2_500_000, 5_000_000, 10_000_000, 20_000_000,
@@ -23,7 +23,7 @@ pub const LOOP_LAG_BOUNDS_US: [u64; 15] = [
 ];
 
 /// Bucket upper bounds of a connection's outbox, in bytes: powers of four from 1 KiB around the
-/// 1 MiB default outbox cap of `LIMITS.md`, up to 16 MiB for raised caps.
+/// 1 MiB default outbox cap (docs/operations.md), up to 16 MiB for raised caps.
 pub const OUTBOX_BOUNDS_BYTES: [u64; 9] = [
     1 << 10,
     1 << 12,

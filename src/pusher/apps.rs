@@ -44,7 +44,7 @@ fn default_true() -> bool {
     true
 }
 
-/// Per-app limits; defaults are Pusher's documented ones (see `shared/LIMITS.md`).
+/// Per-app limits; defaults are Pusher's documented ones (listed in docs/operations.md).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppLimits {

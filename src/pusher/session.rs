@@ -32,7 +32,7 @@ pub struct PusherConfig {
     /// How long a server ping waits for any message before closing with 4201; Pusher
     /// recommends 30 s.
     pub pong_timeout: Duration,
-    /// Most channels one connection may be subscribed to (`shared/LIMITS.md`: 128).
+    /// Most channels one connection may be subscribed to (128; docs/operations.md).
     pub max_subscriptions: usize,
 }
 

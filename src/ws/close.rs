@@ -27,7 +27,7 @@ impl CloseCode {
     pub const INTERNAL_ERROR: Self = Self(1011);
 
     /// Whether a peer may put this code on the wire: 1000-1003, 1007-1014 (IANA-registered) and
-    /// 3000-4999 (libraries and applications), per `LIMITS.md`. 1004 is reserved, 1005, 1006 and
+    /// 3000-4999 (libraries and applications), per RFC 6455 7.4.2. 1004 is reserved, 1005, 1006 and
     /// 1015 must never be sent (RFC 6455 7.4.1), 1016-2999 are unassigned, 0-999 and >= 5000 are
     /// not close codes at all.
     pub fn is_allowed_from_peer(self) -> bool {

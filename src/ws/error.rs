@@ -27,7 +27,7 @@ pub enum WsError {
     ExpectedContinuation,
     /// A Close frame whose payload is one byte, too short for a code (RFC 6455 5.5.1): 1002.
     ClosePayloadTooShort,
-    /// A close code a peer may not send (RFC 6455 7.4, `LIMITS.md`): 1002.
+    /// A close code a peer may not send (RFC 6455 7.4): 1002.
     InvalidCloseCode,
     /// A text message that is not UTF-8, found as soon as its bytes cannot be a prefix of UTF-8
     /// (RFC 6455 8.1): 1007.

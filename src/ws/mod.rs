@@ -42,7 +42,7 @@ pub struct WsConfig {
 }
 
 impl Default for WsConfig {
-    /// Defaults from `shared/LIMITS.md`: 64 KiB messages and frames, 1024 fragments.
+    /// Defaults as docs/operations.md lists them: 64 KiB messages and frames, 1024 fragments.
     fn default() -> Self {
         Self {
             max_frame_size: 64 * 1024,
