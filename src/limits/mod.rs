@@ -80,11 +80,12 @@ impl TokenBucket {
 /// The per-IP limits and the addresses they apply to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpLimitsConfig {
-    /// Connections one client address may hold at once; 0 disables. Default 1000 (docs/operations.md).
+    /// Connections one client address may hold at once; 0 disables. Default 1000
+    /// (docs/operations.md).
     pub max_connections_per_ip: u32,
     /// WebSocket handshakes one client address may start per second (the bucket's burst is the
-    /// same number); 0 disables. Default 20 (docs/operations.md), which absorbs a page reload storm from one
-    /// office NAT while stopping a reconnect loop.
+    /// same number); 0 disables. Default 20 (docs/operations.md), which absorbs a page reload
+    /// storm from one office NAT while stopping a reconnect loop.
     pub max_handshakes_per_ip: u32,
     /// Peers whose `X-Forwarded-For` is believed: the client is the last address in it that is
     /// not itself a trusted proxy. Empty: the header is ignored.

@@ -6,7 +6,8 @@
 pub enum RejectReason {
     /// The process holds its configured maximum of connections (503, or Pusher 4100).
     Capacity,
-    /// The source address holds its maximum of connections (1000 per IP by default, docs/operations.md).
+    /// The source address holds its maximum of connections (by default 1000 per IP,
+    /// docs/operations.md).
     PerIp,
     /// The source address opens handshakes faster than its allowed rate.
     Rate,
