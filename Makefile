@@ -17,10 +17,16 @@ build:
 test: lint test-sysctl test-deps
 	$(CARGO) test --workspace --locked
 
+## The Debian packages the suite runs (node, npm, python3-venv, chromium, redis-server,
+## nats-server): installed when missing as root, otherwise the apt-get command to run is printed.
+.PHONY: system-deps
+system-deps:
+	sh tests/system-deps.sh
+
 ## Third-party clients the integration suite runs (npm pusher-js, pusher, ws; PyPI pusher);
 ## idempotent.
 .PHONY: test-deps
-test-deps:
+test-deps: system-deps
 	sh tests/clients/install.sh
 
 ## Real-client tests (pusher-js, ws, the pusher server SDKs) against a debug server.
@@ -38,7 +44,7 @@ fmt:
 
 ## The dashboard page in headless Chromium against a scripted feed (needs Debian chromium and
 ## tests/dashboard/requirements.txt); DASHBOARD_ARGS=--target=URL points it at a running server.
-test-dashboard:
+test-dashboard: system-deps
 	python3 tests/dashboard/run.py $(DASHBOARD_ARGS)
 
 ## Run every fuzz target for FUZZ_SECONDS each (cargo-fuzz, installed on demand).

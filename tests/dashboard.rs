@@ -9,31 +9,15 @@
 )]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use common::browser::chromium;
 use common::{Backend, Client, Server, op, repo_root};
-
-/// The browser, or `None` (with the reason printed) on a developer box without it. CI installs
-/// Debian's chromium, so there a missing browser fails the test instead of skipping it.
-fn chromium() -> Option<PathBuf> {
-    let path =
-        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no {} in CI: .ci/run must install Debian's chromium",
-        path.display()
-    );
-    eprintln!("skipped: no {} (apt-get install chromium)", path.display());
-    None
-}
 
 /// Runs `tests/dashboard/run.py` with `args` and asserts it passed.
 fn run_dashboard_check(chromium: &Path, args: &[&str]) {
@@ -55,13 +39,13 @@ fn run_dashboard_check(chromium: &Path, args: &[&str]) {
 
 #[test]
 fn dashboard_follows_a_scripted_feed() {
-    let Some(chromium) = chromium() else { return };
+    let chromium = chromium();
     run_dashboard_check(&chromium, &[]);
 }
 
 #[test]
 fn dashboard_of_a_real_server_moves_under_load() {
-    let Some(chromium) = chromium() else { return };
+    let chromium = chromium();
     let server = Server::start(Backend::Epoll, 2, &[]);
     let addr = server.addr();
     let stop = Arc::new(AtomicBool::new(false));

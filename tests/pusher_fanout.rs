@@ -316,7 +316,7 @@ fn fan_out_crosses_shards_on_epoll() {
 #[test]
 fn fan_out_crosses_shards_on_io_uring() {
     if !uring_available() {
-        eprintln!("skipped: io_uring is disabled on this kernel");
+        eprintln!("io_uring is disabled on this kernel: skipped");
         return;
     }
     cross_shard_delivery("uring");

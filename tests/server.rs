@@ -29,7 +29,7 @@ macro_rules! backend_matrix {
                 #[test]
                 fn $scenario() {
                     if let Some(reason) = crate::common::uring_unavailable() {
-                        eprintln!("skipped: io_uring unavailable on this kernel: {reason}");
+                        eprintln!("io_uring unavailable on this kernel ({reason}): skipped");
                         return;
                     }
                     super::$scenario(crate::common::Backend::Uring);

@@ -6,6 +6,7 @@
 //! development-app credentials for the Pusher suites.
 
 pub mod abuse;
+pub mod browser;
 pub mod pusher;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
