@@ -7,6 +7,7 @@
 
 pub mod abuse;
 pub mod browser;
+pub mod metrics;
 pub mod pusher;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
