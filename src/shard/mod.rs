@@ -1704,6 +1704,34 @@ mod state_tests {
     }
 
     #[test]
+    fn each_subscriber_reached_counts_one_delivery() {
+        let mut h = Harness::new(Config::default());
+        let upgrade = pusher_upgrade(&app_key(&h));
+        let subscribe = masked(
+            0x1,
+            br#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#,
+        );
+        let mut keys = Vec::new();
+        for _ in 0..2 {
+            let key = h.accept();
+            h.read(key, &upgrade);
+            h.read(key, &subscribe);
+            keys.push(key);
+        }
+        assert_eq!(h.shard.core.observe.stats.deliveries, 0);
+        let frame = crate::pusher::encode_event_frame("e", "news", "{}", None);
+        let app = crate::pusher::AppIndex(0);
+        h.shard
+            .core
+            .publish(app, "news".into(), frame.clone(), None, true);
+        assert_eq!(h.shard.core.observe.stats.deliveries, 2);
+        // As a publish from another shard arrives: the excluded sender is not reached.
+        let sender = h.shard.core.pusher.socket_id(keys[0]);
+        h.shard.core.deliver_local(app, "news", frame, Some(sender));
+        assert_eq!(h.shard.core.observe.stats.deliveries, 3);
+    }
+
+    #[test]
     fn api_body_over_the_limit_is_refused_before_it_is_read() {
         let mut h = Harness::new(Config::default());
         let key = h.accept();

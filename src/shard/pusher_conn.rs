@@ -300,7 +300,9 @@ impl Core {
         self.deliver_local(app, &channel, frame, exclude);
     }
 
-    /// Queues `frame` on every local subscriber of the channel but `exclude`.
+    /// Queues `frame` on every local subscriber of the channel but `exclude`, whether the
+    /// publish came from this shard or over the mesh; each subscriber reached counts as one
+    /// delivery.
     pub(super) fn deliver_local(
         &mut self,
         app: AppIndex,
@@ -313,11 +315,14 @@ impl Core {
         if !targets.is_empty() {
             let skip = exclude.and_then(|id| self.pusher.local_key(id));
             let bytes = frame_bytes(frame);
+            let mut delivered = 0;
             for &key in &targets {
                 if Some(key) != skip {
                     self.enqueue(key, bytes.clone());
+                    delivered += 1;
                 }
             }
+            self.observe.stats.record_deliveries(delivered);
         }
         targets.clear();
         self.pusher.targets = targets;
