@@ -107,7 +107,6 @@ impl Core {
         let socket_id = self.pusher.socket_id(key);
         let connected = ConnectRequest::parse(target).and_then(|request| {
             let load = Load {
-                server_full: false,
                 app_connections: hub
                     .apps()
                     .by_key(request.app_key)
