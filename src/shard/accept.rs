@@ -79,14 +79,14 @@ struct Peer {
 
 /// The client addresses of a shard's connections and the per-IP slots they hold in the shared
 /// [`IpLimits`].
-pub struct Peers {
+pub struct ClientAddrs {
     ip_limits: Arc<IpLimits>,
     /// Client addresses of connections the per-IP limits may apply to. Exempt peers
     /// (loopback by default) are not entered, so they cost nothing here.
     peers: HashMap<ConnKey, Peer>,
 }
 
-impl Peers {
+impl ClientAddrs {
     /// No connection yet; addresses are charged to `ip_limits`.
     pub fn new(ip_limits: Arc<IpLimits>) -> Self {
         Self {
@@ -214,7 +214,7 @@ impl Core {
             self.limit.release();
             return;
         }
-        self.peers.handle_accept(key, peer);
+        self.clients.handle_accept(key, peer);
         self.schedule(key);
     }
 

@@ -34,7 +34,7 @@ impl Core {
     /// Bytes of a connection still in its handshake: the PROXY header first when one is
     /// expected (a bad one closes the connection unanswered), then the request head.
     pub(super) fn handle_handshake_read(&mut self, key: ConnKey, data: &[u8]) {
-        match self.peers.handle_proxy_header(key, data) {
+        match self.clients.handle_proxy_header(key, data) {
             Ok(skip) => self.handle_head_bytes(key, data.get(skip..).unwrap_or_default()),
             Err(_) => {
                 self.observe
@@ -76,7 +76,7 @@ impl Core {
             return;
         };
         let observe = &mut self.observe;
-        let peers = &mut self.peers;
+        let clients = &mut self.clients;
         let mut target = None;
         let outcome = match reader.parse(&self.config.http) {
             Err(e) => Err((e.status(), &[][..])),
@@ -101,7 +101,8 @@ impl Core {
                     Err((StatusCode::NOT_FOUND, &[][..]))
                 }
                 Some(route) => match http::validate_upgrade(&req, &self.config.http) {
-                    Ok(upgrade) => match peers.admit(key, &req, &self.config, &mut observe.stats) {
+                    Ok(upgrade) => match clients.admit(key, &req, &self.config, &mut observe.stats)
+                    {
                         Err(status) => Err((status, &[][..])),
                         Ok(()) => {
                             let accept = ws::accept_key(upgrade.key);

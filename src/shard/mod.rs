@@ -43,8 +43,8 @@ pub mod slab;
 mod stream;
 pub mod wheel;
 
+use accept::ClientAddrs;
 pub use accept::ConnLimit;
-use accept::Peers;
 use conn::{Conn, Phase, Route, flags};
 use deadline::Ticks;
 use observe::Observe;
@@ -54,6 +54,7 @@ use wheel::{Tick, TimerWheel};
 /// loop's wake-ups at ten a second when idle while every configured timeout (seconds) stays
 /// accurate to a tenth of a second.
 pub const TICK: Duration = Duration::from_millis(100);
+
 /// Why a shard's loop stopped with an error.
 #[derive(Debug)]
 pub enum ShardError {
@@ -105,7 +106,7 @@ struct Core {
     /// Stats, admin answers and dashboard feeds.
     observe: Observe,
     /// Client addresses and their per-IP slots.
-    peers: Peers,
+    clients: ClientAddrs,
     /// Pusher sessions, channels and the shared hub.
     pusher: pusher_conn::PusherState,
     /// HTTP API requests whose body is still arriving.
@@ -139,7 +140,7 @@ impl<D: Driver> Shard<D> {
         driver.listen(listener)?;
         let ticks = Ticks::new(&config);
         let observe = Observe::standalone(&config, driver.backend());
-        let peers = Peers::new(Arc::new(IpLimits::new(config.ip_limits.clone())));
+        let clients = ClientAddrs::new(Arc::new(IpLimits::new(config.ip_limits.clone())));
         Ok(Self {
             driver,
             core: Core {
@@ -157,7 +158,7 @@ impl<D: Driver> Shard<D> {
                 stop: false,
                 last_accept_warning: None,
                 observe,
-                peers,
+                clients,
                 pusher: pusher_conn::PusherState::new(hub, index),
                 api_pending: HashMap::new(),
             },
@@ -175,7 +176,7 @@ impl<D: Driver> Shard<D> {
     ) -> Self {
         let admin_on_main = self.core.config.admin_listen.is_none();
         self.core.observe = Observe::new(id, registry, admin_on_main);
-        self.core.peers = Peers::new(ip_limits);
+        self.core.clients = ClientAddrs::new(ip_limits);
         self
     }
 
@@ -288,7 +289,7 @@ impl Core {
             self.observe.stats.record_disconnect(reason, code);
         }
         self.observe.handle_closed(was_open);
-        self.peers.handle_closed(key);
+        self.clients.handle_closed(key);
     }
 
     /// Once per loop turn: publishes the stats (the channel gauges once a second) and sends a
