@@ -21,15 +21,14 @@
 //!  "latency_ms": {"heartbeat_p50": null, "heartbeat_p99": null, "handshake_p50": null,
 //!                 "handshake_p99": null, "loop_lag_p99": null},
 //!  "shards": [{"id": 0, "connections": 0, "lag_ms": 0.0, "listening": true, "draining": false,
-//!              "messages_in": 0, "deliveries": 0}],
-//!  "broker": {"kind": "none", "state": "disabled", "reachable": null}}
+//!              "messages_in": 0, "deliveries": 0}]}
 //! ```
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::health::{broker_json, millis};
+use crate::health::millis;
 use crate::metrics::{Histogram, MetricsSnapshot};
 
 /// Where the page is served (plain GET).
@@ -123,7 +122,6 @@ pub fn dashboard_frame(snapshot: &MetricsSnapshot, prev: Option<&MetricsSnapshot
             "loop_lag_p99": quantile_ms(&loop_lag, 0.99),
         },
         "shards": shards,
-        "broker": broker_json(&snapshot.broker),
     })
     .to_string()
 }
@@ -145,7 +143,7 @@ fn unix_millis(time: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{BrokerStatus, ProcessInfo, ShardStats};
+    use crate::metrics::{ProcessInfo, ShardStats};
 
     /// The example frame the browser test's fake feed replays.
     const SAMPLE_FRAME: &str = include_str!("../tests/dashboard/sample_frame.json");
@@ -154,7 +152,6 @@ mod tests {
         MetricsSnapshot {
             taken_at: SystemTime::UNIX_EPOCH + Duration::from_secs(at_secs),
             shards,
-            broker: BrokerStatus::NONE,
             process: ProcessInfo {
                 version: "0.1.0",
                 backend: "epoll",
@@ -210,7 +207,6 @@ mod tests {
         assert_eq!(frame["shards"][0]["deliveries"], 10);
         assert_eq!(frame["shards"][1]["connections"], 4);
         assert_eq!(frame["shards"][1]["lag_ms"], 7.0);
-        assert_eq!(frame["broker"]["kind"], "none");
     }
 
     #[test]

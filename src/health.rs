@@ -4,8 +4,8 @@
 //! shard that serves them only copies the [`crate::metrics::Registry`] and writes the answer.
 //!
 //! - `/health` says how well the process serves: `ok`, `degraded` (serving, but something an
-//!   operator should see: a late event loop, load near capacity, a shard not listening, the
-//!   broker unreachable) or `draining` (shutting down). The status code is what a load balancer
+//!   operator should see: a late event loop, load near capacity, a shard not listening) or
+//!   `draining` (shutting down). The status code is what a load balancer
 //!   acts on: 200 keeps the instance in rotation, 503 takes it out. `draining` is 503, and so is
 //!   `degraded` once a hard threshold is crossed ([`HealthConfig::unavailable_lag`], capacity
 //!   full, no shard listening): new clients are better served elsewhere.
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::metrics::{BrokerState, BrokerStatus, MetricsSnapshot};
+use crate::metrics::MetricsSnapshot;
 
 /// The `Content-Type` of `/health` and `/ready` answers.
 pub const CONTENT_TYPE: &str = "application/json";
@@ -72,8 +72,6 @@ pub struct HealthSnapshot {
     pub capacity: u64,
     /// Each shard, by id.
     pub shards: Vec<ShardHealth>,
-    /// The broker bridge.
-    pub broker: BrokerStatus,
 }
 
 impl HealthSnapshot {
@@ -95,7 +93,6 @@ impl HealthSnapshot {
             connections: shards.iter().map(|shard| shard.connections).sum(),
             capacity: snapshot.process.capacity,
             shards,
-            broker: snapshot.broker,
         }
     }
 
@@ -141,8 +138,6 @@ pub enum DegradedReason {
     Full,
     /// A shard is not listening (starting, or its listener failed).
     ShardNotListening,
-    /// A broker is configured and unreachable: delivery is local only.
-    BrokerUnreachable,
 }
 
 impl DegradedReason {
@@ -153,7 +148,6 @@ impl DegradedReason {
             Self::Load => "load",
             Self::Full => "full",
             Self::ShardNotListening => "shard_not_listening",
-            Self::BrokerUnreachable => "broker_unreachable",
         }
     }
 }
@@ -189,9 +183,6 @@ pub fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assessment {
     if snapshot.shards.iter().any(|shard| !shard.listening) {
         reasons.push(DegradedReason::ShardNotListening);
     }
-    if snapshot.broker.state == BrokerState::Disconnected {
-        reasons.push(DegradedReason::BrokerUnreachable);
-    }
 
     let status = if draining {
         HealthStatus::Draining
@@ -210,7 +201,7 @@ pub fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assessment {
 
 /// The `/health` answer: 200 or 503 and the JSON body
 /// `{status, reasons, connections, capacity, shards: [{id, connections, lag_ms, listening,
-/// draining}], broker: {kind, state, reachable}}`.
+/// draining}]}`.
 pub fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) -> (u16, Vec<u8>) {
     let assessment = assess(snapshot, config);
     let shards: Vec<Value> = snapshot
@@ -232,7 +223,6 @@ pub fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) -> (u16
         "connections": snapshot.connections,
         "capacity": snapshot.capacity,
         "shards": shards,
-        "broker": broker_json(&snapshot.broker),
     });
     let code = if assessment.unavailable { 503 } else { 200 };
     (code, body.to_string().into_bytes())
@@ -252,17 +242,6 @@ pub fn ready_response(snapshot: &HealthSnapshot) -> (u16, Vec<u8>) {
         (200, json!({"ready": true}))
     };
     (code, body.to_string().into_bytes())
-}
-
-/// The broker object of `/health` and the dashboard feed; `reachable` is `null` when no broker
-/// is configured.
-pub(crate) fn broker_json(broker: &BrokerStatus) -> Value {
-    let reachable = match broker.state {
-        BrokerState::Disabled => Value::Null,
-        BrokerState::Connected => Value::Bool(true),
-        BrokerState::Disconnected => Value::Bool(false),
-    };
-    json!({"kind": broker.kind, "state": broker.state.as_str(), "reachable": reachable})
 }
 
 /// Milliseconds with microsecond precision, for JSON.
@@ -289,7 +268,6 @@ mod tests {
             connections: 30,
             capacity: 100,
             shards: vec![shard(0, 10, 1), shard(1, 20, 2)],
-            broker: BrokerStatus::NONE,
         }
     }
 
@@ -306,7 +284,7 @@ mod tests {
             &'static str,
             &'static [&'static str],
         );
-        let cases: [Case; 10] = [
+        let cases: [Case; 8] = [
             ("healthy", |_| {}, 200, "ok", &[]),
             (
                 "lag degraded",
@@ -343,30 +321,6 @@ mod tests {
                 &["shard_not_listening"],
             ),
             (
-                "broker unreachable",
-                |s| {
-                    s.broker = BrokerStatus {
-                        kind: "redis",
-                        state: BrokerState::Disconnected,
-                    }
-                },
-                200,
-                "degraded",
-                &["broker_unreachable"],
-            ),
-            (
-                "broker connected",
-                |s| {
-                    s.broker = BrokerStatus {
-                        kind: "redis",
-                        state: BrokerState::Connected,
-                    }
-                },
-                200,
-                "ok",
-                &[],
-            ),
-            (
                 "draining",
                 |s| s.shards[1].draining = true,
                 503,
@@ -386,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn health_body_carries_shards_and_broker() {
+    fn health_body_carries_shards() {
         let (_, bytes) = health_response(&healthy(), &HealthConfig::default());
         let json = body(&bytes);
         assert_eq!(json["connections"], 30);
@@ -394,10 +348,6 @@ mod tests {
         assert_eq!(json["shards"][1]["id"], 1);
         assert_eq!(json["shards"][1]["connections"], 20);
         assert_eq!(json["shards"][1]["lag_ms"], 2.0);
-        assert_eq!(
-            json["broker"],
-            json!({"kind": "none", "state": "disabled", "reachable": null})
-        );
     }
 
     #[test]
@@ -449,7 +399,6 @@ mod tests {
         let metrics = MetricsSnapshot {
             taken_at: std::time::SystemTime::UNIX_EPOCH,
             shards: vec![stats, ShardStats::new()],
-            broker: BrokerStatus::NONE,
             process: ProcessInfo {
                 version: "0",
                 backend: "epoll",

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::histogram::Histogram;
 use super::labels::{CloseCodeLabel, DisconnectReason, RejectReason};
-use super::registry::{BrokerState, MetricsSnapshot};
+use super::registry::MetricsSnapshot;
 use super::stats::ShardStats;
 
 /// The `Content-Type` of a `/metrics` answer.
@@ -241,18 +241,6 @@ pub fn encode(snapshot: &MetricsSnapshot, out: &mut String) {
         heartbeat,
         Unit::Micros,
     );
-
-    w.family(
-        "ringcast_broker_state",
-        GAUGE,
-        "1 for the broker bridge's current state, 0 for the others (broker \"none\": no \
-         broker configured).",
-    );
-    for state in BrokerState::ALL {
-        let value = f64::from(u8::from(snapshot.broker.state == state));
-        let labels = [("broker", snapshot.broker.kind), ("state", state.as_str())];
-        w.sample("ringcast_broker_state", &labels, value);
-    }
 }
 
 const COUNTER: &str = "counter";
@@ -354,7 +342,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::metrics::{BrokerStatus, ProcessInfo};
+    use crate::metrics::ProcessInfo;
 
     /// One parsed sample: metric name, labels in order, value.
     type Sample = (String, Vec<(String, String)>, f64);
@@ -575,7 +563,6 @@ mod tests {
         MetricsSnapshot {
             taken_at: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
             shards: vec![busy, quiet],
-            broker: BrokerStatus::NONE,
             process: ProcessInfo {
                 version: "1.2.3",
                 backend: "io_uring",
@@ -595,7 +582,7 @@ mod tests {
     fn exposition_parses_back_with_the_recorded_values() {
         let text = encoded(&snapshot());
         let series = validate(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
-        let expected: [(&str, f64); 20] = [
+        let expected: [(&str, f64); 19] = [
             (r#"ringcast_build_info{version="1.2.3"}"#, 1.0),
             (r#"ringcast_driver_info{driver="io_uring"}"#, 1.0),
             ("process_start_time_seconds{}", 1.5),
@@ -639,10 +626,6 @@ mod tests {
                 r#"ringcast_handshake_duration_seconds_bucket{le="+Inf"}"#,
                 3.0,
             ),
-            (
-                r#"ringcast_broker_state{broker="none",state="disabled"}"#,
-                1.0,
-            ),
         ];
         for (key, value) in expected {
             assert_eq!(series.get(key), Some(&value), "{key} in\n{text}");
@@ -668,7 +651,6 @@ mod tests {
         let snapshot = MetricsSnapshot {
             taken_at: SystemTime::UNIX_EPOCH,
             shards: vec![ShardStats::new()],
-            broker: BrokerStatus::NONE,
             process: snapshot().process,
         };
         let text = encoded(&snapshot);

@@ -34,7 +34,5 @@ pub use histogram::{
     HANDSHAKE_BOUNDS_US, HEARTBEAT_BOUNDS_US, Histogram, LOOP_LAG_BOUNDS_US, OUTBOX_BOUNDS_BYTES,
 };
 pub use labels::{CloseCodeLabel, DisconnectReason, LABELLED_CLOSE_CODES, RejectReason};
-pub use registry::{
-    BrokerState, BrokerStatus, MetricsSnapshot, PUBLISH_INTERVAL, ProcessInfo, Registry, ShardSlot,
-};
+pub use registry::{MetricsSnapshot, PUBLISH_INTERVAL, ProcessInfo, Registry, ShardSlot};
 pub use stats::ShardStats;

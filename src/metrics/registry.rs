@@ -1,5 +1,5 @@
-//! The hand-off between shards and the scrape: one published [`ShardStats`] per shard, the
-//! broker state and the process facts, read together as a [`MetricsSnapshot`].
+//! The hand-off between shards and the scrape: one published [`ShardStats`] per shard and the
+//! process facts, read together as a [`MetricsSnapshot`].
 
 use std::sync::{Mutex, PoisonError, TryLockError};
 use std::time::SystemTime;
@@ -42,48 +42,6 @@ impl ShardSlot {
     }
 }
 
-/// Whether a broker connection exists and how it is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrokerState {
-    /// No broker is configured: this instance delivers locally only, by design.
-    Disabled,
-    /// The bridge holds a working connection to the broker.
-    Connected,
-    /// A broker is configured but unreachable: delivery is local only until it returns.
-    Disconnected,
-}
-
-impl BrokerState {
-    /// Every state, in exposition order.
-    pub const ALL: [Self; 3] = [Self::Disabled, Self::Connected, Self::Disconnected];
-
-    /// The `state` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Disabled => "disabled",
-            Self::Connected => "connected",
-            Self::Disconnected => "disconnected",
-        }
-    }
-}
-
-/// The broker the cluster bridge talks to, as `/metrics` and `/health` report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BrokerStatus {
-    /// `none`, `redis` or `nats`: the `broker` label.
-    pub kind: &'static str,
-    /// How the connection is doing.
-    pub state: BrokerState,
-}
-
-impl BrokerStatus {
-    /// No broker configured.
-    pub const NONE: Self = Self {
-        kind: "none",
-        state: BrokerState::Disabled,
-    };
-}
-
 /// Facts about the process that do not change while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -98,20 +56,18 @@ pub struct ProcessInfo {
 }
 
 /// Where every shard publishes and every reader (scrape, `/health`, dashboard feed) reads.
-/// Built once at start, shared by `Arc` with every shard and the broker bridge.
+/// Built once at start, shared by `Arc` with every shard.
 #[derive(Debug)]
 pub struct Registry {
     shards: Box<[ShardSlot]>,
-    broker: Mutex<BrokerStatus>,
     process: ProcessInfo,
 }
 
 impl Registry {
-    /// A registry for `shards` shards, none listening yet, no broker.
+    /// A registry for `shards` shards, none listening yet.
     pub fn new(shards: usize, process: ProcessInfo) -> Self {
         Self {
             shards: (0..shards).map(|_| ShardSlot::default()).collect(),
-            broker: Mutex::new(BrokerStatus::NONE),
             process,
         }
     }
@@ -121,18 +77,12 @@ impl Registry {
         self.shards.get(id)
     }
 
-    /// Records the broker bridge's state; called by the bridge when it changes.
-    pub fn set_broker(&self, status: BrokerStatus) {
-        *self.broker.lock().unwrap_or_else(PoisonError::into_inner) = status;
-    }
-
-    /// Copies every shard's last published stats, the broker state and the process facts.
+    /// Copies every shard's last published stats and the process facts.
     /// `taken_at` stamps the snapshot (the dashboard computes rates from consecutive stamps).
     pub fn snapshot(&self, taken_at: SystemTime) -> MetricsSnapshot {
         MetricsSnapshot {
             taken_at,
             shards: self.shards.iter().map(ShardSlot::read).collect(),
-            broker: *self.broker.lock().unwrap_or_else(PoisonError::into_inner),
             process: self.process.clone(),
         }
     }
@@ -145,8 +95,6 @@ pub struct MetricsSnapshot {
     pub taken_at: SystemTime,
     /// Each shard's stats, indexed by shard id.
     pub shards: Vec<ShardStats>,
-    /// The broker state.
-    pub broker: BrokerStatus,
     /// The process facts.
     pub process: ProcessInfo,
 }
@@ -185,10 +133,6 @@ mod tests {
         stats.set_connections(7);
         assert!(registry.shard(1).is_some_and(|slot| slot.publish(&stats)));
         assert!(registry.shard(2).is_none());
-        registry.set_broker(BrokerStatus {
-            kind: "redis",
-            state: BrokerState::Connected,
-        });
 
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(5);
         let snapshot = registry.snapshot(at);
@@ -197,7 +141,6 @@ mod tests {
         assert_eq!(snapshot.shards[0], ShardStats::new());
         assert_eq!(snapshot.shards[1], stats);
         assert_eq!(snapshot.totals().connections, 7);
-        assert_eq!(snapshot.broker.state, BrokerState::Connected);
     }
 
     #[test]

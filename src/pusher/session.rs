@@ -192,18 +192,16 @@ impl<'a> ConnectRequest<'a> {
     }
 }
 
-/// How loaded the server and the app are when a connection arrives; the shard knows.
+/// How loaded the app is when a connection arrives; the shard knows. (At the process-wide
+/// connection limit the shard answers 503 at accept, so a session never starts then.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Load {
-    /// Whether the process is at its connection limit (4100: clients back off and retry).
-    pub server_full: bool,
     /// The app's current connection count, for its `max_connections` (4004).
     pub app_connections: u32,
 }
 
 impl Session {
-    /// Decides the upgrade of a new connection: the server must have room (4100), the app
-    /// must exist (4001) and be enabled (4003), the protocol version must be 7 (missing 4008,
+    /// Decides the upgrade of a new connection: the app must exist (4001) and be enabled (4003), the protocol version must be 7 (missing 4008,
     /// not a number 4006, another number 4007) and the app below its connection cap (4004).
     /// On success returns the session and the `pusher:connection_established` frame to send
     /// first. On failure, send [`protocol::error`] with the code, then close with it.
@@ -215,9 +213,6 @@ impl Session {
         config: &PusherConfig,
         now: Instant,
     ) -> Result<(Self, Frame), CloseCode> {
-        if load.server_full {
-            return Err(CloseCode::OverCapacity);
-        }
         let (app, config_of_app) = apps
             .by_key(request.app_key)
             .ok_or(CloseCode::AppDoesNotExist)?;
@@ -818,27 +813,9 @@ mod tests {
             ("/app/key/x?protocol=7", 0, Err(CloseCode::PathNotFound)),
             ("/", 0, Err(CloseCode::PathNotFound)),
         ];
-        let full = Load {
-            server_full: true,
-            app_connections: 0,
-        };
-        let request = ConnectRequest {
-            app_key: "key",
-            protocol: Some("7"),
-        };
-        let refused = Session::connect(
-            &apps,
-            &request,
-            SOCKET,
-            full,
-            &PusherConfig::default(),
-            Instant::now(),
-        );
-        assert_eq!(refused.map(|_| ()), Err(CloseCode::OverCapacity));
         let now = Instant::now();
         for &(target, count, expected) in cases {
             let load = Load {
-                server_full: false,
                 app_connections: count,
             };
             let result = ConnectRequest::parse(target).and_then(|req| {

@@ -137,7 +137,8 @@ mod tests {
 
     #[test]
     fn connection_entry_fits_the_inline_budget() {
-        // DESIGN.md: at most 256 bytes inline per connection (slab entry included).
+        // At most 256 bytes inline per connection, slab entry included (the memory budget in
+        // `docs/benchmarks.md`).
         let entry = super::super::slab::ConnSlab::<Conn>::ENTRY_BYTES;
         assert!(entry <= 256, "a connection takes {entry} bytes in the slab");
         assert!(

@@ -1,20 +1,16 @@
-//! What a shard tells operators and what it holds per client address: its [`ShardStats`]
-//! (published to the process [`Registry`] every tick), the admin answers (`/metrics`,
-//! `/health`, `/ready`, `/dashboard`), the dashboard feed connections it owns, and the
-//! per-IP slots its connections hold in the shared [`IpLimits`].
+//! What a shard tells operators: its [`ShardStats`] (published to the process [`Registry`]
+//! every tick), the admin answers (`/metrics`, `/health`, `/ready`, `/dashboard`) and the
+//! dashboard feed connections it owns.
 //!
 //! Kept apart from the connection state machine so that the loop only calls `record_*` and
 //! a few hooks; everything here runs on the shard's thread.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use crate::dashboard;
 use crate::driver::ConnKey;
 use crate::health::HealthConfig;
-use crate::limits::IpLimits;
 use crate::metrics::{MetricsSnapshot, ProcessInfo, Registry, ShardStats};
 
 use super::wheel::Tick;
@@ -22,29 +18,13 @@ use super::wheel::Tick;
 /// Ticks between dashboard feed frames: [`dashboard::FEED_INTERVAL`] in 100 ms ticks.
 const FEED_TICKS: Tick = 10;
 
-/// What the shard knows of a connection's client address.
-#[derive(Debug, Clone, Copy)]
-struct Peer {
-    /// The TCP peer, or the source a PROXY header gave, or the client the upgrade was
-    /// charged to.
-    ip: IpAddr,
-    /// The connection holds a slot in [`IpLimits`] for `ip`.
-    held: bool,
-    /// A PROXY protocol header is expected before the request.
-    expect_proxy: bool,
-}
-
-/// A shard's observability and per-address state.
+/// A shard's observability state.
 pub struct Observe {
     id: usize,
     registry: Arc<Registry>,
     /// The shard's counters; bumped by the loop, copied to the registry each tick.
     pub stats: ShardStats,
-    ip_limits: Arc<IpLimits>,
     health: HealthConfig,
-    /// Client addresses of connections the per-IP limits may apply to. Exempt peers
-    /// (loopback by default) are not entered, so they cost nothing here.
-    peers: HashMap<ConnKey, Peer>,
     /// Dashboard feed connections on this shard.
     feeds: Vec<ConnKey>,
     feed_prev: Option<MetricsSnapshot>,
@@ -56,23 +36,16 @@ pub struct Observe {
 }
 
 impl Observe {
-    /// Shard `id`'s state, publishing to `registry` and charging addresses to `ip_limits`;
-    /// `admin_on_main`: it answers the admin routes.
-    pub fn new(
-        id: usize,
-        registry: Arc<Registry>,
-        ip_limits: Arc<IpLimits>,
-        admin_on_main: bool,
-    ) -> Self {
+    /// Shard `id`'s state, publishing to `registry`; `admin_on_main`: it answers the admin
+    /// routes.
+    pub fn new(id: usize, registry: Arc<Registry>, admin_on_main: bool) -> Self {
         let mut stats = ShardStats::new();
         stats.set_listening(true);
         Self {
             id,
             registry,
             stats,
-            ip_limits,
             health: HealthConfig::default(),
-            peers: HashMap::new(),
             feeds: Vec::new(),
             feed_prev: None,
             last_feed: 0,
@@ -81,7 +54,7 @@ impl Observe {
         }
     }
 
-    /// A stand-alone shard's state: its own one-slot registry, limits from `config`.
+    /// A stand-alone shard's state: its own one-slot registry.
     pub fn standalone(config: &crate::config::Config, backend: &'static str) -> Self {
         let process = ProcessInfo {
             version: env!("CARGO_PKG_VERSION"),
@@ -92,64 +65,8 @@ impl Observe {
         Self::new(
             0,
             Arc::new(Registry::new(1, process)),
-            Arc::new(IpLimits::new(config.ip_limits.clone())),
             config.admin_listen.is_none(),
         )
-    }
-
-    /// The shared per-IP table.
-    pub fn ip_limits(&self) -> &IpLimits {
-        &self.ip_limits
-    }
-
-    /// Notes the TCP peer of a new connection when the per-IP limits may concern it: a peer
-    /// that is limited itself, or a trusted proxy whose forwarded clients may be.
-    pub fn handle_accept(&mut self, key: ConnKey, peer: Option<IpAddr>) {
-        let Some(peer) = peer.map(|p| p.to_canonical()) else {
-            return;
-        };
-        let config = self.ip_limits.config();
-        let proxy = config.trusted_proxies.iter().any(|net| net.contains(peer));
-        if proxy || self.ip_limits.applies_to(peer) {
-            let expect_proxy = proxy && config.proxy_protocol;
-            let entry = Peer {
-                ip: peer,
-                held: false,
-                expect_proxy,
-            };
-            self.peers.insert(key, entry);
-        }
-    }
-
-    /// Consumes the PROXY protocol header a connection from a trusted proxy starts with, when
-    /// one is expected: `Ok(n)` says how many bytes of `data` it took (0 when none is
-    /// expected). The header must arrive whole in the connection's first read (load balancers
-    /// send it in one segment); `Err` closes the connection.
-    pub fn handle_proxy_header(&mut self, key: ConnKey, data: &[u8]) -> Result<usize, ()> {
-        let Some(peer) = self.peers.get_mut(&key).filter(|p| p.expect_proxy) else {
-            return Ok(0);
-        };
-        let header = crate::limits::parse_proxy_header(data).map_err(drop)?;
-        peer.expect_proxy = false;
-        if let Some(source) = header.source {
-            peer.ip = source.to_canonical();
-        }
-        Ok(header.len)
-    }
-
-    /// The client address noted for the connection (TCP peer or PROXY source), if any.
-    pub fn peer(&self, key: ConnKey) -> Option<IpAddr> {
-        self.peers.get(&key).map(|p| p.ip)
-    }
-
-    /// Records that `key` holds a per-IP slot for `client`.
-    pub fn hold_ip(&mut self, key: ConnKey, client: IpAddr) {
-        let entry = Peer {
-            ip: client,
-            held: true,
-            expect_proxy: false,
-        };
-        self.peers.insert(key, entry);
     }
 
     /// A connection completed its upgrade.
@@ -160,11 +77,8 @@ impl Observe {
         }
     }
 
-    /// A connection is gone: gives back its per-IP slot and its place in the gauges.
-    pub fn handle_closed(&mut self, key: ConnKey, was_open: bool) {
-        if let Some(Peer { ip, held: true, .. }) = self.peers.remove(&key) {
-            self.ip_limits.release(ip, Instant::now());
-        }
+    /// A connection is gone: it leaves the connections gauge if it was open.
+    pub fn handle_closed(&mut self, was_open: bool) {
         if was_open {
             self.open = self.open.saturating_sub(1);
         }

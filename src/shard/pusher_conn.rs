@@ -107,7 +107,6 @@ impl Core {
         let socket_id = self.pusher.socket_id(key);
         let connected = ConnectRequest::parse(target).and_then(|request| {
             let load = Load {
-                server_full: false,
                 app_connections: hub
                     .apps()
                     .by_key(request.app_key)
@@ -300,7 +299,9 @@ impl Core {
         self.deliver_local(app, &channel, frame, exclude);
     }
 
-    /// Queues `frame` on every local subscriber of the channel but `exclude`.
+    /// Queues `frame` on every local subscriber of the channel but `exclude`, whether the
+    /// publish came from this shard or over the mesh; each subscriber reached counts as one
+    /// delivery.
     pub(super) fn deliver_local(
         &mut self,
         app: AppIndex,
@@ -313,11 +314,14 @@ impl Core {
         if !targets.is_empty() {
             let skip = exclude.and_then(|id| self.pusher.local_key(id));
             let bytes = frame_bytes(frame);
+            let mut delivered = 0;
             for &key in &targets {
                 if Some(key) != skip {
                     self.enqueue(key, bytes.clone());
+                    delivered += 1;
                 }
             }
+            self.observe.stats.record_deliveries(delivered);
         }
         targets.clear();
         self.pusher.targets = targets;
