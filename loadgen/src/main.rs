@@ -5,9 +5,10 @@
 //! each worker ([`worker`]) runs one event loop ([`runner`]) per thread on the server's own
 //! driver and WebSocket codec, and reports back on a pipe ([`proto`]).
 
+#![deny(unsafe_code)]
+
 mod cause;
 mod cli;
-mod clock;
 mod html;
 mod limits;
 mod net;

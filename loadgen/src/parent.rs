@@ -7,8 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::clock::now_ns;
-use crate::limits::{conns_per_worker, raise_nofile_limit, workers_needed};
+use ringcast::driver::sys::{monotonic_ns as now_ns, raise_nofile_limit};
+
+use crate::limits::{conns_per_worker, workers_needed};
 use crate::plan::Plan;
 use crate::proto::{Merged, WorkerMsg};
 use crate::report::{Report, Series};

@@ -23,7 +23,6 @@ use ringcast::driver::{ConnKey, Driver, Event as DriverEvent, MAX_SEND_FRAMES};
 use ringcast::ws::{self, CloseCode, CloseFrame, OpCode, Role, WsConfig};
 
 use crate::cause::Cause;
-use crate::clock::now_ns;
 use crate::net;
 use crate::plan::{Mode, Plan, channel_name};
 use crate::proto::{ChannelTally, Counters, Outcome, TICK_NS, Tick, WorkerMsg};
@@ -33,6 +32,7 @@ use crate::record::{
 };
 use crate::seq::SeqTracker;
 use crate::wire::{Handshake, Upgrade, handle_upgrade_response};
+use ringcast::driver::sys::monotonic_ns as now_ns;
 
 /// Connections opened per loop turn at most, so a late loop catching up on its ramp still
 /// serves reads in between (bounded work per turn, like quinn's IO_LOOP_BOUND).
