@@ -9,8 +9,10 @@
 
 mod cause;
 mod cli;
+mod delivery;
 mod html;
 mod limits;
+mod link;
 mod net;
 mod parent;
 mod plan;
@@ -21,6 +23,7 @@ mod report;
 mod runner;
 mod seq;
 mod sign;
+mod sweep;
 mod target;
 mod wire;
 mod worker;
