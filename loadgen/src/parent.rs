@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ringcast::config::Backend;
 use ringcast::driver::sys::{monotonic_ns as now_ns, raise_nofile_limit};
 
 use crate::limits::{conns_per_worker, workers_needed};
@@ -141,9 +142,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<i32> {
         }
     }
     let backend = match plan.backend {
-        crate::cli::Backend::Epoll => "epoll",
-        crate::cli::Backend::Uring => "io_uring",
-        crate::cli::Backend::Auto => {
+        Backend::Epoll => "epoll",
+        Backend::Uring => "io_uring",
+        Backend::Auto => {
             if ringcast::driver::uring::probe().is_ok() {
                 "io_uring"
             } else {

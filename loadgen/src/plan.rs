@@ -9,7 +9,9 @@
 
 use std::net::IpAddr;
 
-use crate::cli::{Backend, CommonArgs, PublishVia, ScenarioCmd};
+use ringcast::config::Backend;
+
+use crate::cli::{CommonArgs, PublishVia, ScenarioCmd};
 use crate::sign::AppCredentials;
 use crate::target::{Target, parse_sources};
 

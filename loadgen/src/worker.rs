@@ -5,12 +5,12 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 
+use ringcast::config::Backend;
 use ringcast::driver::Driver;
 use ringcast::driver::epoll::EpollDriver;
 use ringcast::driver::sys::{self, raise_nofile_limit};
 use ringcast::driver::uring::{self, UringConfig, UringDriver};
 
-use crate::cli::Backend;
 use crate::net::resident_bytes;
 use crate::plan::Plan;
 use crate::proto::{Merged, WorkerMsg};
