@@ -100,11 +100,7 @@ impl<D: Driver> Runner<D> {
                     }
                 }
                 Act::Send(key, frame) => {
-                    let Some(link) = self
-                        .state
-                        .link(key.slot)
-                        .filter(|l| l.generation == key.generation)
-                    else {
+                    let Some(link) = self.state.link(key) else {
                         continue;
                     };
                     if link.queue(frame) {
@@ -112,11 +108,7 @@ impl<D: Driver> Runner<D> {
                     }
                 }
                 Act::Close(key) => {
-                    if let Some(link) = self
-                        .state
-                        .link(key.slot)
-                        .filter(|l| l.generation == key.generation)
-                    {
+                    if let Some(link) = self.state.link(key) {
                         link.reset();
                     }
                     self.driver.close(key);
@@ -138,11 +130,7 @@ impl<D: Driver> Runner<D> {
     fn handle_sent(&mut self, key: ConnKey, result: std::io::Result<usize>, now: u64) {
         match result {
             Ok(n) => {
-                let Some(link) = self
-                    .state
-                    .link(key.slot)
-                    .filter(|l| l.generation == key.generation)
-                else {
+                let Some(link) = self.state.link(key) else {
                     return;
                 };
                 link.handle_sent(n);

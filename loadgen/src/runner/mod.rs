@@ -253,12 +253,14 @@ impl State {
         (target.addr, src, matches!(plan.mode, Mode::Storm(_)))
     }
 
-    /// The link (send state) of a slot, WebSocket or HTTP.
-    pub fn link(&mut self, slot: u32) -> Option<&mut Link> {
-        match self.conns.get_mut(slot as usize) {
+    /// The link (send state) of the socket `key` names, WebSocket or HTTP; `None` once the
+    /// slot holds a newer socket.
+    pub fn link(&mut self, key: ConnKey) -> Option<&mut Link> {
+        let link = match self.conns.get_mut(key.slot as usize) {
             Some(c) => Some(&mut c.link),
-            None => self.publisher.as_mut().and_then(|p| p.link(slot)),
-        }
+            None => self.publisher.as_mut().and_then(|p| p.link(key.slot)),
+        };
+        link.filter(|l| l.generation == key.generation)
     }
 
     /// Whether the loop has finished.

@@ -14,7 +14,7 @@ use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use super::sys::{self, Waker};
-use super::{ConnKey, Driver, Event, MAX_SEND_FRAMES, OpKind, RecvBuf, UserData};
+use super::{ConnKey, Driver, Event, MAX_SEND_FRAMES, OpKind, RecvBuf, UserData, slot_mut};
 use buf_ring::{BUF_GROUP, BufRing};
 pub use probe::{Unavailable, probe};
 
@@ -240,11 +240,7 @@ impl UringDriver {
     }
 
     fn insert_slot(&mut self, key: ConnKey, socket: OwnedFd) {
-        let index = key.slot as usize;
-        if self.slots.len() <= index {
-            self.slots.resize_with(index + 1, Slot::default);
-        }
-        self.slots[index] = Slot {
+        *slot_mut(&mut self.slots, key.slot) = Slot {
             socket: Some(socket),
             generation: key.generation,
         };
