@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ringcast::config::Backend;
 
 /// `ringcast-loadgen`: opens many WebSocket connections against ringcast and measures honestly.
 #[derive(Debug, Parser)]
@@ -104,8 +105,9 @@ pub struct CommonArgs {
     /// Event-loop threads per worker; defaults to the online CPUs.
     #[arg(long)]
     pub threads: Option<u32>,
-    /// Event-loop backend, as for the server: io_uring when the kernel offers it, else epoll.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    /// Event-loop backend, as for the server (`auto`, `uring` or `epoll`): io_uring when the
+    /// kernel offers it, else epoll.
+    #[arg(long, default_value_t = Backend::Auto)]
     pub backend: Backend,
     /// Source addresses to bind, as ranges and lists: `127.0.0.2-127.0.0.60,127.0.1.1`.
     #[arg(long)]
@@ -131,17 +133,6 @@ pub struct CommonArgs {
     /// Most failed connections tolerated before exiting non-zero.
     #[arg(long, default_value_t = 0)]
     pub max_failures: u64,
-}
-
-/// Which of the server's drivers the event loops run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// io_uring when available, epoll otherwise.
-    Auto,
-    /// io_uring only.
-    Uring,
-    /// epoll only.
-    Epoll,
 }
 
 /// Flags of the Pusher protocol. Defaults come from the same environment variables the server

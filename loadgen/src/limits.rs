@@ -1,35 +1,9 @@
 //! How many worker processes a run needs, from the open-files limit read at run time.
 
-use std::io;
-
 /// Descriptors a worker keeps for itself besides connections: stdio, one epoll instance and one
 /// wake-up descriptor per thread, publisher HTTP connections and slack for the runtime.
 /// Generous on purpose: running out mid-run costs far more than one more worker.
 pub const RESERVED_FDS: u64 = 256;
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit and returns the new soft limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit; raising the soft limit up to the hard one needs
-        // no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim = raised;
-        }
-    }
-    Ok(lim.rlim_cur)
-}
 
 /// Connections one worker may hold under an open-files limit of `nofile`.
 pub fn conns_per_worker(nofile: u64) -> u64 {
@@ -70,11 +44,5 @@ mod tests {
                 "{conns} conns, nofile {nofile}"
             );
         }
-    }
-
-    #[test]
-    fn raising_never_lowers() {
-        let first = raise_nofile_limit().unwrap();
-        assert_eq!(raise_nofile_limit().unwrap(), first);
     }
 }

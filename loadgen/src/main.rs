@@ -5,11 +5,14 @@
 //! each worker ([`worker`]) runs one event loop ([`runner`]) per thread on the server's own
 //! driver and WebSocket codec, and reports back on a pipe ([`proto`]).
 
+#![deny(unsafe_code)]
+
 mod cause;
 mod cli;
-mod clock;
+mod delivery;
 mod html;
 mod limits;
+mod link;
 mod net;
 mod parent;
 mod plan;
@@ -20,6 +23,7 @@ mod report;
 mod runner;
 mod seq;
 mod sign;
+mod sweep;
 mod target;
 mod wire;
 mod worker;

@@ -7,8 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::clock::now_ns;
-use crate::limits::{conns_per_worker, raise_nofile_limit, workers_needed};
+use ringcast::config::Backend;
+use ringcast::driver::sys::{monotonic_ns as now_ns, raise_nofile_limit};
+
+use crate::limits::{conns_per_worker, workers_needed};
 use crate::plan::Plan;
 use crate::proto::{Merged, WorkerMsg};
 use crate::report::{Report, Series};
@@ -140,9 +142,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<i32> {
         }
     }
     let backend = match plan.backend {
-        crate::cli::Backend::Epoll => "epoll",
-        crate::cli::Backend::Uring => "io_uring",
-        crate::cli::Backend::Auto => {
+        Backend::Epoll => "epoll",
+        Backend::Uring => "io_uring",
+        Backend::Auto => {
             if ringcast::driver::uring::probe().is_ok() {
                 "io_uring"
             } else {

@@ -9,7 +9,9 @@
 
 use std::net::IpAddr;
 
-use crate::cli::{Backend, CommonArgs, PublishVia, ScenarioCmd};
+use ringcast::config::Backend;
+
+use crate::cli::{CommonArgs, PublishVia, ScenarioCmd};
 use crate::sign::AppCredentials;
 use crate::target::{Target, parse_sources};
 
@@ -351,36 +353,26 @@ mod tests {
 
     #[test]
     fn command_lines_are_checked() {
-        let cases: &[(&[&str], bool)] = &[
-            (&["idle"], true),
+        /// A pubsub command line with credentials, then `extra`.
+        fn pubsub<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+            let mut args = vec!["pubsub", "--app-id", "1", "--key", "k", "--secret", "s"];
+            args.extend_from_slice(extra);
+            args
+        }
+        let cases: Vec<(Vec<&str>, bool)> = vec![
+            (vec!["idle"], true),
             (
-                &["echo", "--msg-rate", "10", "--size", "64", "--binary"],
+                vec!["echo", "--msg-rate", "10", "--size", "64", "--binary"],
                 true,
             ),
-            (&["echo", "--size", "8"], false),
-            (&["echo", "--msg-rate", "0"], false),
-            (&["idle", "--rate", "0"], false),
-            (&["idle", "--conns", "0"], false),
+            (vec!["echo", "--size", "8"], false),
+            (vec!["echo", "--msg-rate", "0"], false),
+            (vec!["idle", "--rate", "0"], false),
+            (vec!["idle", "--conns", "0"], false),
+            (pubsub(&[]), true),
+            (pubsub(&["--url", "ws://127.0.0.1:1/echo"]), false),
             (
-                &["pubsub", "--app-id", "1", "--key", "k", "--secret", "s"],
-                true,
-            ),
-            (
-                &[
-                    "pubsub",
-                    "--app-id",
-                    "1",
-                    "--key",
-                    "k",
-                    "--secret",
-                    "s",
-                    "--url",
-                    "ws://127.0.0.1:1/echo",
-                ],
-                false,
-            ),
-            (
-                &[
+                vec![
                     "idle",
                     "--url",
                     "ws://127.0.0.1:1/echo",
@@ -389,44 +381,17 @@ mod tests {
                 ],
                 false,
             ),
-            (&["idle", "--src", "127.0.0.2-127.0.0.9"], true),
-            (&["idle", "--src", "bogus"], false),
-            (&["storm", "--backoff-base", "0s"], false),
-            (&["churn", "--hold", "250ms"], true),
+            (vec!["idle", "--src", "127.0.0.2-127.0.0.9"], true),
+            (vec!["idle", "--src", "bogus"], false),
+            (vec!["storm", "--backoff-base", "0s"], false),
+            (vec!["churn", "--hold", "250ms"], true),
+            (pubsub(&["--publish-via", "client"]), true),
             (
-                &[
-                    "pubsub",
-                    "--app-id",
-                    "1",
-                    "--key",
-                    "k",
-                    "--secret",
-                    "s",
-                    "--publish-via",
-                    "client",
-                ],
-                true,
-            ),
-            (
-                &[
-                    "pubsub",
-                    "--app-id",
-                    "1",
-                    "--key",
-                    "k",
-                    "--secret",
-                    "s",
-                    "--publish-via",
-                    "client",
-                    "--conns",
-                    "2",
-                    "--channels",
-                    "3",
-                ],
+                pubsub(&["--publish-via", "client", "--conns", "2", "--channels", "3"]),
                 false,
             ),
         ];
-        for (args, ok) in cases {
+        for (args, ok) in &cases {
             // Pusher credentials may come from the environment; keep the cases independent of it.
             let result = plan(args);
             if args.first() == Some(&"pubsub") && !args.contains(&"--app-id") {

@@ -15,9 +15,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ringcast::driver::ConnKey;
 
+use crate::delivery::delivery_data;
+use crate::link::{Act, Link};
 use crate::plan::{Plan, PubsubPlan, channel_name};
-use crate::runner::{Act, Link, Sweep};
 use crate::sign::AppCredentials;
+use crate::sweep::Sweep;
 
 /// HTTP connections per event loop at most: enough to keep a few thousand publishes per second
 /// in flight on loopback, few enough not to matter to the server.
@@ -468,10 +470,7 @@ fn events_request(
     intended: u64,
     size: usize,
 ) -> Vec<u8> {
-    let mut data = format!("lg:{seq}:{intended}:");
-    if data.len() < size {
-        data.extend(std::iter::repeat_n('x', size - data.len()));
-    }
+    let data = delivery_data(seq, intended, size);
     let body = format!(
         r#"{{"name":"seq","channels":["{}"],"data":"{data}"}}"#,
         channel_name(channel, false)
@@ -492,7 +491,7 @@ fn events_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::parse_delivery;
+    use crate::delivery::parse_delivery;
 
     #[test]
     fn responses_parse() {

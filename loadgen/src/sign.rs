@@ -5,9 +5,8 @@
 //! `auth_signature`, keys lower-cased and sorted, joined `k=v&...`; the signature is the hex
 //! HMAC-SHA256 of that string under the app secret (Pusher REST API reference, "Authentication").
 
-use hmac::{Hmac, Mac};
-use md5::{Digest, Md5};
-use sha2::Sha256;
+use ringcast::pusher::api::signature::body_md5;
+use ringcast::pusher::auth;
 
 /// The credentials of one Pusher app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,44 +24,22 @@ impl AppCredentials {
     /// (seconds since the Unix epoch; the server rejects it 600 s either side of its clock).
     pub fn signed_events_target(&self, body: &[u8], timestamp: u64) -> String {
         let path = format!("/apps/{}/events", self.app_id);
-        let body_md5 = hex(&Md5::digest(body));
+        let md5 = body_md5(body);
         // Already in sorted order; every value is [0-9a-z.], so nothing needs escaping.
         let query = format!(
-            "auth_key={}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={body_md5}",
+            "auth_key={}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={md5}",
             self.key
         );
-        let signature = self.hmac_hex(format!("POST\n{path}\n{query}").as_bytes());
+        let signature = auth::sign(&self.secret, &["POST\n", &path, "\n", &query]);
         format!("{path}?{query}&auth_signature={signature}")
     }
 
     /// The `auth` value of a `pusher:subscribe` to a private channel, as an auth endpoint hands
     /// it out: `key:hex(HMAC-SHA256(secret, "socket_id:channel"))`.
     pub fn private_channel_auth(&self, socket_id: &str, channel: &str) -> String {
-        format!(
-            "{}:{}",
-            self.key,
-            self.hmac_hex(format!("{socket_id}:{channel}").as_bytes())
-        )
+        let signature = auth::sign(&self.secret, &[socket_id, ":", channel]);
+        format!("{}:{signature}", self.key)
     }
-
-    fn hmac_hex(&self, message: &[u8]) -> String {
-        // HMAC accepts keys of any length, so this constructor cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.secret.as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(message);
-        hex(&mac.finalize().into_bytes())
-    }
-}
-
-/// Lower-case hex, as Pusher signatures and `body_md5` are written.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -5,12 +5,12 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 
+use ringcast::config::Backend;
 use ringcast::driver::Driver;
 use ringcast::driver::epoll::EpollDriver;
+use ringcast::driver::sys::{self, raise_nofile_limit};
 use ringcast::driver::uring::{self, UringConfig, UringDriver};
 
-use crate::cli::Backend;
-use crate::limits::raise_nofile_limit;
 use crate::net::resident_bytes;
 use crate::plan::Plan;
 use crate::proto::{Merged, WorkerMsg};
@@ -46,9 +46,9 @@ fn send_to_parent(out: &mut impl std::io::Write, msg: &WorkerMsg) -> std::io::Re
 
 /// Runs worker `index` of `workers`.
 pub fn run(plan: Plan, index: u32, workers: u32, t0: u64) -> anyhow::Result<()> {
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers: the worker
-    // dies with its parent instead of holding connections open on its own.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The worker dies with its parent instead of holding connections open on its own; the call
+    // cannot fail with a valid signal number.
+    let _ = sys::die_with_parent();
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = raise_nofile_limit() {
         send_to_parent(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::sys::{self, Waker};
-use super::{ConnKey, Driver, Event, MAX_SEND_FRAMES, OpKind, RecvBuf, UserData};
+use super::{ConnKey, Driver, Event, MAX_SEND_FRAMES, OpKind, RecvBuf, UserData, slot_mut};
 
 /// Ready descriptors fetched per `epoll_wait`; more simply wait for the next call.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -105,11 +105,7 @@ impl EpollDriver {
             (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
             UserData::conn(OpKind::Recv, key).raw(),
         )?;
-        let index = key.slot as usize;
-        if self.slots.len() <= index {
-            self.slots.resize_with(index + 1, Slot::default);
-        }
-        self.slots[index] = Slot {
+        *slot_mut(&mut self.slots, key.slot) = Slot {
             socket: Some(socket),
             generation: key.generation,
             connecting,

@@ -236,6 +236,16 @@ pub trait Driver {
     fn waker(&self) -> sys::Waker;
 }
 
+/// Entry `slot` of a driver's slot table, growing the table with empty slots to reach it: both
+/// backends keep one entry per connection slot the shard has used.
+fn slot_mut<S: Default>(slots: &mut Vec<S>, slot: u32) -> &mut S {
+    let index = slot as usize;
+    if slots.len() <= index {
+        slots.resize_with(index + 1, S::default);
+    }
+    &mut slots[index]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

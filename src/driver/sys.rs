@@ -1,9 +1,12 @@
 //! Thin, safe wrappers over the few syscalls no maintained safe crate in the tree covers: the
 //! eventfd doorbell, rlimits, CPU affinity, and socket reads, gathered sends and shutdowns on
-//! raw descriptors the drivers own. Each wrapper returns `io::Result` and keeps its unsafe block
-//! as small as the call.
+//! raw descriptors the drivers own; and, for the load generator (so that it needs no unsafe
+//! code of its own), outbound connects from a chosen source address, the shared monotonic
+//! clock, dying with the parent process and the page size. Each wrapper returns `io::Result`
+//! and keeps its unsafe block as small as the call.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
@@ -221,4 +224,158 @@ pub fn epoll_wait(
     // SAFETY: the kernel initialised the first `n` (<= capacity) entries.
     unsafe { events.set_len(n as usize) };
     Ok(())
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC, which is system-wide on Linux: a timestamp taken in one
+/// process means the same instant in another (the load generator's cross-process latency).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call; CLOCK_MONOTONIC
+    // always exists on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Asks the kernel to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG), so a
+/// child never outlives the process that started it.
+pub fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) }).map(drop)
+}
+
+/// The size of a memory page in bytes.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf takes no pointers.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page).unwrap_or(4096)
+}
+
+/// Starts a non-blocking, close-on-exec TCP connect with TCP_NODELAY to `dst`, bound to `src`
+/// when given. The socket comes back connecting or connected; how the connect ended is
+/// [`socket_error`] once it is writable.
+///
+/// A source address is bound with IP_BIND_ADDRESS_NO_PORT, so the port is picked per 4-tuple at
+/// connect time: otherwise bind() picks it for the source address alone, capping every source
+/// address at one port range in all instead of one per destination.
+pub fn connect_from(src: Option<IpAddr>, dst: SocketAddr) -> io::Result<OwnedFd> {
+    let family = if dst.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket takes no pointers.
+    let fd = check(unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by socket and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    if let Some(src) = src {
+        set_int_opt(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
+        let (addr, len) = sockaddr_of(SocketAddr::new(src, 0));
+        // SAFETY: `addr` holds a valid sockaddr of `len` bytes for the duration of the call.
+        check(unsafe { libc::bind(fd, (&raw const addr).cast(), len) })?;
+    }
+    let (addr, len) = sockaddr_of(dst);
+    // SAFETY: `addr` holds a valid sockaddr of `len` bytes for the duration of the call.
+    if let Err(e) = check(unsafe { libc::connect(fd, (&raw const addr).cast(), len) })
+        && e.raw_os_error() != Some(libc::EINPROGRESS)
+    {
+        return Err(e);
+    }
+    Ok(sock)
+}
+
+/// Makes a socket close with a reset instead of the FIN handshake (SO_LINGER 0): what a
+/// dropped network or a killed client looks like to the peer.
+pub fn set_abortive_close(fd: RawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a valid struct of the size given for the duration of the call.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Sets an integer socket option.
+fn set_int_opt(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a valid c_int of the size given for the duration of the call.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// A `sockaddr_storage` holding `addr`, and its length.
+fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data for which all-zero bytes are valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { (&raw mut storage).cast::<libc::sockaddr_in>().write(sin) };
+            (storage, size_of::<libc::sockaddr_in>() as libc::socklen_t)
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { (&raw mut storage).cast::<libc::sockaddr_in6>().write(sin6) };
+            (storage, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_clock_never_goes_backwards() {
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(b >= a && a > 0);
+    }
 }

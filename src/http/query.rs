@@ -36,7 +36,9 @@ fn decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         let escaped = match (b, bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&hi), Some(&lo)) => hex(hi).zip(hex(lo)).map(|(hi, lo)| hi << 4 | lo),
+            (b'%', Some(&hi), Some(&lo)) => hex_digit(hi)
+                .zip(hex_digit(lo))
+                .map(|(hi, lo)| hi << 4 | lo),
             _ => None,
         };
         match escaped {
@@ -56,13 +58,11 @@ fn decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
     }
 }
 
-fn hex(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
-    }
+/// The value of one hex digit, either case.
+fn hex_digit(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]

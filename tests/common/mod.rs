@@ -74,23 +74,9 @@ impl Backend {
 /// Why io_uring cannot run on this kernel, or `None` when it can. The uring half of the matrix
 /// skips itself only for this reason; every other failure is a failure.
 pub fn uring_unavailable() -> Option<String> {
-    if let Ok(value) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        && value.trim() == "2"
-    {
-        return Some("kernel.io_uring_disabled = 2".to_string());
-    }
-    // struct io_uring_params is 120 bytes (include/uapi/linux/io_uring.h); zeroed asks for defaults.
-    let mut params = [0u8; 120];
-    // SAFETY: io_uring_setup reads and writes `params`, a live 120-byte buffer, the size of
-    // struct io_uring_params; a non-negative return is a descriptor this function owns.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
-    if fd < 0 {
-        let err = io::Error::last_os_error();
-        return Some(format!("io_uring_setup failed: {err}"));
-    }
-    // SAFETY: `fd` was just returned by io_uring_setup and is closed exactly once.
-    unsafe { libc::close(fd as libc::c_int) };
-    None
+    ringcast::driver::uring::probe()
+        .err()
+        .map(|why| why.to_string())
 }
 
 /// Whether io_uring is not switched off by sysctl here (the uring half of the abuse and Pusher

@@ -733,11 +733,7 @@ mod tests {
         all.push(("auth_timestamp".into(), now.to_string()));
         all.push(("auth_version".into(), "1.0".into()));
         if !body.is_empty() {
-            use md5::Digest;
-            all.push((
-                "body_md5".into(),
-                crate::pusher::json::hex(&md5::Md5::digest(body.as_bytes())),
-            ));
+            all.push(("body_md5".into(), signature::body_md5(body.as_bytes())));
         }
         all.sort();
         let query: Vec<String> = all.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -9,10 +9,13 @@
 //!
 //! The SDKs sign the raw values; node then URL-encodes them in the URL (`info=a%2Cb`) while
 //! python sends them raw (`info=a,b`), so values are percent-decoded here before signing, with
-//! `+` kept literal (neither SDK encodes a space as `+`). The path is signed as sent.
+//! the path-segment rule of [`crate::http::percent_decode`]: `+` kept literal (neither SDK
+//! encodes a space as `+`), and a `%` not followed by two hex digits kept as sent, as python
+//! sends it. The path is signed as sent.
 
 use md5::{Digest, Md5};
 
+use crate::http::percent_decode;
 use crate::pusher::apps::{AppConfig, AppIndex, Apps};
 use crate::pusher::auth;
 use crate::pusher::json;
@@ -29,14 +32,14 @@ pub struct Query {
 }
 
 impl Query {
-    /// Parses and percent-decodes a raw query string; 400 on bad escapes, invalid UTF-8 or a
-    /// repeated key (which would make the signed string ambiguous).
+    /// Parses and percent-decodes a raw query string; 400 on a repeated key (which would make
+    /// the signed string ambiguous).
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for part in raw.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = part.split_once('=').unwrap_or((part, ""));
-            let key = percent_decode(key)?.to_ascii_lowercase();
-            let value = percent_decode(value)?;
+            let key = percent_decode(key).to_ascii_lowercase();
+            let value = percent_decode(value).into_owned();
             if pairs.iter().any(|(k, _)| *k == key) {
                 return Err(ApiError::bad_request(format!(
                     "Query parameter {key} is repeated"
@@ -76,22 +79,9 @@ impl Query {
     }
 }
 
-fn percent_decode(s: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::bad_request("Malformed percent-encoding in the query string");
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
-            out.push(json::unhex::<1>(hex).ok_or_else(bad)?[0]);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
+/// Lower-case hex MD5 of a request body, the `body_md5` parameter the SDKs sign.
+pub fn body_md5(body: &[u8]) -> String {
+    json::hex(&Md5::digest(body))
 }
 
 /// Authenticates a request: `auth_key` names an app (and the app of the path, when the path
@@ -133,7 +123,7 @@ pub fn verify<'a>(
         ));
     }
     match query.get("body_md5") {
-        Some(md5) if !md5.eq_ignore_ascii_case(&json::hex(&Md5::digest(body))) => {
+        Some(md5) if !md5.eq_ignore_ascii_case(&body_md5(body)) => {
             return Err(ApiError::unauthorized("body_md5 does not match the body"));
         }
         None if !body.is_empty() => return Err(ApiError::unauthorized("Missing body_md5")),
@@ -163,8 +153,21 @@ mod tests {
         assert_eq!(q.get("d"), Some(""));
         assert_eq!(q.get("e"), Some("✓"));
         assert_eq!(q.signed_string(), "a=x,y&b=2&c=a+b&d=&e=✓");
-        for bad in ["a=%", "a=%2", "a=%zz", "a=%ff", "a=1&a=2", "A=1&a=2"] {
-            assert_eq!(Query::parse(bad).map_err(|e| e.status), Err(400), "{bad}");
+        for (raw, value) in [
+            ("a=%", "%"),
+            ("a=%2", "%2"),
+            ("a=%zz", "%zz"),
+            ("a=%ff", "\u{fffd}"),
+        ] {
+            assert_eq!(
+                Query::parse(raw).unwrap_or_default().get("a"),
+                Some(value),
+                "{raw}"
+            );
+        }
+        for repeated in ["a=1&a=2", "A=1&a=2"] {
+            let status = Query::parse(repeated).map_err(|e| e.status);
+            assert_eq!(status, Err(400), "{repeated}");
         }
         assert_eq!(Query::parse("").unwrap_or_default().signed_string(), "");
     }

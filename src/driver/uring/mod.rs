@@ -3,24 +3,23 @@
 //! reference-counted frames, one timeout per wheel tick, and a multishot poll on the shard's
 //! eventfd doorbell. Submissions are batched: nothing is submitted until [`Driver::wait`].
 
-use std::alloc::Layout;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use super::sys::{self, Waker};
-use super::{ConnKey, Driver, Event, MAX_SEND_FRAMES, OpKind, RecvBuf, UserData};
+use super::{ConnKey, Driver, Event, MAX_SEND_FRAMES, OpKind, RecvBuf, UserData, slot_mut};
+use buf_ring::{BUF_GROUP, BufRing};
+pub use probe::{Unavailable, probe};
 
-/// Buffer group id of the shard's provided-buffer ring; one ring per io_uring instance.
-const BUF_GROUP: u16 = 0;
+mod buf_ring;
+mod probe;
 
 /// Submission queue entries. A loop turn submits at most one op per event it handled plus a
 /// few of its own, and a full queue is submitted and reused, so this bounds batching only.
@@ -50,140 +49,6 @@ pub struct UringConfig {
     pub recv_buffers: u16,
     /// Bytes per buffer.
     pub recv_buffer_size: u32,
-}
-
-/// The provided-buffer ring: `entries` descriptors the kernel picks from, and the memory they
-/// point at. A buffer id belongs to the kernel from the moment it is published in the ring
-/// until a completion names it, then to the driver until [`BufRing::recycle`].
-struct BufRing {
-    /// INVARIANT: page-aligned allocation of `entries` descriptors made with `ring_layout`,
-    /// registered with the kernel as group [`BUF_GROUP`] for the life of the io_uring.
-    ring: NonNull<BufRingEntry>,
-    ring_layout: Layout,
-    /// INVARIANT: allocation of `entries * buf_size` bytes made with `data_layout`, never
-    /// moved; buffer `id` is `data[id * buf_size..][..buf_size]`.
-    data: NonNull<u8>,
-    data_layout: Layout,
-    entries: u16,
-    buf_size: u32,
-    /// Our copy of the ring tail; the kernel reads the published one.
-    tail: u16,
-}
-
-impl BufRing {
-    fn new(ring: &IoUring, entries: u16, buf_size: u32) -> io::Result<Self> {
-        if !entries.is_power_of_two() || entries > 32768 || buf_size == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "recv_buffers must be a power of two up to 32768 and recv_buffer_size non-zero",
-            ));
-        }
-        let ring_layout =
-            Layout::from_size_align(size_of::<BufRingEntry>() * entries as usize, 4096)
-                .map_err(io::Error::other)?;
-        let data_layout = Layout::from_size_align(entries as usize * buf_size as usize, 4096)
-            .map_err(io::Error::other)?;
-        // SAFETY: both layouts have a non-zero size (entries >= 1, buf_size >= 1).
-        let ring_ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(ring_layout) })
-            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        // SAFETY: as above. Zeroed so untouched pages stay out of RSS until the kernel fills them.
-        let Some(data) = NonNull::new(unsafe { std::alloc::alloc_zeroed(data_layout) }) else {
-            // SAFETY: allocated just above with this layout.
-            unsafe { std::alloc::dealloc(ring_ptr.as_ptr(), ring_layout) };
-            return Err(io::ErrorKind::OutOfMemory.into());
-        };
-        let mut buf_ring = Self {
-            ring: ring_ptr.cast(),
-            ring_layout,
-            data,
-            data_layout,
-            entries,
-            buf_size,
-            tail: 0,
-        };
-        // SAFETY: the ring memory is valid, page-aligned and lives until `Drop`, which the driver
-        // runs only after the io_uring that holds the registration is gone (field order) and the
-        // kernel finished every op that could pick a buffer.
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                buf_ring.ring.as_ptr() as u64,
-                entries,
-                BUF_GROUP,
-                0,
-            )?;
-        }
-        for id in 0..entries {
-            buf_ring.push(id);
-        }
-        buf_ring.publish();
-        Ok(buf_ring)
-    }
-
-    /// Writes descriptor `id` at our tail without publishing it.
-    fn push(&mut self, id: u16) {
-        let index = usize::from(self.tail & (self.entries - 1));
-        // SAFETY: `index < entries`, inside the ring allocation; the slot at our tail is not one
-        // the kernel may read, because the published tail does not include it yet. Only addr,
-        // len and bid are written: the `resv` field of entry 0 is the shared tail.
-        let entry = unsafe { &mut *self.ring.as_ptr().add(index) };
-        // SAFETY: `id < entries`, so the offset stays inside the data allocation.
-        let addr = unsafe {
-            self.data
-                .as_ptr()
-                .add(usize::from(id) * self.buf_size as usize)
-        };
-        entry.set_addr(addr as u64);
-        entry.set_len(self.buf_size);
-        entry.set_bid(id);
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    /// Makes every pushed descriptor visible to the kernel.
-    fn publish(&mut self) {
-        // SAFETY: the ring base is the first entry of a valid, initialised ring, so `tail`
-        // returns the address of the shared tail field, a u16 aligned for atomic access that
-        // the kernel reads concurrently (hence the atomic store with Release ordering).
-        unsafe {
-            let tail = BufRingEntry::tail(self.ring.as_ptr()).cast_mut();
-            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
-        }
-    }
-
-    /// Gives buffer `id` back to the kernel.
-    fn recycle(&mut self, id: u16) {
-        if id < self.entries {
-            self.push(id);
-            self.publish();
-        }
-    }
-
-    /// The first `len` bytes of buffer `id`, which a completion handed to us.
-    fn slice(&mut self, id: u16, len: u32) -> &mut [u8] {
-        if id >= self.entries {
-            return &mut [];
-        }
-        let len = len.min(self.buf_size) as usize;
-        // SAFETY: `id < entries`; the kernel named this buffer in a completion and does not
-        // touch it again until `recycle` publishes it, and `&mut self` keeps the slice unique.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.data
-                    .as_ptr()
-                    .add(usize::from(id) * self.buf_size as usize),
-                len,
-            )
-        }
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: both allocations were made in `new` with these layouts and are freed once.
-        unsafe {
-            std::alloc::dealloc(self.ring.as_ptr().cast(), self.ring_layout);
-            std::alloc::dealloc(self.data.as_ptr(), self.data_layout);
-        }
-    }
 }
 
 /// A gathered send the kernel is working on. Boxed so the `msghdr` and `iovec`s keep their
@@ -375,11 +240,7 @@ impl UringDriver {
     }
 
     fn insert_slot(&mut self, key: ConnKey, socket: OwnedFd) {
-        let index = key.slot as usize;
-        if self.slots.len() <= index {
-            self.slots.resize_with(index + 1, Slot::default);
-        }
-        self.slots[index] = Slot {
+        *slot_mut(&mut self.slots, key.slot) = Slot {
             socket: Some(socket),
             generation: key.generation,
         };
@@ -690,103 +551,6 @@ impl Drop for UringDriver {
             );
             std::mem::forget(std::mem::take(&mut self.sends));
         }
-    }
-}
-
-/// Why io_uring cannot serve as the backend on this host, in words for the operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unavailable(pub String);
-
-impl std::fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Checks, once at start, that this kernel lets us set up a ring and offers every operation the
-/// driver uses, including multishot receive into a provided-buffer ring (tried for real on a
-/// socket pair, because the opcode probe cannot tell multishot support apart).
-pub fn probe() -> Result<(), Unavailable> {
-    let ring = IoUring::new(8).map_err(|e| Unavailable(setup_refused(&e)))?;
-    let mut probe = io_uring::Probe::new();
-    ring.submitter()
-        .register_probe(&mut probe)
-        .map_err(|e| Unavailable(format!("io_uring opcode probe refused: {e}")))?;
-    let needed = [
-        ("accept", opcode::AcceptMulti::CODE),
-        ("recv", opcode::RecvMulti::CODE),
-        ("sendmsg", opcode::SendMsg::CODE),
-        ("timeout", opcode::Timeout::CODE),
-        ("poll_add", opcode::PollAdd::CODE),
-        ("async_cancel", opcode::AsyncCancel2::CODE),
-    ];
-    for (name, code) in needed {
-        if !probe.is_supported(code) {
-            return Err(Unavailable(format!(
-                "kernel lacks the io_uring {name} operation"
-            )));
-        }
-    }
-    drop(ring);
-    probe_multishot_recv().map_err(|e| {
-        Unavailable(format!(
-            "multishot receive with a provided-buffer ring unavailable: {e}"
-        ))
-    })
-}
-
-fn probe_multishot_recv() -> io::Result<()> {
-    let (a, b) = std::os::unix::net::UnixStream::pair()?;
-    let mut driver = UringDriver::new(UringConfig {
-        recv_buffers: 2,
-        recv_buffer_size: 64,
-    })?;
-    let key = ConnKey {
-        slot: 0,
-        generation: 1,
-    };
-    driver.register(key, OwnedFd::from(a))?;
-    std::io::Write::write_all(&mut &b, b"x")?;
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline {
-        driver.wait(Duration::from_millis(50))?;
-        while let Some(event) = driver.poll_event() {
-            match event {
-                Event::Recv { buf, .. } => {
-                    driver.release(buf);
-                    // A multishot receive that stays armed reports no follow-up RecvStopped.
-                    return if driver.pending.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(io::Error::other("receive completed without staying armed"))
-                    };
-                }
-                Event::Eof { .. } | Event::RecvStopped { .. } => {
-                    return Err(io::Error::other("receive did not deliver the probe byte"));
-                }
-                _ => {}
-            }
-        }
-    }
-    Err(io::Error::other("no completion within a second"))
-}
-
-/// Words for a refused `io_uring_setup`, naming the sysctl when it is the cause.
-fn setup_refused(err: &io::Error) -> String {
-    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    match (err.raw_os_error(), sysctl.as_str()) {
-        (Some(libc::EPERM), "2") => "io_uring disabled by sysctl kernel.io_uring_disabled=2".into(),
-        (Some(libc::EPERM), "1") => {
-            "io_uring restricted by kernel.io_uring_disabled=1 to the io_uring_group".into()
-        }
-        (Some(libc::EPERM | libc::ENOSYS), _) => {
-            format!(
-                "io_uring_setup refused ({err}): blocked by seccomp or a kernel without io_uring"
-            )
-        }
-        _ => format!("io_uring_setup failed: {err}"),
     }
 }
 
