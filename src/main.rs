@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use ringcast::check::{self, HostFacts, Profile};
-use ringcast::config::{self, ConfigLayer, LogConfig, LogFormat};
+use ringcast::config::{self, LogConfig, LogFormat, Settings};
 
 /// mimalloc: small, fast size classes and low per-allocation overhead for the millions of
 /// tiny allocations a dense server makes (outboxes, partial frames, handshake buffers).
@@ -21,7 +21,7 @@ const SOURCES_HELP: &str = "\
 Every flag is also an environment variable and a config file key: --max-connections is
 RINGCAST_MAX_CONNECTIONS and `max_connections` (HTTP, WebSocket and log settings sit in the
 [http], [ws] and [log] tables of the file). Precedence: file < environment < flags.
-Durations: integer seconds or 500ms, 30s, 2m, 1h. Example file: deploy/ringcast.toml.";
+Durations: integer seconds or 500ms, 1.5s, 2m, 1h. Example file: deploy/ringcast.toml.";
 
 /// ringcast: a WebSocket pub/sub server speaking the Pusher Channels protocol.
 #[derive(Debug, Parser)]
@@ -45,7 +45,7 @@ enum Command {
 #[derive(Debug, Args)]
 struct ServeArgs {
     #[command(flatten)]
-    settings: ConfigLayer,
+    settings: Settings,
 }
 
 #[derive(Debug, Args)]
@@ -54,18 +54,30 @@ struct CheckArgs {
     #[arg(long, value_name = "N")]
     connections: Option<u64>,
     #[command(flatten)]
-    settings: ConfigLayer,
+    settings: Settings,
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // clap reads the RINGCAST_* variables too, and blames the flag for a bad one; name
+            // the variable instead, as `config::load` would.
+            if let Err(env_error) = Settings::from_env(std::env::vars_os()) {
+                eprintln!("ringcast: {env_error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            error.exit()
+        }
+    };
+    match cli.command {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(args),
     }
 }
 
 /// Loads the configuration; on failure prints the fix and gives the exit status.
-fn load(settings: ConfigLayer) -> Result<config::Loaded, ExitCode> {
+fn load(settings: Settings) -> Result<config::Loaded, ExitCode> {
     config::load(settings, std::env::vars_os()).map_err(|e| {
         eprintln!("ringcast: {e}");
         ExitCode::from(EXIT_CONFIG)
@@ -246,7 +258,7 @@ mod tests {
         let Command::Serve(args) = parse(&["serve"]).unwrap().command else {
             panic!("not serve")
         };
-        assert_eq!(args.settings, ConfigLayer::default());
+        assert_eq!(args.settings, Settings::default());
     }
 
     #[test]
@@ -303,19 +315,19 @@ mod tests {
             settings.close_timeout,
             Some(std::time::Duration::from_millis(900))
         );
-        assert_eq!(settings.max_headers, Some(12));
+        assert_eq!(settings.http.max_headers, Some(12));
         assert_eq!(
-            settings.allowed_origins.map(|o| o.0),
+            settings.http.allowed_origins.map(|o| o.0),
             Some(vec![
                 "https://a.example".to_owned(),
                 "https://b.example".to_owned()
             ])
         );
-        assert_eq!(settings.max_fragments, Some(15));
+        assert_eq!(settings.ws.max_fragments, Some(15));
         assert_eq!(settings.recv_buffers, Some(17));
         assert_eq!(settings.max_outbox_bytes, Some(18));
         assert_eq!(settings.pin_shards, Some(false));
-        assert_eq!(settings.log_format, Some(LogFormat::Json));
+        assert_eq!(settings.log.format, Some(LogFormat::Json));
     }
 
     #[test]

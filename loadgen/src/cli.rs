@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ringcast::config::Backend;
+use ringcast::config::{Backend, parse_duration};
 
 /// `ringcast-loadgen`: opens many WebSocket connections against ringcast and measures honestly.
 #[derive(Debug, Parser)]
@@ -95,7 +95,7 @@ pub struct CommonArgs {
     /// Connections opened per second, across all workers.
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
-    /// How long the whole run lasts, ramp included (`10s`, `2m`, `500ms`, or seconds).
+    /// How long the whole run lasts, ramp included (`10s`, `1.5m`, `500ms`, or seconds).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Worker processes; at least as many as the open-files limit requires (computed at run
@@ -216,51 +216,26 @@ pub struct StormArgs {
     pub backoff_max: Duration,
 }
 
-/// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds (fractions allowed).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("not a duration: {text:?}"))?;
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "us" => 1e-6,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {text:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Durations follow the server's one rule (`ringcast::config::parse_duration`).
     #[test]
-    fn durations_parse() {
-        let cases: &[(&str, Option<Duration>)] = &[
-            ("10", Some(Duration::from_secs(10))),
-            ("10s", Some(Duration::from_secs(10))),
-            ("1.5s", Some(Duration::from_millis(1500))),
-            ("250ms", Some(Duration::from_millis(250))),
-            ("2m", Some(Duration::from_secs(120))),
-            ("1h", Some(Duration::from_secs(3600))),
-            ("", None),
-            ("s", None),
-            ("5 parsecs", None),
-            ("-1s", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_duration(text).ok(), *want, "{text:?}");
+    fn durations_are_parsed_as_the_server_parses_them() {
+        let duration = |text: &str| {
+            Cli::try_parse_from(["ringcast-loadgen", "idle", "--duration", text]).map(|cli| {
+                match cli.scenario {
+                    ScenarioCmd::Idle { common, .. } => common.duration,
+                    other => panic!("not idle: {other:?}"),
+                }
+            })
+        };
+        assert_eq!(duration("1.5s").ok(), Some(Duration::from_millis(1500)));
+        assert_eq!(duration("250ms").ok(), Some(Duration::from_millis(250)));
+        assert_eq!(duration("10").ok(), Some(Duration::from_secs(10)));
+        for refused in ["-1s", "", "5 parsecs", "1.5"] {
+            assert!(duration(refused).is_err(), "{refused:?} was accepted");
         }
     }
 

@@ -1,0 +1,208 @@
+//! One [`Config`] for the whole process, built once at start from the TOML file, `RINGCAST_*`
+//! environment variables and command-line flags (in rising order of precedence), validated
+//! once, then shared read-only by every shard.
+//!
+//! Every setting has three spellings: the flag `--max-connections`, the environment variable
+//! `RINGCAST_MAX_CONNECTIONS` and the file key `max_connections` (HTTP and WebSocket limits and
+//! logging sit in the `[http]`, `[ws]` and `[log]` tables of the file), all declared by one
+//! field of [`Settings`]. Each source is read into a [`Settings`] of optional values; the
+//! sources are stacked and [`Settings::resolve`] turns the result into a validated [`Config`]
+//! or one [`ConfigError`] that names the fix. Durations follow [`parse_duration`].
+
+mod duration;
+mod error;
+mod resolve;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use duration::{DurationError, parse_duration};
+pub use error::ConfigError;
+use settings::Merge as _;
+pub use settings::{HttpSettings, LogSettings, Nets, Origins, Settings, WsSettings};
+
+use serde::Deserialize;
+
+/// Which event-loop backend the shards run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// io_uring when the kernel offers every operation ringcast needs, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring only; start-up fails when it is unavailable.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+/// Everything a running server needs to know, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address every shard's SO_REUSEPORT listener binds.
+    pub listen: SocketAddr,
+    /// Number of shards (event-loop threads); defaults to the online CPUs.
+    pub shards: usize,
+    /// Event-loop backend.
+    pub backend: Backend,
+    /// Most connections the process accepts at once, across all shards.
+    pub max_connections: usize,
+    /// How long a graceful drain waits for clients to close before exiting.
+    pub drain_timeout: Duration,
+    /// Deadline for a client to send its whole request head.
+    pub handshake_timeout: Duration,
+    /// Interval between server pings on an otherwise quiet connection.
+    pub ping_interval: Duration,
+    /// How long the server waits for a pong before closing (1011).
+    pub pong_timeout: Duration,
+    /// A connection with no traffic at all for this long is closed.
+    pub idle_timeout: Duration,
+    /// Deadline for the peer to answer our close frame before the socket is closed.
+    pub close_timeout: Duration,
+    /// Limits of the HTTP request head.
+    pub http: crate::http::HttpConfig,
+    /// Limits of the WebSocket codec.
+    pub ws: crate::ws::WsConfig,
+    /// Bytes per receive buffer: one io_uring provided buffer, or the epoll scratch buffer.
+    pub recv_buffer_size: usize,
+    /// Receive buffers per shard in the io_uring provided-buffer ring (a power of two, at most
+    /// 32768); shared by all of the shard's connections, none is owned by a connection.
+    pub recv_buffers: u16,
+    /// Most bytes queued for one connection before it is treated as a slow consumer and closed.
+    pub max_outbox_bytes: usize,
+    /// Pin each shard thread to its own CPU (when the CPUs allowed outnumber the shards).
+    pub pin_shards: bool,
+    /// Connections and handshakes per client address, and whose forwarded addresses count.
+    pub ip_limits: crate::limits::IpLimitsConfig,
+    /// Messages and bytes per second each connection may send.
+    pub message_rate: crate::limits::MessageRateConfig,
+    /// What crossing `max_outbox_bytes` does.
+    pub outbox_policy: crate::limits::OutboxPolicy,
+    /// A connection whose queued bytes make no progress for this long is closed.
+    pub write_stall_timeout: Duration,
+    /// Where `/metrics`, `/health`, `/ready` and the dashboard are served instead of the main
+    /// listener; `None`: on the main listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// The Pusher apps served (`[[apps]]`); empty means one development app.
+    pub apps: Vec<crate::pusher::AppConfig>,
+    /// Credentials for the development app (`RINGCAST_APP_ID`, `_KEY`, `_SECRET`); the ones
+    /// left unset are generated at start.
+    pub dev_app: crate::pusher::apps::DevCredentials,
+}
+
+impl Default for Config {
+    /// The configuration of a process given no settings at all.
+    fn default() -> Self {
+        Settings::default().fill().0
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "uring" => Ok(Self::Uring),
+            "epoll" => Ok(Self::Epoll),
+            _ => Err(format!("expected auto, uring or epoll, not {text:?}")),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Uring => "uring",
+            Self::Epoll => "epoll",
+        })
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event, for a terminal or journald.
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("expected human or json, not {text:?}")),
+        }
+    }
+}
+
+/// Logging settings; kept apart from [`Config`] because only `main` reads them, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `RUST_LOG`-style filter: `info`, `ringcast=debug,warn`, ...
+    pub filter: String,
+    /// Human lines or JSON lines.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+/// What [`load`] produces: the server's settings, the logging settings and warnings to log
+/// once logging is up (such as an unknown `RINGCAST_*` variable, which is likely a typo).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated server settings.
+    pub config: Config,
+    /// The validated logging settings.
+    pub log: LogConfig,
+    /// Problems worth a warning that do not stop the start.
+    pub warnings: Vec<String>,
+}
+
+/// Builds the whole configuration: the file named by `--config` or `RINGCAST_CONFIG`, then the
+/// `RINGCAST_*` variables in `env`, then `flags`, later sources winning. `RUST_LOG` is read as
+/// the log filter when neither `--log-level` nor `RINGCAST_LOG_LEVEL` sets one.
+pub fn load(
+    flags: Settings,
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Loaded, ConfigError> {
+    let env: Vec<(OsString, OsString)> = env.into_iter().collect();
+    let (mut from_env, warnings) = Settings::from_env(env.iter().cloned())?;
+    if from_env.log.level.is_none() {
+        from_env.log.level = env
+            .iter()
+            .find(|(name, _)| name == "RUST_LOG")
+            .and_then(|(_, value)| value.to_str())
+            .map(str::to_owned);
+    }
+    let from_file = match flags.config.as_ref().or(from_env.config.as_ref()) {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let (config, log) = flags.over(from_env).over(from_file).resolve()?;
+    Ok(Loaded {
+        config,
+        log,
+        warnings,
+    })
+}
