@@ -164,6 +164,7 @@ mod tests {
             backend: "fake",
             start_time: SystemTime::now(),
             capacity: 10,
+            capacity_configured: 10,
         };
         Arc::new(Registry::new(1, process))
     }

@@ -157,6 +157,7 @@ mod tests {
                 backend: "epoll",
                 start_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1000),
                 capacity: 1000,
+                capacity_configured: 1000,
             },
         }
     }

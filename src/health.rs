@@ -37,8 +37,8 @@ pub struct HealthConfig {
 
 impl Default for HealthConfig {
     /// 100 ms of lag is when delays become visible to people in a chat; 1 s is when heartbeat
-    /// and handshake deadlines (seconds, `LIMITS.md`) start to misfire; 90 % of capacity leaves
-    /// a scrape interval or two to react before refusals start.
+    /// and handshake deadlines (seconds; defaults in docs/operations.md) start to misfire; 90 % of
+    /// capacity leaves a scrape interval or two to react before refusals start.
     fn default() -> Self {
         Self {
             degraded_lag: Duration::from_millis(100),
@@ -68,8 +68,12 @@ pub struct ShardHealth {
 pub struct HealthSnapshot {
     /// Open connections across all shards.
     pub connections: u64,
-    /// The configured maximum of connections.
+    /// The connections the process can hold: the configured maximum, or fewer when the
+    /// open-files limit allows fewer. Load and `full` are judged against this.
     pub capacity: u64,
+    /// The configured maximum of connections (`max_connections`), reported beside `capacity`
+    /// so an operator sees when the host holds fewer than asked for.
+    pub capacity_configured: u64,
     /// Each shard, by id.
     pub shards: Vec<ShardHealth>,
 }
@@ -92,6 +96,7 @@ impl HealthSnapshot {
         Self {
             connections: shards.iter().map(|shard| shard.connections).sum(),
             capacity: snapshot.process.capacity,
+            capacity_configured: snapshot.process.capacity_configured,
             shards,
         }
     }
@@ -200,8 +205,8 @@ pub fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assessment {
 }
 
 /// The `/health` answer: 200 or 503 and the JSON body
-/// `{status, reasons, connections, capacity, shards: [{id, connections, lag_ms, listening,
-/// draining}]}`.
+/// `{status, reasons, connections, capacity, capacity_configured, shards: [{id, connections,
+/// lag_ms, listening, draining}]}`.
 pub fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) -> (u16, Vec<u8>) {
     let assessment = assess(snapshot, config);
     let shards: Vec<Value> = snapshot
@@ -222,6 +227,7 @@ pub fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) -> (u16
         "reasons": assessment.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         "connections": snapshot.connections,
         "capacity": snapshot.capacity,
+        "capacity_configured": snapshot.capacity_configured,
         "shards": shards,
     });
     let code = if assessment.unavailable { 503 } else { 200 };
@@ -267,6 +273,7 @@ mod tests {
         HealthSnapshot {
             connections: 30,
             capacity: 100,
+            capacity_configured: 100,
             shards: vec![shard(0, 10, 1), shard(1, 20, 2)],
         }
     }
@@ -350,6 +357,31 @@ mod tests {
         assert_eq!(json["shards"][1]["lag_ms"], 2.0);
     }
 
+    /// On a host whose open-files limit holds fewer connections than configured, `/health`
+    /// reports both, and judges load against what the host can hold.
+    #[test]
+    fn capacity_below_the_configured_one_is_reported_and_judged() {
+        let snapshot = HealthSnapshot {
+            connections: 19_000,
+            capacity: 19_962,
+            capacity_configured: 1_000_000,
+            ..healthy()
+        };
+        let (code, bytes) = health_response(&snapshot, &HealthConfig::default());
+        let json = body(&bytes);
+        assert_eq!(json["capacity"], 19_962);
+        assert_eq!(json["capacity_configured"], 1_000_000);
+        assert_eq!(json["reasons"], json!(["load"]), "{json}");
+        assert_eq!(code, 200);
+        let full = HealthSnapshot {
+            connections: 19_962,
+            ..snapshot
+        };
+        let (code, bytes) = health_response(&full, &HealthConfig::default());
+        assert_eq!(code, 503, "{}", body(&bytes));
+        assert_eq!(body(&bytes)["reasons"], json!(["full"]));
+    }
+
     #[test]
     fn ready_table() {
         type Case = (&'static str, fn(&mut HealthSnapshot), u16, Value);
@@ -404,11 +436,13 @@ mod tests {
                 backend: "epoll",
                 start_time: std::time::SystemTime::UNIX_EPOCH,
                 capacity: 10,
+                capacity_configured: 50,
             },
         };
         let health = HealthSnapshot::from_metrics(&metrics);
         assert_eq!(health.connections, 4);
         assert_eq!(health.capacity, 10);
+        assert_eq!(health.capacity_configured, 50);
         assert_eq!(health.shards[0], shard(0, 4, 3));
         assert!(!health.shards[1].listening);
         assert_eq!(ready_response(&health).0, 503);

@@ -141,8 +141,9 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     if config.shards == 0 {
         return Err(ServeError::NoShards);
     }
-    let capacity = connection_capacity(config.shards);
-    if capacity < config.max_connections as u64 {
+    let configured = config.max_connections as u64;
+    let capacity = effective_capacity(configured, raised_nofile_limit(), config.shards);
+    if capacity < configured {
         tracing::warn!(
             capacity,
             max_connections = config.max_connections,
@@ -170,7 +171,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
                 Chosen::Epoll => "epoll",
             },
             start_time: std::time::SystemTime::now(),
-            capacity: config.max_connections as u64,
+            capacity,
+            capacity_configured: configured,
         },
     ));
     let ip_limits = Arc::new(IpLimits::new(config.ip_limits.clone()));
@@ -371,17 +373,23 @@ fn serve<D: Driver>(
     Ok(shard_loop.run())
 }
 
-/// Raises the soft open-files limit to the hard one and returns how many connections it leaves
-/// room for.
-fn connection_capacity(shards: usize) -> u64 {
-    let soft = match sys::raise_nofile_limit() {
+/// Raises the soft open-files limit to the hard one and returns the soft limit in force after.
+fn raised_nofile_limit() -> u64 {
+    match sys::raise_nofile_limit() {
         Ok(soft) => soft,
         Err(error) => {
             tracing::warn!(%error, "could not raise RLIMIT_NOFILE to its hard limit");
             sys::nofile_limit().map(|(soft, _)| soft).unwrap_or(0)
         }
-    };
-    soft.saturating_sub(RESERVED_FDS_PROCESS + RESERVED_FDS_PER_SHARD * shards as u64)
+    }
+}
+
+/// The connections the process can hold: the `configured` maximum, or fewer when the open-files
+/// limit `nofile` leaves room for fewer once the process and its `shards` have their own
+/// descriptors. `/health` and `ringcast_connections_capacity` report this figure.
+fn effective_capacity(configured: u64, nofile: u64, shards: usize) -> u64 {
+    let reserved = RESERVED_FDS_PROCESS + RESERVED_FDS_PER_SHARD * shards as u64;
+    configured.min(nofile.saturating_sub(reserved))
 }
 
 /// Probes io_uring for `auto` and `uring`; `auto` falls back to epoll with one line saying why.
@@ -468,14 +476,31 @@ mod tests {
     }
 
     #[test]
-    fn capacity_leaves_room_for_the_process_and_shards() {
+    fn the_soft_limit_is_raised_and_capacity_leaves_room_for_the_process_and_shards() {
         let (soft, _) = sys::nofile_limit().expect("rlimit");
-        let capacity = connection_capacity(2);
-        let (raised, _) = sys::nofile_limit().expect("rlimit");
+        let raised = raised_nofile_limit();
         assert!(raised >= soft);
-        assert_eq!(
-            capacity,
-            raised.saturating_sub(RESERVED_FDS_PROCESS + 2 * RESERVED_FDS_PER_SHARD)
-        );
+        assert_eq!(sys::nofile_limit().expect("rlimit").0, raised);
+        let room = raised.saturating_sub(RESERVED_FDS_PROCESS + 2 * RESERVED_FDS_PER_SHARD);
+        assert_eq!(effective_capacity(u64::MAX, raised, 2), room);
+    }
+
+    #[test]
+    fn capacity_is_the_configured_one_or_what_the_open_files_limit_allows() {
+        let reserved = RESERVED_FDS_PROCESS + 4 * RESERVED_FDS_PER_SHARD;
+        let cases: &[(u64, u64, u64)] = &[
+            // (configured, RLIMIT_NOFILE, effective)
+            (1_000_000, 20_000, 20_000 - reserved),
+            (1_000, 20_000, 1_000),
+            (1_000_000, 2_097_152, 1_000_000),
+            (1_000_000, 10, 0),
+        ];
+        for &(configured, nofile, effective) in cases {
+            assert_eq!(
+                effective_capacity(configured, nofile, 4),
+                effective,
+                "{configured} configured, nofile {nofile}"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The `ringcast` binary end to end: exit statuses and messages of `check` and of a `serve`
-//! whose configuration does not load (those stop before any socket is opened).
+//! whose configuration does not load (those stop before any socket is opened), and the
+//! capacity a `serve` under a low open-files limit reports.
 
 use std::process::{Command, Output};
 
@@ -133,4 +134,61 @@ fn the_rust_check_and_the_shell_script_judge_alike() {
     }
     assert_eq!(compared, profile.entries.len());
     assert_eq!(output.status.code(), Some(1), "the host is off the profile");
+}
+
+/// Under an open-files limit of 256, a server configured for 100000 connections reports the
+/// connections it can hold as `capacity` and the configured maximum beside it.
+#[test]
+fn health_reports_the_capacity_the_open_files_limit_allows() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    // `ulimit -n` sets both the soft and the hard limit, so the server cannot raise it.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 256 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_ringcast"))
+        .args([
+            "serve",
+            "--listen=127.0.0.1:0",
+            "--shards=1",
+            "--backend=epoll",
+        ])
+        .args(["--max-connections=100000", "--pin-shards=false"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run ringcast: {e}"));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut log = String::new();
+    let mut addr = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap_or_default();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("shard listening") {
+            addr = line
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("listen="))
+                .map(str::to_owned);
+            break;
+        }
+    }
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        panic!("the server did not start listening:\n{log}");
+    };
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let _ = child.kill();
+    let _ = child.wait();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let json: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    let capacity = json["capacity"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(json["capacity_configured"], 100_000, "{json}");
+    assert!(capacity > 0 && capacity < 256, "{json}");
 }

@@ -137,6 +137,7 @@ fn every_family_moves(backend: &str) {
         ("ringcast_driver_info", "driver=", 1.0),
         ("process_start_time_seconds", "", 1.0),
         ("ringcast_connections_capacity", "", 5000.0),
+        ("ringcast_connections_capacity_configured", "", 5000.0),
         ("ringcast_connections", "", 4.0),
         ("ringcast_channels", "", 1.0),
         ("ringcast_subscriptions", "", 2.0),

@@ -62,12 +62,23 @@ pub fn encode(snapshot: &MetricsSnapshot, out: &mut String) {
     w.family(
         "ringcast_connections_capacity",
         GAUGE,
-        "The configured maximum of connections across all shards.",
+        "Connections the process can hold across all shards: max_connections, or fewer when the \
+         open-files limit allows fewer.",
     );
     w.sample(
         "ringcast_connections_capacity",
         &[],
         process.capacity as f64,
+    );
+    w.family(
+        "ringcast_connections_capacity_configured",
+        GAUGE,
+        "The configured maximum of connections across all shards (max_connections).",
+    );
+    w.sample(
+        "ringcast_connections_capacity_configured",
+        &[],
+        process.capacity_configured as f64,
     );
 
     w.per_shard(
@@ -568,6 +579,7 @@ mod tests {
                 backend: "io_uring",
                 start_time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_500),
                 capacity: 1000,
+                capacity_configured: 5000,
             },
         }
     }
@@ -582,11 +594,12 @@ mod tests {
     fn exposition_parses_back_with_the_recorded_values() {
         let text = encoded(&snapshot());
         let series = validate(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
-        let expected: [(&str, f64); 19] = [
+        let expected: [(&str, f64); 20] = [
             (r#"ringcast_build_info{version="1.2.3"}"#, 1.0),
             (r#"ringcast_driver_info{driver="io_uring"}"#, 1.0),
             ("process_start_time_seconds{}", 1.5),
             ("ringcast_connections_capacity{}", 1000.0),
+            ("ringcast_connections_capacity_configured{}", 5000.0),
             (r#"ringcast_connections{shard="0"}"#, 5.0),
             (r#"ringcast_connections{shard="1"}"#, 1.0),
             (r#"ringcast_subscriptions{shard="0"}"#, 9.0),

@@ -51,8 +51,11 @@ pub struct ProcessInfo {
     pub backend: &'static str,
     /// When the process started.
     pub start_time: SystemTime,
-    /// The configured maximum of connections across all shards.
+    /// The connections the process can hold across all shards: the configured maximum, or
+    /// fewer when the open-files limit (RLIMIT_NOFILE) leaves room for fewer.
     pub capacity: u64,
+    /// The configured maximum of connections (`max_connections`), reported beside `capacity`.
+    pub capacity_configured: u64,
 }
 
 /// Where every shard publishes and every reader (scrape, `/health`, dashboard feed) reads.
@@ -123,6 +126,7 @@ mod tests {
             backend: "epoll",
             start_time: SystemTime::UNIX_EPOCH,
             capacity: 100,
+            capacity_configured: 100,
         }
     }
 

@@ -61,6 +61,7 @@ impl Observe {
             backend,
             start_time: SystemTime::now(),
             capacity: config.max_connections as u64,
+            capacity_configured: config.max_connections as u64,
         };
         Self::new(
             0,
