@@ -24,16 +24,16 @@ use crate::ws::{self, OpCode};
 
 /// Connections the admin listener serves at once: scrapers, probes and dashboards are a
 /// handful; more is someone else.
-pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+pub(crate) const MAX_ADMIN_CONNECTIONS: usize = 64;
 
 /// How long an admin client may take to send its request: the default handshake deadline
 /// (docs/operations.md, Limits).
-pub const ADMIN_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const ADMIN_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Writes the whole HTTP answer for an admin `path` into `out`, from `registry`; `false` when
 /// `path` is not one (the feed is a WebSocket, answered apart). Answers say `Connection:
 /// close`: probes and scrapes are one request each.
-pub fn write_admin_response(
+pub(crate) fn write_admin_response(
     registry: &Registry,
     health_config: &HealthConfig,
     path: &str,
@@ -69,7 +69,7 @@ pub fn write_admin_response(
 
 /// Binds `addr` and serves the admin routes from `registry` on a background thread; returns
 /// the bound address (the port is chosen when `addr` has port 0).
-pub fn spawn(addr: SocketAddr, registry: Arc<Registry>) -> io::Result<SocketAddr> {
+pub(crate) fn spawn(addr: SocketAddr, registry: Arc<Registry>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     let active = Arc::new(AtomicUsize::new(0));

@@ -32,21 +32,21 @@ use crate::health::millis;
 use crate::metrics::{Histogram, MetricsSnapshot};
 
 /// Where the page is served (plain GET).
-pub const PAGE_PATH: &str = "/dashboard";
+pub(crate) const PAGE_PATH: &str = "/dashboard";
 
 /// Where the page's WebSocket connects; the shard upgrades it and sends frames, and ignores
 /// what the page sends.
-pub const FEED_PATH: &str = "/dashboard/feed";
+pub(crate) const FEED_PATH: &str = "/dashboard/feed";
 
 /// How often the feed sends a frame: what a person watching perceives as live, and slow enough
 /// that a snapshot per frame costs nothing.
-pub const FEED_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const FEED_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The page, embedded in the binary so the dashboard needs no files at run time.
-pub const PAGE_HTML: &str = include_str!("dashboard.html");
+pub(crate) const PAGE_HTML: &str = include_str!("dashboard.html");
 
 /// The `Content-Type` of [`PAGE_HTML`].
-pub const PAGE_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+pub(crate) const PAGE_CONTENT_TYPE: &str = "text/html; charset=utf-8";
 
 /// The frame schema version; the page refuses frames of another version.
 const FRAME_VERSION: u32 = 1;
@@ -54,7 +54,10 @@ const FRAME_VERSION: u32 = 1;
 /// One feed frame (a JSON text message) for `snapshot`. `prev` is the snapshot of the previous
 /// frame on this feed, if any: latency percentiles cover the interval since it
 /// (`latency_window: "interval"`), or the whole run without it (`"since_start"`).
-pub fn dashboard_frame(snapshot: &MetricsSnapshot, prev: Option<&MetricsSnapshot>) -> String {
+pub(crate) fn dashboard_frame(
+    snapshot: &MetricsSnapshot,
+    prev: Option<&MetricsSnapshot>,
+) -> String {
     let totals = snapshot.totals();
     let prev_totals = prev.map(MetricsSnapshot::totals);
     let window = |now: &Histogram<16>, before: Option<&Histogram<16>>| match before {

@@ -20,11 +20,11 @@ use serde_json::{Value, json};
 use crate::metrics::MetricsSnapshot;
 
 /// The `Content-Type` of `/health` and `/ready` answers.
-pub const CONTENT_TYPE: &str = "application/json";
+pub(crate) const CONTENT_TYPE: &str = "application/json";
 
 /// Thresholds that turn measurements into a status.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthConfig {
+pub(crate) struct HealthConfig {
     /// Worst shard loop lag from which the status is `degraded` (still 200).
     pub degraded_lag: Duration,
     /// Worst shard loop lag from which `/health` answers 503: every deadline the shard owns
@@ -50,7 +50,7 @@ impl Default for HealthConfig {
 
 /// One shard, as `/health` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardHealth {
+pub(crate) struct ShardHealth {
     /// The shard's index.
     pub id: usize,
     /// Its open connections.
@@ -65,7 +65,7 @@ pub struct ShardHealth {
 
 /// What `/health` and `/ready` judge from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthSnapshot {
+pub(crate) struct HealthSnapshot {
     /// Open connections across all shards.
     pub connections: u64,
     /// The connections the process can hold: the configured maximum, or fewer when the
@@ -80,7 +80,7 @@ pub struct HealthSnapshot {
 
 impl HealthSnapshot {
     /// The health-relevant part of a metrics snapshot.
-    pub fn from_metrics(snapshot: &MetricsSnapshot) -> Self {
+    pub(crate) fn from_metrics(snapshot: &MetricsSnapshot) -> Self {
         let shards: Vec<ShardHealth> = snapshot
             .shards
             .iter()
@@ -112,7 +112,7 @@ impl HealthSnapshot {
 
 /// The overall status `/health` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthStatus {
+pub(crate) enum HealthStatus {
     /// Serving normally.
     Ok,
     /// Serving, with [`Assessment::reasons`] an operator should look at.
@@ -123,7 +123,7 @@ pub enum HealthStatus {
 
 impl HealthStatus {
     /// The `status` value in the JSON body.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Degraded => "degraded",
@@ -134,7 +134,7 @@ impl HealthStatus {
 
 /// Why a process is degraded; the `reasons` array of the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DegradedReason {
+pub(crate) enum DegradedReason {
     /// A shard's loop lag is at or over [`HealthConfig::degraded_lag`].
     Lag,
     /// Connections are at or over [`HealthConfig::degraded_load_percent`] of capacity.
@@ -147,7 +147,7 @@ pub enum DegradedReason {
 
 impl DegradedReason {
     /// The value in the `reasons` array.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Lag => "lag",
             Self::Load => "load",
@@ -159,7 +159,7 @@ impl DegradedReason {
 
 /// The judgement behind a `/health` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assessment {
+pub(crate) struct Assessment {
     /// The overall status.
     pub status: HealthStatus,
     /// Why it is degraded; empty when `ok`.
@@ -169,7 +169,7 @@ pub struct Assessment {
 }
 
 /// Judges `snapshot` against `config`.
-pub fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assessment {
+pub(crate) fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assessment {
     let draining = snapshot.shards.iter().any(|shard| shard.draining);
     let lag = snapshot.worst_lag();
     let load_limit = u128::from(snapshot.capacity) * u128::from(config.degraded_load_percent);
@@ -207,7 +207,7 @@ pub fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assessment {
 /// The `/health` answer: 200 or 503 and the JSON body
 /// `{status, reasons, connections, capacity, capacity_configured, shards: [{id, connections,
 /// lag_ms, listening, draining}]}`.
-pub fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) -> (u16, Vec<u8>) {
+pub(crate) fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) -> (u16, Vec<u8>) {
     let assessment = assess(snapshot, config);
     let shards: Vec<Value> = snapshot
         .shards
@@ -236,7 +236,7 @@ pub fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) -> (u16
 
 /// The `/ready` answer: 200 `{"ready":true}` once every shard listens and none drains, else 503
 /// `{"ready":false,"reason":"starting"|"draining"}`.
-pub fn ready_response(snapshot: &HealthSnapshot) -> (u16, Vec<u8>) {
+pub(crate) fn ready_response(snapshot: &HealthSnapshot) -> (u16, Vec<u8>) {
     let draining = snapshot.shards.iter().any(|shard| shard.draining);
     let starting =
         snapshot.shards.is_empty() || snapshot.shards.iter().any(|shard| !shard.listening);

@@ -6,20 +6,21 @@
 //! elsewhere. See `docs/architecture.md` for the shape of the whole.
 
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod admin;
+mod admin;
 pub mod check;
 pub mod config;
-pub mod dashboard;
+mod dashboard;
 // The syscall and io_uring edges need unsafe; every block there carries a `// SAFETY:` line.
 #[allow(unsafe_code)]
 pub mod driver;
-pub mod health;
+mod health;
 pub mod http;
-pub mod limits;
-pub mod mesh;
-pub mod metrics;
+mod limits;
+mod mesh;
+mod metrics;
 pub mod pusher;
 pub mod server;
-pub mod shard;
+mod shard;
 pub mod ws;

@@ -14,12 +14,10 @@ use crate::driver::sys::Waker;
 
 /// What one thread can ask of a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MeshMessage {
+pub(crate) enum MeshMessage {
     /// Graceful drain: stop accepting, answer handshakes 503, close open connections with 1001,
     /// exit when they are gone or the drain timeout passes.
     Drain,
-    /// Stop at once, closing every socket without a close handshake.
-    Stop,
     /// Deliver a frame published on another shard to this shard's subscribers of the channel.
     /// The frame is the publisher's buffer (a reference count), not a copy.
     Publish {
@@ -44,14 +42,14 @@ pub enum MeshMessage {
 
 /// The sending half, held by other threads; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct MailboxSender {
+pub(crate) struct MailboxSender {
     tx: mpsc::Sender<MeshMessage>,
     waker: Waker,
 }
 
 impl MailboxSender {
     /// Leaves `message` and wakes the shard. `false` when the shard is gone.
-    pub fn send(&self, message: MeshMessage) -> bool {
+    pub(crate) fn send(&self, message: MeshMessage) -> bool {
         let sent = self.tx.send(message).is_ok();
         if sent {
             self.waker.wake();
@@ -62,19 +60,19 @@ impl MailboxSender {
 
 /// The receiving half, owned by the shard.
 #[derive(Debug)]
-pub struct Mailbox {
+pub(crate) struct Mailbox {
     rx: mpsc::Receiver<MeshMessage>,
 }
 
 impl Mailbox {
     /// A mailbox whose senders ring `waker`.
-    pub fn new(waker: Waker) -> (MailboxSender, Mailbox) {
+    pub(crate) fn new(waker: Waker) -> (MailboxSender, Mailbox) {
         let (tx, rx) = mpsc::channel();
         (MailboxSender { tx, waker }, Mailbox { rx })
     }
 
     /// The next message waiting, if any; never blocks.
-    pub fn poll_message(&self) -> Option<MeshMessage> {
+    pub(crate) fn poll_message(&self) -> Option<MeshMessage> {
         self.rx.try_recv().ok()
     }
 }
@@ -102,6 +100,6 @@ mod tests {
         let eventfd = Arc::new(crate::driver::sys::eventfd().expect("eventfd"));
         let (tx, mailbox) = Mailbox::new(Waker::new(eventfd));
         drop(mailbox);
-        assert!(!tx.send(MeshMessage::Stop));
+        assert!(!tx.send(MeshMessage::Drain));
     }
 }

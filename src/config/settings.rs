@@ -36,7 +36,7 @@ const ENV_OF_SCRIPTS: &[&str] = &[
 ];
 
 /// Stacking two sources: `self` wins where it holds a value, `base` fills the rest.
-pub trait Merge {
+pub(super) trait Merge {
     /// `self` stacked over `base`.
     #[must_use]
     fn over(self, base: Self) -> Self;

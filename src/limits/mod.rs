@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 mod net;
 mod proxy;
 
-pub use net::{IpNet, client_ip, parse_nets};
-pub use proxy::{ProxyHeader, ProxyHeaderError, parse_proxy_header};
+pub(crate) use net::{IpNet, client_ip, parse_nets};
+pub(crate) use proxy::{ProxyHeaderError, parse_proxy_header};
 
 /// Token buckets count in tenths of a token so that a rate of a few per second refills
 /// smoothly at the shards' 100 ms tick.
@@ -27,7 +27,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// The [`TokenBucket`] tick of `now`, counted from `epoch`, for callers that keep time as
 /// `Instant`s rather than ticks. Saturates at `u32::MAX` ticks (over thirteen years).
-pub fn tick_of(now: Instant, epoch: Instant) -> u32 {
+pub(crate) fn tick_of(now: Instant, epoch: Instant) -> u32 {
     let ticks = now.saturating_duration_since(epoch).as_millis() / TICK.as_millis();
     ticks.min(u128::from(u32::MAX)) as u32
 }
@@ -36,7 +36,7 @@ pub fn tick_of(now: Instant, epoch: Instant) -> u32 {
 /// burst are passed in on every call (they come from the configuration), so a connection pays
 /// only for the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     /// Tokens held, in tenths.
     level: u32,
     /// Tick (100 ms) of the last refill.
@@ -45,7 +45,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket of `burst` tokens at tick `now`.
-    pub fn full(burst: u32, now: u32) -> Self {
+    pub(crate) fn full(burst: u32, now: u32) -> Self {
         Self {
             level: (u64::from(burst) * TENTHS).min(u64::from(u32::MAX)) as u32,
             last: now,
@@ -54,7 +54,7 @@ impl TokenBucket {
 
     /// Refills at `per_second` up to `burst`, then takes `cost` tokens if the bucket holds
     /// them. `false` means the rate was exceeded (nothing is taken). Ticks are 100 ms.
-    pub fn try_take(&mut self, now: u32, cost: u32, per_second: u32, burst: u32) -> bool {
+    pub(crate) fn try_take(&mut self, now: u32, cost: u32, per_second: u32, burst: u32) -> bool {
         let cap = u64::from(burst) * TENTHS;
         // A tick is a tenth of a second, so each tick adds `per_second` tenths of a token.
         let refill = u64::from(now.saturating_sub(self.last)) * u64::from(per_second);
@@ -113,7 +113,7 @@ impl Default for IpLimitsConfig {
 
 /// Why [`IpLimits::try_acquire`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpLimitError {
+pub(crate) enum IpLimitError {
     /// The address holds `max_connections_per_ip` connections (answered 429).
     TooManyConnections,
     /// The address started more than `max_handshakes_per_ip` handshakes this second (429).
@@ -135,7 +135,7 @@ const SWEEP_AT: usize = 4096;
 
 /// Connections held and handshake buckets per client address, shared by every shard.
 #[derive(Debug)]
-pub struct IpLimits {
+pub(crate) struct IpLimits {
     config: IpLimitsConfig,
     epoch: Instant,
     hasher: RandomState,
@@ -144,7 +144,7 @@ pub struct IpLimits {
 
 impl IpLimits {
     /// An empty table applying `config`.
-    pub fn new(config: IpLimitsConfig) -> Self {
+    pub(crate) fn new(config: IpLimitsConfig) -> Self {
         Self {
             config,
             epoch: Instant::now(),
@@ -154,12 +154,12 @@ impl IpLimits {
     }
 
     /// The configuration applied.
-    pub fn config(&self) -> &IpLimitsConfig {
+    pub(crate) fn config(&self) -> &IpLimitsConfig {
         &self.config
     }
 
     /// Whether the limits apply to `ip` at all.
-    pub fn applies_to(&self, ip: IpAddr) -> bool {
+    pub(crate) fn applies_to(&self, ip: IpAddr) -> bool {
         let limited =
             self.config.max_connections_per_ip > 0 || self.config.max_handshakes_per_ip > 0;
         limited && !self.config.exempt.iter().any(|net| net.contains(ip))
@@ -174,7 +174,7 @@ impl IpLimits {
     /// slot and must [`IpLimits::release`] it when the connection ends. Addresses the limits do
     /// not apply to are always admitted and hold nothing (the caller checks
     /// [`IpLimits::applies_to`] to know whether to release).
-    pub fn try_acquire(&self, ip: IpAddr, now: Instant) -> Result<(), IpLimitError> {
+    pub(crate) fn try_acquire(&self, ip: IpAddr, now: Instant) -> Result<(), IpLimitError> {
         if !self.applies_to(ip) {
             return Ok(());
         }
@@ -203,7 +203,7 @@ impl IpLimits {
     }
 
     /// Gives back a connection slot taken by [`IpLimits::try_acquire`].
-    pub fn release(&self, ip: IpAddr, now: Instant) {
+    pub(crate) fn release(&self, ip: IpAddr, now: Instant) {
         if !self.applies_to(ip) {
             return;
         }
@@ -222,7 +222,8 @@ impl IpLimits {
     }
 
     /// Connections `ip` holds now.
-    pub fn connections(&self, ip: IpAddr) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn connections(&self, ip: IpAddr) -> u32 {
         let table = self
             .stripe(ip)
             .lock()
@@ -280,7 +281,7 @@ impl std::str::FromStr for OutboxPolicy {
 
 /// The default write-stall deadline (docs/operations.md): 10 s, long enough for a mobile
 /// client on a bad link, short enough that a dead one does not hold its outbox for minutes.
-pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

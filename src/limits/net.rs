@@ -62,7 +62,7 @@ impl std::str::FromStr for IpNet {
 }
 
 /// Parses a comma-separated list of ranges; an empty string is the empty list.
-pub fn parse_nets(text: &str) -> Result<Vec<IpNet>, String> {
+pub(crate) fn parse_nets(text: &str) -> Result<Vec<IpNet>, String> {
     text.split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
@@ -74,7 +74,7 @@ pub fn parse_nets(text: &str) -> Result<Vec<IpNet>, String> {
 /// in which case the right-most `X-Forwarded-For` entry that is not itself a trusted proxy
 /// (entries left of it could have been written by the client). A malformed entry stops the
 /// walk at the last trusted hop, so a garbled header never lets a client pick its address.
-pub fn client_ip(peer: IpAddr, forwarded_for: &[&[u8]], trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, forwarded_for: &[&[u8]], trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
     let mut client = peer.to_canonical();
     if !is_trusted(client) {

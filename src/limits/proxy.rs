@@ -12,7 +12,7 @@ const V1_MAX: usize = 107;
 
 /// Why a header could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyHeaderError {
+pub(crate) enum ProxyHeaderError {
     /// More bytes are needed.
     Incomplete,
     /// Not a PROXY header, or a malformed one: the connection is closed.
@@ -21,7 +21,7 @@ pub enum ProxyHeaderError {
 
 /// A header read from the start of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProxyHeader {
+pub(crate) struct ProxyHeader {
     /// The client's address; `None` for `UNKNOWN` (v1) or a `LOCAL` command or an address
     /// family other than TCP over IPv4/IPv6 (v2): the TCP peer stands.
     pub source: Option<IpAddr>,
@@ -30,7 +30,7 @@ pub struct ProxyHeader {
 }
 
 /// Reads a version 1 or 2 header at the start of `bytes`.
-pub fn parse_proxy_header(bytes: &[u8]) -> Result<ProxyHeader, ProxyHeaderError> {
+pub(crate) fn parse_proxy_header(bytes: &[u8]) -> Result<ProxyHeader, ProxyHeaderError> {
     if bytes.len() < V2_SIGNATURE.len() {
         let prefix = |sig: &[u8]| sig.starts_with(bytes);
         return if prefix(&V2_SIGNATURE) || prefix(b"PROXY ") {

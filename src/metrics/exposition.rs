@@ -11,7 +11,7 @@ use super::registry::MetricsSnapshot;
 use super::stats::ShardStats;
 
 /// The `Content-Type` of a `/metrics` answer.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// How a histogram's integer observations become the exposed base unit.
 #[derive(Clone, Copy)]
@@ -32,7 +32,7 @@ impl Unit {
 }
 
 /// Writes `snapshot` as a complete exposition into `out`.
-pub fn encode(snapshot: &MetricsSnapshot, out: &mut String) {
+pub(crate) fn encode(snapshot: &MetricsSnapshot, out: &mut String) {
     let totals = snapshot.totals();
     let process = &snapshot.process;
     let mut w = Writer { out };

@@ -3,28 +3,28 @@
 
 /// Bucket upper bounds of the WebSocket handshake duration, in microseconds: 100 us to the 10 s
 /// default handshake deadline, roughly 1-2.5-5 per decade as Prometheus client defaults.
-pub const HANDSHAKE_BOUNDS_US: [u64; 16] = [
+pub(crate) const HANDSHAKE_BOUNDS_US: [u64; 16] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
 /// Bucket upper bounds of the ping-to-pong round trip, in microseconds: 250 us (loopback) to the
 /// default 20 s pong deadline (docs/operations.md lists both).
-pub const HEARTBEAT_BOUNDS_US: [u64; 16] = [
+pub(crate) const HEARTBEAT_BOUNDS_US: [u64; 16] = [
     250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
     2_500_000, 5_000_000, 10_000_000, 20_000_000,
 ];
 
 /// Bucket upper bounds of event-loop lag, in microseconds: 50 us (a healthy loop turn) to 2.5 s
 /// (a shard so late that every deadline it owns slips).
-pub const LOOP_LAG_BOUNDS_US: [u64; 15] = [
+pub(crate) const LOOP_LAG_BOUNDS_US: [u64; 15] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000,
 ];
 
 /// Bucket upper bounds of a connection's outbox, in bytes: powers of four from 1 KiB around the
 /// 1 MiB default outbox cap (docs/operations.md), up to 16 MiB for raised caps.
-pub const OUTBOX_BOUNDS_BYTES: [u64; 9] = [
+pub(crate) const OUTBOX_BOUNDS_BYTES: [u64; 9] = [
     1 << 10,
     1 << 12,
     1 << 14,
@@ -40,7 +40,7 @@ pub const OUTBOX_BOUNDS_BYTES: [u64; 9] = [
 /// bucket. Counts are kept per bucket (not cumulative) so that an observation touches one word;
 /// the exposition makes them cumulative.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Histogram<const N: usize> {
+pub(crate) struct Histogram<const N: usize> {
     /// INVARIANT: strictly ascending.
     bounds: &'static [u64; N],
     /// `buckets[i]` counts observations `v` with `bounds[i - 1] < v <= bounds[i]`.
@@ -53,7 +53,7 @@ pub struct Histogram<const N: usize> {
 
 impl<const N: usize> Histogram<N> {
     /// An empty histogram over `bounds`, which must be strictly ascending.
-    pub const fn new(bounds: &'static [u64; N]) -> Self {
+    pub(crate) const fn new(bounds: &'static [u64; N]) -> Self {
         Self {
             bounds,
             buckets: [0; N],
@@ -64,7 +64,7 @@ impl<const N: usize> Histogram<N> {
 
     /// Records one observation.
     #[inline]
-    pub fn observe(&mut self, value: u64) {
+    pub(crate) fn observe(&mut self, value: u64) {
         let index = self.bounds.partition_point(|&bound| bound < value);
         match self.buckets.get_mut(index) {
             Some(count) => *count += 1,
@@ -74,18 +74,18 @@ impl<const N: usize> Histogram<N> {
     }
 
     /// Number of observations.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.buckets.iter().sum::<u64>() + self.overflow
     }
 
     /// Sum of every observation.
-    pub fn sum(&self) -> u64 {
+    pub(crate) fn sum(&self) -> u64 {
         self.sum
     }
 
     /// `(upper bound, cumulative count)` per finite bucket, ascending; the `+Inf` bucket is
     /// [`Histogram::count`].
-    pub fn cumulative(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+    pub(crate) fn cumulative(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.bounds
             .iter()
             .zip(self.buckets.iter())
@@ -97,7 +97,7 @@ impl<const N: usize> Histogram<N> {
 
     /// Adds `other`'s observations to these; both must share bounds, which every histogram of
     /// one field of [`super::ShardStats`] does.
-    pub fn merge(&mut self, other: &Self) {
+    pub(crate) fn merge(&mut self, other: &Self) {
         debug_assert_eq!(
             self.bounds, other.bounds,
             "merging histograms of different buckets"
@@ -111,7 +111,7 @@ impl<const N: usize> Histogram<N> {
 
     /// The observations made after `earlier` was copied from this histogram: what a window
     /// between two snapshots saw. Saturates at zero should `earlier` not be an ancestor.
-    pub fn since(&self, earlier: &Self) -> Self {
+    pub(crate) fn since(&self, earlier: &Self) -> Self {
         let mut window = *self;
         for (mine, theirs) in window.buckets.iter_mut().zip(earlier.buckets.iter()) {
             *mine = mine.saturating_sub(*theirs);
@@ -124,7 +124,7 @@ impl<const N: usize> Histogram<N> {
     /// Estimates the `q` quantile (0 to 1) by linear interpolation inside the bucket that holds
     /// it, as Prometheus `histogram_quantile` does; a quantile in the overflow bucket answers
     /// the last finite bound. `None` when there are no observations.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
         let count = self.count();
         if count == 0 {
             return None;

@@ -3,7 +3,7 @@
 
 /// Why a connection attempt was refused before it became a WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RejectReason {
+pub(crate) enum RejectReason {
     /// The process holds its configured maximum of connections (503, or Pusher 4100).
     Capacity,
     /// The source address holds its maximum of connections (by default 1000 per IP,
@@ -23,9 +23,9 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// How many reasons there are: the length of the counter array.
-    pub const COUNT: usize = 7;
+    pub(crate) const COUNT: usize = 7;
     /// Every reason, in exposition order.
-    pub const ALL: [Self; Self::COUNT] = [
+    pub(crate) const ALL: [Self; Self::COUNT] = [
         Self::Capacity,
         Self::PerIp,
         Self::Rate,
@@ -36,7 +36,7 @@ impl RejectReason {
     ];
 
     /// The `reason` label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Capacity => "capacity",
             Self::PerIp => "per_ip",
@@ -55,7 +55,7 @@ impl RejectReason {
 
 /// Why an established WebSocket connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DisconnectReason {
+pub(crate) enum DisconnectReason {
     /// The client sent a close frame.
     ClientClose,
     /// The socket ended (EOF, reset) without a close handshake.
@@ -84,9 +84,9 @@ pub enum DisconnectReason {
 
 impl DisconnectReason {
     /// How many reasons there are: the first dimension of the counter array.
-    pub const COUNT: usize = 12;
+    pub(crate) const COUNT: usize = 12;
     /// Every reason, in exposition order.
-    pub const ALL: [Self; Self::COUNT] = [
+    pub(crate) const ALL: [Self; Self::COUNT] = [
         Self::ClientClose,
         Self::ConnectionLost,
         Self::ProtocolError,
@@ -102,7 +102,7 @@ impl DisconnectReason {
     ];
 
     /// The `reason` label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::ClientClose => "client_close",
             Self::ConnectionLost => "connection_lost",
@@ -127,7 +127,7 @@ impl DisconnectReason {
 /// Close codes given their own `code` label value: the codes of RFC 6455 7.4.1 a peer may send,
 /// and the Pusher protocol v7 close codes ringcast sends. Any other code counts as `other`, so a
 /// client cannot grow the number of series by sending arbitrary codes in 3000-4999.
-pub const LABELLED_CLOSE_CODES: [u16; 25] = [
+pub(crate) const LABELLED_CLOSE_CODES: [u16; 25] = [
     1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 4000, 4001, 4003, 4004,
     4005, 4006, 4007, 4008, 4009, 4100, 4200, 4201, 4202,
 ];
@@ -135,16 +135,16 @@ pub const LABELLED_CLOSE_CODES: [u16; 25] = [
 /// The `code` label of a disconnect: a close code from [`LABELLED_CLOSE_CODES`], `other`, or
 /// `none` when the connection ended without a close frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CloseCodeLabel(u8);
+pub(crate) struct CloseCodeLabel(u8);
 
 impl CloseCodeLabel {
     /// How many label values there are: the second dimension of the counter array.
-    pub const COUNT: usize = LABELLED_CLOSE_CODES.len() + 2;
+    pub(crate) const COUNT: usize = LABELLED_CLOSE_CODES.len() + 2;
     const OTHER: u8 = LABELLED_CLOSE_CODES.len() as u8;
     const NONE: u8 = Self::OTHER + 1;
 
     /// The label of a close code, `None` meaning no close frame was exchanged.
-    pub fn of(code: Option<u16>) -> Self {
+    pub(crate) fn of(code: Option<u16>) -> Self {
         match code {
             None => Self(Self::NONE),
             Some(code) => match LABELLED_CLOSE_CODES.iter().position(|&c| c == code) {
@@ -157,12 +157,12 @@ impl CloseCodeLabel {
     }
 
     /// Every label value, in exposition order.
-    pub fn all() -> impl Iterator<Item = Self> {
+    pub(crate) fn all() -> impl Iterator<Item = Self> {
         (0..Self::COUNT as u8).map(Self)
     }
 
     /// The label value written to the exposition.
-    pub fn to_label(self) -> String {
+    pub(crate) fn to_label(self) -> String {
         match LABELLED_CLOSE_CODES.get(usize::from(self.0)) {
             Some(code) => code.to_string(),
             None if self.0 == Self::OTHER => "other".to_owned(),

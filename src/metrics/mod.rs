@@ -6,7 +6,7 @@
 //! the shard thread bumps with ordinary adds. Nothing on the hot path is atomic or locked, and
 //! no cache line is shared between shards.
 //!
-//! Every [`PUBLISH_INTERVAL`] the shard copies its stats into its [`ShardSlot`] in the shared
+//! Every tick (100 ms) the shard copies its stats into its [`ShardSlot`] in the shared
 //! [`Registry`]. The slot is a `Mutex<ShardStats>` taken with `try_lock`: the shard is its only
 //! writer and touches it ten times a second; a reader (a scrape, a `/health` probe, the dashboard
 //! feed) holds it only to copy a few KiB out. So the lock is nearly always free, and when a
@@ -29,10 +29,8 @@ mod labels;
 mod registry;
 mod stats;
 
-pub use exposition::{CONTENT_TYPE, encode};
-pub use histogram::{
-    HANDSHAKE_BOUNDS_US, HEARTBEAT_BOUNDS_US, Histogram, LOOP_LAG_BOUNDS_US, OUTBOX_BOUNDS_BYTES,
-};
-pub use labels::{CloseCodeLabel, DisconnectReason, LABELLED_CLOSE_CODES, RejectReason};
-pub use registry::{MetricsSnapshot, PUBLISH_INTERVAL, ProcessInfo, Registry, ShardSlot};
-pub use stats::ShardStats;
+pub(crate) use exposition::{CONTENT_TYPE, encode};
+pub(crate) use histogram::Histogram;
+pub(crate) use labels::{DisconnectReason, RejectReason};
+pub(crate) use registry::{MetricsSnapshot, ProcessInfo, Registry};
+pub(crate) use stats::ShardStats;

@@ -6,22 +6,17 @@ use std::time::SystemTime;
 
 use super::ShardStats;
 
-/// How often a shard should publish its stats: often enough that a scrape or a dashboard frame
-/// (one per second) is at most a tenth of its interval stale, rarely enough that the copy (a few
-/// KiB) is noise next to a loop turn.
-pub const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// One shard's published stats. The shard writes it with [`ShardSlot::publish`]; readers copy it
 /// out under the lock.
 #[derive(Debug, Default)]
-pub struct ShardSlot {
+pub(crate) struct ShardSlot {
     published: Mutex<ShardStats>,
 }
 
 impl ShardSlot {
     /// Replaces the published copy with `stats`. Never blocks: when a reader holds the slot the
     /// shard skips this publish (and returns `false`) and tries again on its next interval.
-    pub fn publish(&self, stats: &ShardStats) -> bool {
+    pub(crate) fn publish(&self, stats: &ShardStats) -> bool {
         let mut slot = match self.published.try_lock() {
             Ok(slot) => slot,
             // A panic while the slot was held left a whole ShardStats behind (a copy cannot
@@ -34,7 +29,7 @@ impl ShardSlot {
     }
 
     /// A copy of the last published stats.
-    pub fn read(&self) -> ShardStats {
+    pub(crate) fn read(&self) -> ShardStats {
         self.published
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -44,7 +39,7 @@ impl ShardSlot {
 
 /// Facts about the process that do not change while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessInfo {
+pub(crate) struct ProcessInfo {
     /// The crate version (`CARGO_PKG_VERSION`).
     pub version: &'static str,
     /// The event-loop backend the shards run on (`io_uring`, `epoll`).
@@ -61,14 +56,14 @@ pub struct ProcessInfo {
 /// Where every shard publishes and every reader (scrape, `/health`, dashboard feed) reads.
 /// Built once at start, shared by `Arc` with every shard.
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     shards: Box<[ShardSlot]>,
     process: ProcessInfo,
 }
 
 impl Registry {
     /// A registry for `shards` shards, none listening yet.
-    pub fn new(shards: usize, process: ProcessInfo) -> Self {
+    pub(crate) fn new(shards: usize, process: ProcessInfo) -> Self {
         Self {
             shards: (0..shards).map(|_| ShardSlot::default()).collect(),
             process,
@@ -76,13 +71,13 @@ impl Registry {
     }
 
     /// The slot shard `id` publishes to; `None` past the number of shards.
-    pub fn shard(&self, id: usize) -> Option<&ShardSlot> {
+    pub(crate) fn shard(&self, id: usize) -> Option<&ShardSlot> {
         self.shards.get(id)
     }
 
     /// Copies every shard's last published stats and the process facts.
     /// `taken_at` stamps the snapshot (the dashboard computes rates from consecutive stamps).
-    pub fn snapshot(&self, taken_at: SystemTime) -> MetricsSnapshot {
+    pub(crate) fn snapshot(&self, taken_at: SystemTime) -> MetricsSnapshot {
         MetricsSnapshot {
             taken_at,
             shards: self.shards.iter().map(ShardSlot::read).collect(),
@@ -93,7 +88,7 @@ impl Registry {
 
 /// Everything a scrape reports, copied out of the [`Registry`] at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetricsSnapshot {
+pub(crate) struct MetricsSnapshot {
     /// When the copy was taken.
     pub taken_at: SystemTime,
     /// Each shard's stats, indexed by shard id.
@@ -105,7 +100,7 @@ pub struct MetricsSnapshot {
 impl MetricsSnapshot {
     /// Every shard's stats summed ([`ShardStats::merge`]); with no shards, an empty sum that is
     /// not listening.
-    pub fn totals(&self) -> ShardStats {
+    pub(crate) fn totals(&self) -> ShardStats {
         let mut totals = ShardStats::new();
         totals.listening = !self.shards.is_empty();
         for shard in &self.shards {

@@ -14,7 +14,7 @@ use super::labels::{CloseCodeLabel, DisconnectReason, RejectReason};
 ///
 /// Counters only grow; gauges (`set_*`) hold the latest value the shard set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardStats {
+pub(crate) struct ShardStats {
     pub(crate) listening: bool,
     pub(crate) draining: bool,
     pub(crate) connections: u64,
@@ -49,7 +49,7 @@ fn micros(duration: Duration) -> u64 {
 
 impl ShardStats {
     /// All zero: a shard that is not listening yet.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             listening: false,
             draining: false,
@@ -74,46 +74,46 @@ impl ShardStats {
     }
 
     /// The shard's listener is bound and accepting (`/ready` waits for every shard).
-    pub fn set_listening(&mut self, listening: bool) {
+    pub(crate) fn set_listening(&mut self, listening: bool) {
         self.listening = listening;
     }
 
     /// The shard stopped accepting and is closing its connections.
-    pub fn set_draining(&mut self, draining: bool) {
+    pub(crate) fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
     }
 
     /// Open WebSocket connections on this shard (gauge).
-    pub fn set_connections(&mut self, connections: u64) {
+    pub(crate) fn set_connections(&mut self, connections: u64) {
         self.connections = connections;
     }
 
     /// Channels with at least one subscriber on this shard (gauge).
-    pub fn set_channels(&mut self, channels: u64) {
+    pub(crate) fn set_channels(&mut self, channels: u64) {
         self.channels = channels;
     }
 
     /// Channel subscriptions held by this shard's connections (gauge).
-    pub fn set_subscriptions(&mut self, subscriptions: u64) {
+    pub(crate) fn set_subscriptions(&mut self, subscriptions: u64) {
         self.subscriptions = subscriptions;
     }
 
     /// One loop turn's lag: how late the loop ran a timer tick it was due to run. Sets the lag
     /// gauge and feeds the lag histogram.
-    pub fn record_loop_lag(&mut self, lag: Duration) {
+    pub(crate) fn record_loop_lag(&mut self, lag: Duration) {
         let lag = micros(lag);
         self.loop_lag_us = lag;
         self.loop_lag_hist_us.observe(lag);
     }
 
     /// A connection completed its WebSocket handshake, `duration` after its TCP accept.
-    pub fn record_accept(&mut self, handshake: Duration) {
+    pub(crate) fn record_accept(&mut self, handshake: Duration) {
         self.accepted += 1;
         self.handshake_duration_us.observe(micros(handshake));
     }
 
     /// A connection attempt was refused before it became a WebSocket.
-    pub fn record_reject(&mut self, reason: RejectReason) {
+    pub(crate) fn record_reject(&mut self, reason: RejectReason) {
         if let Some(count) = self.rejected.get_mut(reason.index()) {
             *count += 1;
         }
@@ -122,7 +122,7 @@ impl ShardStats {
     /// An established connection ended for `reason`, with the close code sent or received
     /// (`None`: no close frame was exchanged). A [`DisconnectReason::SlowConsumer`] also counts
     /// as a slow-consumer close.
-    pub fn record_disconnect(&mut self, reason: DisconnectReason, code: Option<u16>) {
+    pub(crate) fn record_disconnect(&mut self, reason: DisconnectReason, code: Option<u16>) {
         let code = CloseCodeLabel::of(code);
         if let Some(count) = self
             .disconnects
@@ -137,45 +137,45 @@ impl ShardStats {
     }
 
     /// A complete data message (text or binary, after reassembly) arrived from a client.
-    pub fn record_message_received(&mut self) {
+    pub(crate) fn record_message_received(&mut self) {
         self.messages_received += 1;
     }
 
     /// A data message was queued to one connection as the answer to that connection (echo,
     /// Pusher replies); fan-out copies count in [`ShardStats::record_deliveries`].
-    pub fn record_message_sent(&mut self) {
+    pub(crate) fn record_message_sent(&mut self) {
         self.messages_sent += 1;
     }
 
     /// Bytes read from client sockets, framing and HTTP heads included.
-    pub fn record_bytes_received(&mut self, bytes: u64) {
+    pub(crate) fn record_bytes_received(&mut self, bytes: u64) {
         self.bytes_received += bytes;
     }
 
     /// Bytes written to client sockets, framing and HTTP heads included.
-    pub fn record_bytes_sent(&mut self, bytes: u64) {
+    pub(crate) fn record_bytes_sent(&mut self, bytes: u64) {
         self.bytes_sent += bytes;
     }
 
     /// A published message was queued to `count` subscriber outboxes on this shard.
-    pub fn record_deliveries(&mut self, count: u64) {
+    pub(crate) fn record_deliveries(&mut self, count: u64) {
         self.deliveries += count;
     }
 
     /// The bytes pending in one connection's outbox when the shard hands it to the driver.
-    pub fn record_outbox(&mut self, pending_bytes: u64) {
+    pub(crate) fn record_outbox(&mut self, pending_bytes: u64) {
         self.outbox_bytes.observe(pending_bytes);
     }
 
     /// A pong answered our ping after `rtt`.
-    pub fn record_heartbeat(&mut self, rtt: Duration) {
+    pub(crate) fn record_heartbeat(&mut self, rtt: Duration) {
         self.heartbeat_rtt_us.observe(micros(rtt));
     }
 
     /// Adds `other` into these: counters and histograms sum, gauges sum (connections of two
     /// shards are the connections of both), the lag gauge keeps the worst, `listening` holds
     /// only if both listen and `draining` if either drains.
-    pub fn merge(&mut self, other: &Self) {
+    pub(crate) fn merge(&mut self, other: &Self) {
         self.listening &= other.listening;
         self.draining |= other.draining;
         self.connections += other.connections;
@@ -205,17 +205,17 @@ impl ShardStats {
     }
 
     /// Connection attempts refused, over every reason.
-    pub fn rejected_total(&self) -> u64 {
+    pub(crate) fn rejected_total(&self) -> u64 {
         self.rejected.iter().sum()
     }
 
     /// Connections ended, over every reason and code.
-    pub fn disconnects_total(&self) -> u64 {
+    pub(crate) fn disconnects_total(&self) -> u64 {
         self.disconnects.iter().flatten().sum()
     }
 
     /// The latest loop lag the shard recorded.
-    pub fn loop_lag(&self) -> Duration {
+    pub(crate) fn loop_lag(&self) -> Duration {
         Duration::from_micros(self.loop_lag_us)
     }
 }

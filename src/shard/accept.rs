@@ -30,14 +30,14 @@ const CAPACITY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Len
 /// Connections held by all shards of the process, against `max_connections`. One relaxed
 /// atomic touched on accept and close only, never per message.
 #[derive(Debug)]
-pub struct ConnLimit {
+pub(crate) struct ConnLimit {
     open: AtomicUsize,
     max: usize,
 }
 
 impl ConnLimit {
     /// A limit of `max` connections.
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             open: AtomicUsize::new(0),
             max,
@@ -60,7 +60,7 @@ impl ConnLimit {
     }
 
     /// Connections open now, across shards.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 }
@@ -79,7 +79,7 @@ struct Peer {
 
 /// The client addresses of a shard's connections and the per-IP slots they hold in the shared
 /// [`IpLimits`].
-pub struct ClientAddrs {
+pub(super) struct ClientAddrs {
     ip_limits: Arc<IpLimits>,
     /// Client addresses of connections the per-IP limits may apply to. Exempt peers
     /// (loopback by default) are not entered, so they cost nothing here.
@@ -88,7 +88,7 @@ pub struct ClientAddrs {
 
 impl ClientAddrs {
     /// No connection yet; addresses are charged to `ip_limits`.
-    pub fn new(ip_limits: Arc<IpLimits>) -> Self {
+    pub(super) fn new(ip_limits: Arc<IpLimits>) -> Self {
         Self {
             ip_limits,
             peers: HashMap::new(),
@@ -97,7 +97,7 @@ impl ClientAddrs {
 
     /// Notes the TCP peer of a new connection when the per-IP limits may concern it: a peer
     /// that is limited itself, or a trusted proxy whose forwarded clients may be.
-    pub fn handle_accept(&mut self, key: ConnKey, peer: Option<IpAddr>) {
+    pub(super) fn handle_accept(&mut self, key: ConnKey, peer: Option<IpAddr>) {
         let Some(peer) = peer.map(|p| p.to_canonical()) else {
             return;
         };
@@ -118,7 +118,7 @@ impl ClientAddrs {
     /// one is expected: `Ok(n)` says how many bytes of `data` it took (0 when none is
     /// expected). The header must arrive whole in the connection's first read (load balancers
     /// send it in one segment); `Err` closes the connection.
-    pub fn handle_proxy_header(
+    pub(super) fn handle_proxy_header(
         &mut self,
         key: ConnKey,
         data: &[u8],
@@ -137,7 +137,7 @@ impl ClientAddrs {
     /// Charges the upgrade to its client address (the TCP peer or PROXY source, or the
     /// forwarded client when that is a trusted proxy): `Err(429)` when the address is over its
     /// connection or handshake limit, counted in `stats`' rejects.
-    pub fn admit(
+    pub(super) fn admit(
         &mut self,
         key: ConnKey,
         req: &http::Request<'_>,
@@ -174,7 +174,7 @@ impl ClientAddrs {
     }
 
     /// A connection is gone: gives back its per-IP slot.
-    pub fn handle_closed(&mut self, key: ConnKey) {
+    pub(super) fn handle_closed(&mut self, key: ConnKey) {
         if let Some(Peer { ip, held: true, .. }) = self.peers.remove(&key) {
             self.ip_limits.release(ip, Instant::now());
         }

@@ -10,7 +10,7 @@ use crate::pusher::{AppIndex, ChannelId, ChannelRegistry};
 
 /// One channel with local subscribers.
 #[derive(Debug)]
-pub struct LocalChannel {
+pub(crate) struct LocalChannel {
     /// The app it belongs to.
     pub app: AppIndex,
     /// Its name, shared with the mesh messages that carry its publishes.
@@ -21,7 +21,7 @@ pub struct LocalChannel {
 
 /// The table.
 #[derive(Debug, Default)]
-pub struct ChannelTable {
+pub(crate) struct ChannelTable {
     /// Per app (by [`AppIndex`]): name to id.
     ids: Vec<HashMap<Arc<str>, ChannelId>>,
     channels: slab::Slab<LocalChannel>,
@@ -29,7 +29,7 @@ pub struct ChannelTable {
 
 impl ChannelTable {
     /// The id of the channel, creating its entry.
-    pub fn intern(&mut self, app: AppIndex, name: &str) -> ChannelId {
+    pub(crate) fn intern(&mut self, app: AppIndex, name: &str) -> ChannelId {
         let slot = usize::from(app.0);
         if self.ids.len() <= slot {
             self.ids.resize_with(slot + 1, HashMap::new);
@@ -54,7 +54,7 @@ impl ChannelTable {
     /// Channels with at least one local subscriber, and the subscriptions they hold: the
     /// `ringcast_channels` and `ringcast_subscriptions` gauges. Walks the table, so the shard
     /// calls it once a second, not per publish.
-    pub fn counts(&self) -> (u64, u64) {
+    pub(crate) fn counts(&self) -> (u64, u64) {
         self.channels
             .iter()
             .filter(|(_, channel)| !channel.subscribers.is_empty())
@@ -67,17 +67,17 @@ impl ChannelTable {
     }
 
     /// The id of a channel that has an entry.
-    pub fn find(&self, app: AppIndex, name: &str) -> Option<ChannelId> {
+    pub(crate) fn find(&self, app: AppIndex, name: &str) -> Option<ChannelId> {
         self.ids.get(usize::from(app.0))?.get(name).copied()
     }
 
     /// The channel with id `id`.
-    pub fn channel(&self, id: ChannelId) -> Option<&LocalChannel> {
+    pub(crate) fn channel(&self, id: ChannelId) -> Option<&LocalChannel> {
         self.channels.get(id.0 as usize)
     }
 
     /// Adds a subscriber; the channel's name when it was not one already.
-    pub fn subscribe(&mut self, id: ChannelId, key: ConnKey) -> Option<Arc<str>> {
+    pub(crate) fn subscribe(&mut self, id: ChannelId, key: ConnKey) -> Option<Arc<str>> {
         let channel = self.channels.get_mut(id.0 as usize)?;
         channel
             .subscribers
@@ -87,7 +87,7 @@ impl ChannelTable {
 
     /// Removes a subscriber; the channel's name when it was one. A channel left without
     /// subscribers is dropped and its id freed.
-    pub fn unsubscribe(&mut self, id: ChannelId, key: ConnKey) -> Option<Arc<str>> {
+    pub(crate) fn unsubscribe(&mut self, id: ChannelId, key: ConnKey) -> Option<Arc<str>> {
         let channel = self.channels.get_mut(id.0 as usize)?;
         if !channel.subscribers.remove(&key) {
             return None;
@@ -104,7 +104,7 @@ impl ChannelTable {
     }
 
     /// Copies the subscribers of a channel into `out` (cleared first).
-    pub fn subscribers(&self, app: AppIndex, name: &str, out: &mut Vec<ConnKey>) {
+    pub(crate) fn subscribers(&self, app: AppIndex, name: &str, out: &mut Vec<ConnKey>) {
         out.clear();
         if let Some(channel) = self.find(app, name).and_then(|id| self.channel(id)) {
             out.extend(channel.subscribers.iter().copied());
@@ -112,13 +112,13 @@ impl ChannelTable {
     }
 
     /// The table as one app's sessions see it.
-    pub fn for_app(&mut self, app: AppIndex) -> AppChannels<'_> {
+    pub(crate) fn for_app(&mut self, app: AppIndex) -> AppChannels<'_> {
         AppChannels { table: self, app }
     }
 }
 
 /// One app's view of the table, handed to [`crate::pusher::Session::handle_text`].
-pub struct AppChannels<'a> {
+pub(crate) struct AppChannels<'a> {
     table: &'a mut ChannelTable,
     app: AppIndex,
 }

@@ -13,7 +13,7 @@ use super::wheel::Tick;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Reading the HTTP request head, under the handshake deadline.
     Handshake,
     /// WebSocket open: messages flow, pings keep it honest.
@@ -27,7 +27,7 @@ pub enum Phase {
 
 /// What a connection serves, from the routing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// Not routed yet (handshake).
     None,
     /// Echo every text and binary message.
@@ -40,26 +40,26 @@ pub enum Route {
 }
 
 /// Bit set of [`Conn::flags`].
-pub mod flags {
+pub(crate) mod flags {
     /// A send is in flight in the driver; the next waits for its completion.
-    pub const SEND_IN_FLIGHT: u8 = 1 << 0;
+    pub(crate) const SEND_IN_FLIGHT: u8 = 1 << 0;
     /// We pinged and no byte has arrived since.
-    pub const PING_OUTSTANDING: u8 = 1 << 1;
+    pub(crate) const PING_OUTSTANDING: u8 = 1 << 1;
     /// Close the socket at the next flush, whatever is queued.
-    pub const CLOSE_NOW: u8 = 1 << 2;
+    pub(crate) const CLOSE_NOW: u8 = 1 << 2;
 }
 
 /// Disconnect reasons a connection can carry before it is removed, as a
 /// [`crate::metrics::DisconnectReason`] index; 0 (client close) is overwritten by the first
 /// reason the server finds, and a connection that ends with none set counts as lost.
-pub const NO_REASON: u8 = u8::MAX;
+pub(crate) const NO_REASON: u8 = u8::MAX;
 
 /// Marks "no wheel entry filed".
-pub const NOT_FILED: Tick = Tick::MAX;
+pub(crate) const NOT_FILED: Tick = Tick::MAX;
 
 /// A connection.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// Life phase.
     pub phase: Phase,
     /// What it serves.
@@ -98,7 +98,7 @@ pub struct Conn {
 
 impl Conn {
     /// A connection just accepted at tick `now`.
-    pub fn new(now: Tick) -> Self {
+    pub(crate) fn new(now: Tick) -> Self {
         Self {
             phase: Phase::Handshake,
             route: Route::None,
@@ -120,12 +120,12 @@ impl Conn {
     }
 
     /// Whether `flag` is set.
-    pub fn has(&self, flag: u8) -> bool {
+    pub(crate) fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
 
     /// Enters `phase` at tick `now`.
-    pub fn enter(&mut self, phase: Phase, now: Tick) {
+    pub(crate) fn enter(&mut self, phase: Phase, now: Tick) {
         self.phase = phase;
         self.since = now;
     }

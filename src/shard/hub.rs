@@ -24,7 +24,7 @@ use crate::pusher::{AppConfig, AppIndex, Apps, CacheSlot, Frame, PresenceRoster,
 
 /// Most shards a socket id can name: the shard index is the last three decimal digits of the
 /// socket id's first half.
-pub const MAX_SHARDS: usize = 1000;
+pub(crate) const MAX_SHARDS: usize = 1000;
 
 /// One channel of one app, across shards.
 #[derive(Debug)]
@@ -76,7 +76,7 @@ struct CacheTable {
 
 /// The process-wide state the shards share. Built once at start, then shared by `Arc`.
 #[derive(Debug)]
-pub struct Hub {
+pub(crate) struct Hub {
     apps: Apps,
     pusher: PusherConfig,
     /// First half of every socket id issued here is `instance * 1000 + shard`.
@@ -95,7 +95,7 @@ pub struct Hub {
 impl Hub {
     /// A hub for `shards` shards serving `apps`. `instance` tells this process's socket ids
     /// from other instances' (callers pass a random number, see [`random_instance`]).
-    pub fn new(apps: Apps, pusher: PusherConfig, shards: usize, instance: u32) -> Self {
+    pub(crate) fn new(apps: Apps, pusher: PusherConfig, shards: usize, instance: u32) -> Self {
         let n = apps.iter().count();
         Self {
             apps,
@@ -110,7 +110,7 @@ impl Hub {
 
     /// The hub of a process configured by `config` with `shards` shards: the configured apps,
     /// or one development app, whose credentials are logged with a warning.
-    pub fn for_config(
+    pub(crate) fn for_config(
         config: &crate::config::Config,
         shards: usize,
     ) -> Result<Self, crate::pusher::apps::AppsError> {
@@ -139,47 +139,47 @@ impl Hub {
     }
 
     /// The apps served.
-    pub fn apps(&self) -> &Apps {
+    pub(crate) fn apps(&self) -> &Apps {
         &self.apps
     }
 
     /// Protocol settings of every connection.
-    pub fn pusher(&self) -> &PusherConfig {
+    pub(crate) fn pusher(&self) -> &PusherConfig {
         &self.pusher
     }
 
     /// Shards sharing this hub.
-    pub fn shards(&self) -> usize {
+    pub(crate) fn shards(&self) -> usize {
         self.peers.len()
     }
 
     /// The first half of socket ids issued by `shard`.
-    pub fn socket_high(&self, shard: usize) -> u32 {
+    pub(crate) fn socket_high(&self, shard: usize) -> u32 {
         self.instance * MAX_SHARDS as u32 + (shard % MAX_SHARDS) as u32
     }
 
     /// Records `shard`'s mailbox, so other shards can send it publishes.
-    pub fn register_peer(&self, shard: usize, mailbox: MailboxSender) {
+    pub(crate) fn register_peer(&self, shard: usize, mailbox: MailboxSender) {
         if let Some(slot) = self.peers.get(shard) {
             let _ = slot.set(mailbox);
         }
     }
 
     /// `shard`'s mailbox, once it started.
-    pub fn peer(&self, shard: usize) -> Option<&MailboxSender> {
+    pub(crate) fn peer(&self, shard: usize) -> Option<&MailboxSender> {
         self.peers.get(shard)?.get()
     }
 
     /// Open connections of the app. Shards check and count separately, so an app at its cap
     /// may briefly hold up to one connection per shard more.
-    pub fn app_connections(&self, app: AppIndex) -> u32 {
+    pub(crate) fn app_connections(&self, app: AppIndex) -> u32 {
         self.connections
             .get(usize::from(app.0))
             .map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
     /// A connection of the app opened (`+1`) or closed (`-1`).
-    pub fn count_connection(&self, app: AppIndex, opened: bool) {
+    pub(crate) fn count_connection(&self, app: AppIndex, opened: bool) {
         if let Some(n) = self.connections.get(usize::from(app.0)) {
             if opened {
                 n.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +195,7 @@ impl Hub {
 
     /// `shard` has one more local subscriber of the channel. A channel that has an entry
     /// takes the shared lock only; the exclusive one is for creating the entry.
-    pub fn handle_subscribe(&self, app: AppIndex, channel: &str, shard: usize) {
+    pub(crate) fn handle_subscribe(&self, app: AppIndex, channel: &str, shard: usize) {
         let Some(index) = self.index(app) else { return };
         {
             let shared = index.read().unwrap_or_else(|e| e.into_inner());
@@ -218,7 +218,7 @@ impl Hub {
 
     /// `shard` has one local subscriber of the channel fewer. Only the shard's last one takes
     /// the exclusive lock, to drop the entry once no shard has subscribers.
-    pub fn handle_unsubscribe(&self, app: AppIndex, channel: &str, shard: usize) {
+    pub(crate) fn handle_unsubscribe(&self, app: AppIndex, channel: &str, shard: usize) {
         let Some(index) = self.index(app) else { return };
         let emptied = {
             let shared = index.read().unwrap_or_else(|e| e.into_inner());
@@ -245,7 +245,7 @@ impl Hub {
     }
 
     /// Fills `out` with the shards that hold subscribers of the channel.
-    pub fn interested_shards(&self, app: AppIndex, channel: &str, out: &mut Vec<usize>) {
+    pub(crate) fn interested_shards(&self, app: AppIndex, channel: &str, out: &mut Vec<usize>) {
         out.clear();
         let Some(index) = self.index(app) else { return };
         let index = index.read().unwrap_or_else(|e| e.into_inner());
@@ -263,7 +263,7 @@ impl Hub {
 
     /// A connection of `member` joins the presence channel: the roster is process-wide, so
     /// `member_added` goes out once per user whatever shard their connections are on.
-    pub fn join_presence(
+    pub(crate) fn join_presence(
         &self,
         app: AppIndex,
         channel: &str,
@@ -284,7 +284,12 @@ impl Hub {
 
     /// A connection of `user_id` leaves the presence channel; the `member_removed` to publish
     /// when it was the user's last one.
-    pub fn leave_presence(&self, app: AppIndex, channel: &str, user_id: &str) -> Option<Frame> {
+    pub(crate) fn leave_presence(
+        &self,
+        app: AppIndex,
+        channel: &str,
+        user_id: &str,
+    ) -> Option<Frame> {
         let mut index = self.index(app)?.write().unwrap_or_else(|e| e.into_inner());
         let entry = index.get_mut(channel)?;
         let removed = entry.roster.as_mut()?.handle_leave(channel, user_id);
@@ -295,7 +300,7 @@ impl Hub {
     }
 
     /// Remembers the last event of a cache channel.
-    pub fn cache_publish(&self, app: AppIndex, channel: &str, frame: &Frame, now: Instant) {
+    pub(crate) fn cache_publish(&self, app: AppIndex, channel: &str, frame: &Frame, now: Instant) {
         let Some(caches) = self.caches.get(usize::from(app.0)) else {
             return;
         };
@@ -320,7 +325,7 @@ impl Hub {
     }
 
     /// The cached event of a cache channel for a new subscriber, or `pusher:cache_miss`.
-    pub fn cache_replay(&self, app: AppIndex, channel: &str, now: Instant) -> Frame {
+    pub(crate) fn cache_replay(&self, app: AppIndex, channel: &str, now: Instant) -> Frame {
         let Some(caches) = self.caches.get(usize::from(app.0)) else {
             return CacheSlot::default().replay(channel, now);
         };
@@ -332,7 +337,7 @@ impl Hub {
     }
 
     /// Subscriptions and presence users of one channel, across shards.
-    pub fn stats(&self, app: AppIndex, channel: &str) -> ChannelStats {
+    pub(crate) fn stats(&self, app: AppIndex, channel: &str) -> ChannelStats {
         let Some(index) = self.index(app) else {
             return ChannelStats::default();
         };
@@ -341,7 +346,7 @@ impl Hub {
     }
 
     /// Occupied channels of the app whose names start with `prefix`, sorted by name.
-    pub fn occupied(&self, app: AppIndex, prefix: &str) -> Vec<(String, ChannelStats)> {
+    pub(crate) fn occupied(&self, app: AppIndex, prefix: &str) -> Vec<(String, ChannelStats)> {
         let Some(index) = self.index(app) else {
             return Vec::new();
         };
@@ -356,7 +361,7 @@ impl Hub {
     }
 
     /// The user ids present on a presence channel, ordered.
-    pub fn users(&self, app: AppIndex, channel: &str) -> Vec<String> {
+    pub(crate) fn users(&self, app: AppIndex, channel: &str) -> Vec<String> {
         let Some(index) = self.index(app) else {
             return Vec::new();
         };
@@ -382,13 +387,13 @@ fn stats_of(entry: &ChannelEntry) -> ChannelStats {
 /// A random instance number for socket ids, from the kernel's generator (or, failing that,
 /// std's randomly keyed hasher). Two instances behind one load balancer collide with a chance
 /// of one in four million.
-pub fn random_instance() -> u32 {
+pub(crate) fn random_instance() -> u32 {
     let bytes = entropy();
     u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
 /// 32 random bytes: the development app's credentials and the instance number come from here.
-pub fn entropy() -> [u8; 32] {
+pub(crate) fn entropy() -> [u8; 32] {
     use std::hash::{BuildHasher, Hasher};
     use std::io::Read;
     let mut bytes = [0u8; 32];

@@ -30,21 +30,21 @@ use crate::ws::{self, OpCode};
 
 mod accept;
 mod api;
-pub mod channels;
-pub mod conn;
+pub(crate) mod channels;
+pub(crate) mod conn;
 mod deadline;
 mod drain;
 mod handshake;
-pub mod hub;
+pub(crate) mod hub;
 mod observe;
-pub mod outbox;
+pub(crate) mod outbox;
 mod pusher_conn;
-pub mod slab;
+pub(crate) mod slab;
 mod stream;
-pub mod wheel;
+pub(crate) mod wheel;
 
 use accept::ClientAddrs;
-pub use accept::ConnLimit;
+pub(crate) use accept::ConnLimit;
 use conn::{Conn, Phase, Route, flags};
 use deadline::Ticks;
 use observe::Observe;
@@ -53,7 +53,7 @@ use wheel::{Tick, TimerWheel};
 /// Length of one wheel tick, the granularity of every connection deadline. 100 ms keeps the
 /// loop's wake-ups at ten a second when idle while every configured timeout (seconds) stays
 /// accurate to a tenth of a second.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 /// Why a shard's loop stopped with an error.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl std::error::Error for ShardError {
 }
 
 /// One shard: a driver and the state its events act on.
-pub struct Shard<D: Driver> {
+pub(crate) struct Shard<D: Driver> {
     driver: D,
     core: Core,
 }
@@ -101,7 +101,6 @@ struct Core {
     limit: Arc<ConnLimit>,
     /// Tick the drain gives up waiting, once draining.
     drain_until: Option<Tick>,
-    stop: bool,
     last_accept_warning: Option<Tick>,
     /// Stats, admin answers and dashboard feeds.
     observe: Observe,
@@ -114,9 +113,10 @@ struct Core {
 }
 
 impl<D: Driver> Shard<D> {
+    #[cfg(test)]
     /// A shard that accepts on `listener` (bound, listening, non-blocking) once [`Shard::run`]s,
     /// alone in its process (a hub of one shard serving the configured apps).
-    pub fn new(
+    pub(crate) fn new(
         driver: D,
         listener: OwnedFd,
         config: Arc<Config>,
@@ -128,7 +128,7 @@ impl<D: Driver> Shard<D> {
     }
 
     /// Shard number `index` of the shards sharing `hub`.
-    pub fn with_hub(
+    pub(crate) fn with_hub(
         mut driver: D,
         listener: OwnedFd,
         config: Arc<Config>,
@@ -155,7 +155,6 @@ impl<D: Driver> Shard<D> {
                 mailbox,
                 limit,
                 drain_until: None,
-                stop: false,
                 last_accept_warning: None,
                 observe,
                 clients,
@@ -168,7 +167,7 @@ impl<D: Driver> Shard<D> {
     /// Makes this shard number `id` of the process: it publishes its stats to `registry`'s slot
     /// `id` and charges client addresses to the process-wide `ip_limits`.
     #[must_use]
-    pub fn with_shared(
+    pub(crate) fn with_shared(
         mut self,
         id: usize,
         registry: Arc<Registry>,
@@ -180,8 +179,8 @@ impl<D: Driver> Shard<D> {
         self
     }
 
-    /// Runs the loop until a drain completes or a stop is asked for.
-    pub fn run(mut self) -> Result<(), ShardError> {
+    /// Runs the loop until a drain completes.
+    pub(crate) fn run(mut self) -> Result<(), ShardError> {
         let mut transmit = Vec::new();
         loop {
             let next_tick = self.core.started + TICK * (self.core.now + 1);
@@ -201,7 +200,7 @@ impl<D: Driver> Shard<D> {
             self.core.advance(now);
             self.core.handle_tick_observe();
             self.flush(&mut transmit);
-            if self.core.stop || self.core.drain_done() {
+            if self.core.drain_done() {
                 return Ok(());
             }
         }
@@ -230,7 +229,6 @@ impl<D: Driver> Shard<D> {
                 while let Some(message) = core.mailbox.poll_message() {
                     match message {
                         MeshMessage::Drain => core.begin_drain(&mut self.driver),
-                        MeshMessage::Stop => core.stop = true,
                         MeshMessage::Publish {
                             app,
                             channel,

@@ -19,7 +19,7 @@ use super::wheel::Tick;
 const FEED_TICKS: Tick = 10;
 
 /// A shard's observability state.
-pub struct Observe {
+pub(super) struct Observe {
     id: usize,
     registry: Arc<Registry>,
     /// The shard's counters; bumped by the loop, copied to the registry each tick.
@@ -38,7 +38,7 @@ pub struct Observe {
 impl Observe {
     /// Shard `id`'s state, publishing to `registry`; `admin_on_main`: it answers the admin
     /// routes.
-    pub fn new(id: usize, registry: Arc<Registry>, admin_on_main: bool) -> Self {
+    pub(super) fn new(id: usize, registry: Arc<Registry>, admin_on_main: bool) -> Self {
         let mut stats = ShardStats::new();
         stats.set_listening(true);
         Self {
@@ -55,7 +55,7 @@ impl Observe {
     }
 
     /// A stand-alone shard's state: its own one-slot registry.
-    pub fn standalone(config: &crate::config::Config, backend: &'static str) -> Self {
+    pub(super) fn standalone(config: &crate::config::Config, backend: &'static str) -> Self {
         let process = ProcessInfo {
             version: env!("CARGO_PKG_VERSION"),
             backend,
@@ -71,7 +71,7 @@ impl Observe {
     }
 
     /// A connection completed its upgrade.
-    pub fn handle_open(&mut self, key: ConnKey, feed: bool) {
+    pub(super) fn handle_open(&mut self, key: ConnKey, feed: bool) {
         self.open += 1;
         if feed {
             self.feeds.push(key);
@@ -79,20 +79,21 @@ impl Observe {
     }
 
     /// A connection is gone: it leaves the connections gauge if it was open.
-    pub fn handle_closed(&mut self, was_open: bool) {
+    pub(super) fn handle_closed(&mut self, was_open: bool) {
         if was_open {
             self.open = self.open.saturating_sub(1);
         }
     }
 
     /// Marks the shard draining in what it publishes.
-    pub fn handle_drain(&mut self) {
+    pub(super) fn handle_drain(&mut self) {
         self.stats.set_draining(true);
         self.stats.set_listening(false);
     }
 
-    /// Publishes the stats (once per tick; [`metrics::PUBLISH_INTERVAL`] is one tick).
-    pub fn publish(&mut self) {
+    /// Publishes the stats (once per 100 ms tick: a scrape or a dashboard frame, one per second, is then at most a
+    /// tenth of its interval stale, and the copy of a few KiB is noise next to a loop turn).
+    pub(super) fn publish(&mut self) {
         self.stats.set_connections(self.open);
         if let Some(slot) = self.registry.shard(self.id) {
             slot.publish(&self.stats);
@@ -101,7 +102,7 @@ impl Observe {
 
     /// When a feed frame is due at `now`: the frame and the feed connections to send it to.
     /// `None` when no feed is open here or the interval has not passed.
-    pub fn poll_feed(
+    pub(super) fn poll_feed(
         &mut self,
         now: Tick,
         is_feed: impl Fn(ConnKey) -> bool,
@@ -122,13 +123,13 @@ impl Observe {
     }
 
     /// Whether the admin routes (the feed included) are served here.
-    pub fn admin_on_main(&self) -> bool {
+    pub(super) fn admin_on_main(&self) -> bool {
         self.admin_on_main
     }
 
     /// Writes the whole HTTP answer for an admin path into `out`; `false` when `path` is not
     /// one, or the admin routes are served on their own listener.
-    pub fn write_admin(&self, path: &str, out: &mut Vec<u8>) -> bool {
+    pub(super) fn write_admin(&self, path: &str, out: &mut Vec<u8>) -> bool {
         self.admin_on_main
             && crate::admin::write_admin_response(&self.registry, &self.health, path, out)
     }

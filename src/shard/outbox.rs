@@ -10,7 +10,7 @@ use crate::driver::MAX_SEND_FRAMES;
 
 /// The queue.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     frames: VecDeque<Bytes>,
     /// Bytes of `frames[0]` already sent.
     head_sent: u32,
@@ -20,7 +20,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// Appends a frame; empty frames are ignored.
-    pub fn push(&mut self, frame: Bytes) {
+    pub(crate) fn push(&mut self, frame: Bytes) {
         if !frame.is_empty() {
             self.queued = self.queued.saturating_add(frame.len() as u32);
             self.frames.push_back(frame);
@@ -28,18 +28,18 @@ impl Outbox {
     }
 
     /// Bytes waiting to be sent.
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.queued as usize
     }
 
     /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
     /// Fills `out` with the unsent bytes of up to [`MAX_SEND_FRAMES`] frames, as cheap clones,
     /// for one gathered send.
-    pub fn poll_transmit(&self, out: &mut Vec<Bytes>) {
+    pub(crate) fn poll_transmit(&self, out: &mut Vec<Bytes>) {
         out.clear();
         for (i, frame) in self.frames.iter().take(MAX_SEND_FRAMES).enumerate() {
             if i == 0 {
@@ -51,7 +51,7 @@ impl Outbox {
     }
 
     /// Drops `sent` bytes from the front after a send completed.
-    pub fn handle_sent(&mut self, mut sent: usize) {
+    pub(crate) fn handle_sent(&mut self, mut sent: usize) {
         self.queued = self.queued.saturating_sub(sent as u32);
         while sent > 0 {
             let Some(front) = self.frames.front() else {
@@ -76,7 +76,7 @@ impl Outbox {
     /// Drops whole frames from the front, sparing the first `keep` (handed to the driver and
     /// possibly half sent), until at most `max` bytes are queued or nothing more can go.
     /// Returns how many frames were dropped.
-    pub fn drop_oldest(&mut self, keep: usize, max: usize) -> usize {
+    pub(crate) fn drop_oldest(&mut self, keep: usize, max: usize) -> usize {
         let mut dropped = 0;
         while self.queued as usize > max {
             let Some(frame) = self
@@ -92,7 +92,7 @@ impl Outbox {
     }
 
     /// Drops every frame not yet handed to the driver (a send in flight holds its own clones).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         *self = Self::default();
     }
 }

@@ -66,7 +66,7 @@ pub(super) struct PusherState {
 
 impl PusherState {
     /// The state of shard `shard` sharing `hub`.
-    pub fn new(hub: Arc<Hub>, shard: usize) -> Self {
+    pub(super) fn new(hub: Arc<Hub>, shard: usize) -> Self {
         Self {
             hub,
             shard,
@@ -83,7 +83,7 @@ impl PusherState {
 
     /// The socket id of a local connection: the shard's prefix, then the slab key, so a
     /// socket id leads back to its connection without a map.
-    pub fn socket_id(&self, key: ConnKey) -> SocketId {
+    pub(super) fn socket_id(&self, key: ConnKey) -> SocketId {
         SocketId {
             high: self.hub.socket_high(self.shard),
             low: (u64::from(key.generation) << 32) | u64::from(key.slot),
@@ -91,7 +91,7 @@ impl PusherState {
     }
 
     /// The local connection a socket id names, if it was issued by this shard.
-    pub fn local_key(&self, socket_id: SocketId) -> Option<ConnKey> {
+    pub(super) fn local_key(&self, socket_id: SocketId) -> Option<ConnKey> {
         (socket_id.high == self.hub.socket_high(self.shard)).then_some(ConnKey {
             slot: socket_id.low as u32,
             generation: (socket_id.low >> 32) as u32,

@@ -12,7 +12,7 @@ struct Entry<T> {
 
 /// A slab of connections addressed by generation-checked [`ConnKey`]s.
 #[derive(Debug)]
-pub struct ConnSlab<T> {
+pub(crate) struct ConnSlab<T> {
     entries: slab::Slab<Entry<T>>,
     /// Generation handed to the next insert. Shard-wide rather than per slot, so no per-slot
     /// counter outlives its entry; it wraps after 2^32 inserts, and a stale key would then also
@@ -32,10 +32,11 @@ impl<T> Default for ConnSlab<T> {
 impl<T> ConnSlab<T> {
     /// Upper bound of the bytes one connection takes in the slab's vector: the value, its
     /// generation, and the slab crate's vacant/occupied tag (at most a word).
-    pub const ENTRY_BYTES: usize = size_of::<Entry<T>>() + size_of::<usize>();
+    #[cfg(test)]
+    pub(crate) const ENTRY_BYTES: usize = size_of::<Entry<T>>() + size_of::<usize>();
 
     /// Inserts `value`; `None` when every addressable slot ([`MAX_SLOTS`]) is taken.
-    pub fn insert(&mut self, value: T) -> Option<ConnKey> {
+    pub(crate) fn insert(&mut self, value: T) -> Option<ConnKey> {
         let vacant = self.entries.vacant_entry();
         let slot = u32::try_from(vacant.key())
             .ok()
@@ -47,7 +48,7 @@ impl<T> ConnSlab<T> {
     }
 
     /// The entry under `key`, if it is still the one the key was made for.
-    pub fn get(&self, key: ConnKey) -> Option<&T> {
+    pub(crate) fn get(&self, key: ConnKey) -> Option<&T> {
         self.entries
             .get(key.slot as usize)
             .filter(|entry| entry.generation == key.generation)
@@ -55,7 +56,7 @@ impl<T> ConnSlab<T> {
     }
 
     /// Mutable [`ConnSlab::get`].
-    pub fn get_mut(&mut self, key: ConnKey) -> Option<&mut T> {
+    pub(crate) fn get_mut(&mut self, key: ConnKey) -> Option<&mut T> {
         self.entries
             .get_mut(key.slot as usize)
             .filter(|entry| entry.generation == key.generation)
@@ -63,7 +64,7 @@ impl<T> ConnSlab<T> {
     }
 
     /// Removes and returns the entry under `key`, if it is still the one the key was made for.
-    pub fn remove(&mut self, key: ConnKey) -> Option<T> {
+    pub(crate) fn remove(&mut self, key: ConnKey) -> Option<T> {
         self.get(key)?;
         self.entries
             .try_remove(key.slot as usize)
@@ -71,17 +72,18 @@ impl<T> ConnSlab<T> {
     }
 
     /// Connections held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether no connection is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Keys of every connection held.
-    pub fn keys(&self) -> impl Iterator<Item = ConnKey> + '_ {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = ConnKey> + '_ {
         self.entries.iter().map(|(slot, entry)| ConnKey {
             slot: slot as u32,
             generation: entry.generation,

@@ -8,16 +8,16 @@
 use crate::driver::ConnKey;
 
 /// A tick count since the shard started.
-pub type Tick = u32;
+pub(crate) type Tick = u32;
 
 /// Buckets in the wheel: 1024 ticks of 100 ms cover 102 s, so the usual deadlines (ping 25 s,
 /// pong 20 s, handshake 10 s, close 5 s) land within one turn and longer ones (idle 120 s) are
 /// looked at once per turn before they are due.
-pub const BUCKETS: usize = 1024;
+pub(crate) const BUCKETS: usize = 1024;
 
 /// The wheel.
 #[derive(Debug)]
-pub struct TimerWheel {
+pub(crate) struct TimerWheel {
     buckets: Vec<Vec<(ConnKey, Tick)>>,
     /// Every bucket up to and including this tick has been swept.
     swept: Tick,
@@ -39,25 +39,27 @@ impl Default for TimerWheel {
 
 impl TimerWheel {
     /// Files `key` to fire at `due` (at the next tick when `due` has already passed).
-    pub fn insert(&mut self, key: ConnKey, due: Tick) {
+    pub(crate) fn insert(&mut self, key: ConnKey, due: Tick) {
         let due = due.max(self.swept.wrapping_add(1));
         self.buckets[due as usize % BUCKETS].push((key, due));
         self.len += 1;
     }
 
     /// Entries filed.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Whether nothing is filed.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Sweeps every bucket up to tick `now`, calling `on_due(key, due)` for each entry whose
     /// tick has come; entries due on a later turn of the wheel stay filed. `on_due` may insert.
-    pub fn advance(&mut self, now: Tick, on_due: &mut dyn FnMut(&mut Self, ConnKey, Tick)) {
+    pub(crate) fn advance(&mut self, now: Tick, on_due: &mut dyn FnMut(&mut Self, ConnKey, Tick)) {
         while self.swept < now {
             let tick = self.swept + 1;
             let index = tick as usize % BUCKETS;
