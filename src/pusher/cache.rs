@@ -8,7 +8,7 @@ use crate::pusher::frame::Frame;
 use crate::pusher::protocol;
 
 /// How long a cached event stays replayable; Pusher documents 30 minutes.
-pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// The last event of one cache channel, held by the shard's channel table entry.
 #[derive(Debug, Clone, Default)]

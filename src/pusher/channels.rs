@@ -2,10 +2,10 @@
 //! shard's channel table hands out so a connection can remember its channels in 4 bytes each.
 
 /// Longest channel name accepted, in bytes (Pusher's documented limit).
-pub const MAX_CHANNEL_NAME: usize = 164;
+pub(super) const MAX_CHANNEL_NAME: usize = 164;
 
 /// Prefix of the per-user channels server-to-user events travel on; clients may not subscribe.
-pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
+pub(super) const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
 
 /// A channel's index in the owning shard's channel table. Ids are the shard's to assign; the
 /// session only stores and returns them.
@@ -90,7 +90,7 @@ impl ChannelKind {
 
 /// Why a channel name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelNameError {
+pub(super) enum ChannelNameError {
     /// The name is empty.
     Empty,
     /// The name is longer than [`MAX_CHANNEL_NAME`].
@@ -103,7 +103,7 @@ pub enum ChannelNameError {
 
 impl ChannelNameError {
     /// The message sent to the client or API caller.
-    pub fn message(self) -> &'static str {
+    pub(super) fn message(self) -> &'static str {
         match self {
             Self::Empty => "Channel name is empty",
             Self::TooLong => "Channel name is longer than 164 characters",
@@ -116,7 +116,7 @@ impl ChannelNameError {
 }
 
 /// Checks a channel name a client or the API names: length, characters, reserved prefix.
-pub fn validate_channel_name(name: &str) -> Result<(), ChannelNameError> {
+pub(super) fn validate_channel_name(name: &str) -> Result<(), ChannelNameError> {
     if name.is_empty() {
         return Err(ChannelNameError::Empty);
     }

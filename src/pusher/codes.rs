@@ -66,7 +66,7 @@ impl From<CloseCode> for crate::ws::CloseCode {
 
 /// `pusher:error` code for a client event dropped by the per-connection rate limit; the
 /// connection stays open (4300-4399 are errors that do not close).
-pub const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
+pub(super) const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
 
 #[cfg(test)]
 mod tests {

@@ -58,16 +58,16 @@
 pub mod api;
 pub mod apps;
 pub mod auth;
-pub mod cache;
-pub mod channels;
-pub mod codes;
-pub mod frame;
+pub(crate) mod cache;
+mod channels;
+mod codes;
+mod frame;
 mod json;
-pub mod presence;
-pub mod protocol;
-pub mod session;
-pub mod socket_id;
-pub mod subscriptions;
+pub(crate) mod presence;
+pub(crate) mod protocol;
+mod session;
+mod socket_id;
+mod subscriptions;
 
 pub use apps::{AppConfig, AppIndex, AppLimits, Apps};
 pub use cache::CacheSlot;

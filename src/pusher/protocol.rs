@@ -14,7 +14,7 @@ use crate::pusher::socket_id::SocketId;
 
 /// A message from a client, borrowed from its text where it can be.
 #[derive(Debug, PartialEq)]
-pub enum ClientMessage<'a> {
+pub(crate) enum ClientMessage<'a> {
     /// `pusher:subscribe`.
     Subscribe {
         /// Channel name.
@@ -53,7 +53,7 @@ pub enum ClientMessage<'a> {
 
 /// Why a client message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProtocolError {
+pub(crate) enum ProtocolError {
     /// Not a JSON object with a string `event`.
     InvalidJson,
     /// A known `pusher:` event without the fields it needs.
@@ -66,7 +66,7 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The message sent back in `pusher:error`.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Self::InvalidJson => "Invalid message: expected a JSON object with an event name",
             Self::MissingField("channel") => "Missing field: channel",
@@ -106,7 +106,7 @@ struct PusherData {
 }
 
 /// Parses one client text message.
-pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ProtocolError> {
+pub(crate) fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ProtocolError> {
     let envelope: Envelope<'_> =
         serde_json::from_str(text).map_err(|_| ProtocolError::InvalidJson)?;
     if envelope.event.starts_with("client-") {
@@ -181,7 +181,7 @@ pub struct PresenceMember {
 
 /// Why a presence subscription's `channel_data` was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelDataError {
+pub(crate) enum ChannelDataError {
     /// Not a JSON object.
     Invalid,
     /// No `user_id`, or one that is neither a non-empty string nor a number.
@@ -190,7 +190,7 @@ pub enum ChannelDataError {
 
 impl ChannelDataError {
     /// The message sent back to the client.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Self::Invalid => "channel_data must be a JSON object",
             Self::MissingUserId => {
@@ -201,10 +201,10 @@ impl ChannelDataError {
 }
 
 /// Longest user id accepted, in bytes (the Pusher SDKs refuse longer ones).
-pub const MAX_USER_ID: usize = 200;
+pub(crate) const MAX_USER_ID: usize = 200;
 
 /// Parses presence `channel_data`: `{"user_id": "..", "user_info": {..}}`.
-pub fn parse_channel_data(channel_data: &str) -> Result<PresenceMember, ChannelDataError> {
+pub(crate) fn parse_channel_data(channel_data: &str) -> Result<PresenceMember, ChannelDataError> {
     #[derive(Deserialize)]
     struct ChannelData<'a> {
         #[serde(borrow, default)]
@@ -239,7 +239,7 @@ pub fn parse_channel_data(channel_data: &str) -> Result<PresenceMember, ChannelD
 /// Parses `pusher:signin` user_data and returns its `id`: a non-empty string of at most
 /// [`MAX_USER_ID`] bytes from the channel-name alphabet, because it names the user's
 /// `#server-to-user-{id}` channel (the Pusher SDKs apply the same rule).
-pub fn parse_user_data_id(user_data: &str) -> Option<String> {
+pub(crate) fn parse_user_data_id(user_data: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct UserData {
         id: String,
@@ -264,7 +264,7 @@ fn data_string(b: &mut FrameBuilder, inner: &str) {
 
 /// `pusher:connection_established` with the socket id and the activity timeout in seconds,
 /// after which the client pings if it has heard nothing.
-pub fn connection_established(socket_id: SocketId, activity_timeout_secs: u64) -> Frame {
+pub(crate) fn connection_established(socket_id: SocketId, activity_timeout_secs: u64) -> Frame {
     let inner =
         format!("{{\"socket_id\":\"{socket_id}\",\"activity_timeout\":{activity_timeout_secs}}}");
     let mut b = FrameBuilder::with_capacity(96);
@@ -274,7 +274,7 @@ pub fn connection_established(socket_id: SocketId, activity_timeout_secs: u64) -
 }
 
 /// `pusher_internal:subscription_succeeded` for a public, private or encrypted channel.
-pub fn subscription_succeeded(channel: &str) -> Frame {
+pub(crate) fn subscription_succeeded(channel: &str) -> Frame {
     let mut b = FrameBuilder::with_capacity(80 + channel.len());
     b.raw("{\"event\":\"pusher_internal:subscription_succeeded\",\"channel\":")
         .string(channel);
@@ -283,7 +283,7 @@ pub fn subscription_succeeded(channel: &str) -> Frame {
 
 /// `pusher_internal:subscription_succeeded` for a presence channel, listing the members:
 /// data is `{"presence":{"ids":[..],"hash":{id: info},"count":n}}` as a string.
-pub fn presence_subscription_succeeded<'m>(
+pub(crate) fn presence_subscription_succeeded<'m>(
     channel: &str,
     members: impl Iterator<Item = (&'m str, Option<&'m str>)>,
 ) -> Frame {
@@ -316,7 +316,7 @@ pub fn presence_subscription_succeeded<'m>(
 }
 
 /// `pusher_internal:member_added`: data `{"user_id":..,"user_info":..}` as a string.
-pub fn member_added(channel: &str, member: &PresenceMember) -> Frame {
+pub(crate) fn member_added(channel: &str, member: &PresenceMember) -> Frame {
     let mut inner = Vec::with_capacity(32 + member.user_id.len());
     inner.extend_from_slice(b"{\"user_id\":");
     json::write_str(&mut inner, &member.user_id);
@@ -334,7 +334,7 @@ pub fn member_added(channel: &str, member: &PresenceMember) -> Frame {
 }
 
 /// `pusher_internal:member_removed`: data `{"user_id":..}` as a string.
-pub fn member_removed(channel: &str, user_id: &str) -> Frame {
+pub(crate) fn member_removed(channel: &str, user_id: &str) -> Frame {
     let mut inner = Vec::with_capacity(16 + user_id.len());
     inner.extend_from_slice(b"{\"user_id\":");
     json::write_str(&mut inner, user_id);
@@ -348,14 +348,14 @@ pub fn member_removed(channel: &str, user_id: &str) -> Frame {
 }
 
 /// `pusher:ping`, sent after `activity_timeout` of silence.
-pub fn ping() -> Frame {
+pub(crate) fn ping() -> Frame {
     FrameBuilder::with_capacity(40)
         .raw("{\"event\":\"pusher:ping\",\"data\":\"{}\"}")
         .finish()
 }
 
 /// `pusher:pong`, the answer to a client's `pusher:ping`.
-pub fn pong() -> Frame {
+pub(crate) fn pong() -> Frame {
     FrameBuilder::with_capacity(40)
         .raw("{\"event\":\"pusher:pong\",\"data\":\"{}\"}")
         .finish()
@@ -363,7 +363,7 @@ pub fn pong() -> Frame {
 
 /// `pusher:error` with an optional code; unlike other events its data is an object, as
 /// Pusher sends it: `{"message":..,"code":..}`.
-pub fn error(code: Option<u16>, message: &str) -> Frame {
+pub(crate) fn error(code: Option<u16>, message: &str) -> Frame {
     let mut b = FrameBuilder::with_capacity(64 + message.len());
     b.raw("{\"event\":\"pusher:error\",\"data\":{\"message\":")
         .string(message);
@@ -376,7 +376,7 @@ pub fn error(code: Option<u16>, message: &str) -> Frame {
 
 /// `pusher:subscription_error` on a channel, the event pusher-js apps bind to learn why a
 /// subscription failed: data `{"type":..,"error":..,"status":..}`.
-pub fn subscription_error(channel: &str, kind: &str, message: &str, status: u16) -> Frame {
+pub(crate) fn subscription_error(channel: &str, kind: &str, message: &str, status: u16) -> Frame {
     let mut inner = Vec::with_capacity(48 + message.len());
     inner.extend_from_slice(b"{\"type\":");
     json::write_str(&mut inner, kind);
@@ -392,7 +392,7 @@ pub fn subscription_error(channel: &str, kind: &str, message: &str, status: u16)
 }
 
 /// `pusher:signin_success`: data `{"user_data":"<the signed user_data string>"}` as a string.
-pub fn signin_success(user_data: &str) -> Frame {
+pub(crate) fn signin_success(user_data: &str) -> Frame {
     let mut inner = Vec::with_capacity(16 + user_data.len() * 9 / 8);
     inner.extend_from_slice(b"{\"user_data\":");
     json::write_str(&mut inner, user_data);
@@ -405,7 +405,7 @@ pub fn signin_success(user_data: &str) -> Frame {
 }
 
 /// `pusher:cache_miss`: a new subscriber of a cache channel that has no event to replay.
-pub fn cache_miss(channel: &str) -> Frame {
+pub(crate) fn cache_miss(channel: &str) -> Frame {
     let mut b = FrameBuilder::with_capacity(48 + channel.len());
     b.raw("{\"event\":\"pusher:cache_miss\",\"channel\":")
         .string(channel)

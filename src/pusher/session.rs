@@ -21,7 +21,7 @@ use crate::pusher::subscriptions::{Subscription, SubscriptionList};
 
 /// The only protocol version accepted in `?protocol=`: every maintained client library
 /// (pusher-js 2 and later, Laravel Echo, the mobile SDKs) sends 7. Anything else gets 4007.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub(super) const PROTOCOL_VERSION: u32 = 7;
 
 /// Protocol settings shared by every connection of a process.
 #[derive(Debug, Clone, PartialEq, Eq)]

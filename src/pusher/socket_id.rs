@@ -37,7 +37,7 @@ impl fmt::Display for SocketId {
 
 /// Whether `s` has the socket id format Pusher's SDKs check, `\A\d+\.\d+\z`, whatever the size
 /// of the numbers (a socket id from elsewhere need not fit ours).
-pub fn is_valid_socket_id(s: &str) -> bool {
+pub(super) fn is_valid_socket_id(s: &str) -> bool {
     s.split_once('.')
         .is_some_and(|(a, b)| is_digits(a) && is_digits(b))
 }

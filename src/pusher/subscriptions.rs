@@ -14,13 +14,13 @@ pub struct Subscription {
 }
 
 /// Entries held without allocating; most connections have one or two channels.
-pub const INLINE: usize = 2;
+pub(super) const INLINE: usize = 2;
 
 /// The set of a connection's subscriptions, in subscribe order. Growing past [`INLINE`]
 /// reallocates a boxed slice of exactly the needed size: subscribe is rare next to everything
 /// else, and the per-connection cap keeps the copies small.
 #[derive(Debug, Clone)]
-pub enum SubscriptionList {
+pub(super) enum SubscriptionList {
     /// Up to [`INLINE`] entries; `len` of `items` are used.
     Inline {
         /// Number of used entries.
@@ -43,7 +43,7 @@ impl Default for SubscriptionList {
 
 impl SubscriptionList {
     /// The subscriptions, in subscribe order.
-    pub fn iter(&self) -> impl Iterator<Item = Subscription> + '_ {
+    pub(super) fn iter(&self) -> impl Iterator<Item = Subscription> + '_ {
         let (inline, spilled): (&[Option<Subscription>], &[Subscription]) = match self {
             Self::Inline { items, .. } => (items, &[]),
             Self::Spilled(items) => (&[], items),
@@ -56,7 +56,7 @@ impl SubscriptionList {
     }
 
     /// Number of subscriptions.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         match self {
             Self::Inline { len, .. } => usize::from(*len),
             Self::Spilled(items) => items.len(),
@@ -64,17 +64,18 @@ impl SubscriptionList {
     }
 
     /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The subscription to `channel`, if any.
-    pub fn find(&self, channel: ChannelId) -> Option<Subscription> {
+    pub(super) fn find(&self, channel: ChannelId) -> Option<Subscription> {
         self.iter().find(|s| s.channel == channel)
     }
 
     /// Adds `sub`; the caller has checked it is not present and the cap.
-    pub fn push(&mut self, sub: Subscription) {
+    pub(super) fn push(&mut self, sub: Subscription) {
         match self {
             Self::Inline { len, items } if usize::from(*len) < INLINE => {
                 items[usize::from(*len)] = Some(sub);
@@ -88,7 +89,7 @@ impl SubscriptionList {
     }
 
     /// Removes the subscription to `channel` and returns it.
-    pub fn remove(&mut self, channel: ChannelId) -> Option<Subscription> {
+    pub(super) fn remove(&mut self, channel: ChannelId) -> Option<Subscription> {
         let found = self.find(channel)?;
         let rest: Vec<Subscription> = self.iter().filter(|s| s.channel != channel).collect();
         *self = Self::default();
@@ -103,7 +104,7 @@ impl SubscriptionList {
     }
 
     /// Empties the list, returning what it held.
-    pub fn take(&mut self) -> Vec<Subscription> {
+    pub(super) fn take(&mut self) -> Vec<Subscription> {
         let all = self.iter().collect();
         *self = Self::default();
         all
