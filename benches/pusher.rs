@@ -76,14 +76,14 @@ fn client_event(c: &mut Criterion) {
     );
     let mut table = Table::default();
     let mut out = Vec::new();
-    session.handle_text(&app, &config, &mut table, &subscribe, now, &mut out);
+    session.handle_text(&app, &mut table, &subscribe, now, &mut out);
     let event = r#"{"event":"client-typing","channel":"private-room","data":{"typing":true}}"#;
     c.bench_function("pusher_session_client_event", |b| {
         b.iter(|| {
             // A second per event keeps the 10/s rate limit from refusing.
             now += std::time::Duration::from_secs(1);
             out.clear();
-            session.handle_text(&app, &config, &mut table, black_box(event), now, &mut out);
+            session.handle_text(&app, &mut table, black_box(event), now, &mut out);
             black_box(out.len())
         })
     });

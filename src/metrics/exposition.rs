@@ -216,6 +216,24 @@ pub(crate) fn encode(snapshot: &MetricsSnapshot, out: &mut String) {
         ),
         totals.deliveries,
     );
+    w.family(
+        "ringcast_pusher_limit_refusals_total",
+        COUNTER,
+        "Pusher subscriptions refused with LimitReached, by the limit they crossed.",
+    );
+    for limit in crate::pusher::Limit::ALL {
+        let count = totals
+            .pusher_refusals
+            .get(limit.index())
+            .copied()
+            .unwrap_or(0);
+        let labels = [("limit", limit.as_str())];
+        w.sample(
+            "ringcast_pusher_limit_refusals_total",
+            &labels,
+            count as f64,
+        );
+    }
 
     w.family(
         "ringcast_outbox_bytes",
@@ -566,6 +584,7 @@ mod tests {
         busy.record_outbox(70_000);
         busy.record_loop_lag(Duration::from_micros(300));
         busy.record_deliveries(40);
+        busy.record_pusher_refusal(crate::pusher::Limit::ChannelsPerApp);
         busy.record_bytes_sent(1234);
         let mut quiet = ShardStats::new();
         quiet.set_listening(true);
@@ -652,6 +671,10 @@ mod tests {
             Some(&1.0)
         );
         assert_eq!(series.get("ringcast_outbox_bytes_sum{}"), Some(&70_000.0));
+        assert_eq!(
+            series.get(r#"ringcast_pusher_limit_refusals_total{limit="channels_per_app"}"#),
+            Some(&1.0)
+        );
         assert!(series.contains_key(r#"ringcast_event_loop_lag_seconds_count{shard="1"}"#));
         assert!(
             !series.keys().any(|k| k.contains(r#"reason="drain""#)),

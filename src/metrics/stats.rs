@@ -6,6 +6,7 @@ use super::histogram::{
     HANDSHAKE_BOUNDS_US, HEARTBEAT_BOUNDS_US, Histogram, LOOP_LAG_BOUNDS_US, OUTBOX_BOUNDS_BYTES,
 };
 use super::labels::{CloseCodeLabel, DisconnectReason, RejectReason};
+use crate::pusher::Limit;
 
 /// The counters, gauges and histograms of one shard. The shard thread owns it and mutates it
 /// with plain adds (no atomics, no locks) on the hot path; it publishes a copy to its
@@ -30,6 +31,8 @@ pub(crate) struct ShardStats {
     pub(crate) bytes_sent: u64,
     pub(crate) deliveries: u64,
     pub(crate) slow_consumer_closes: u64,
+    /// Pusher subscriptions refused at a limit, by [`Limit::index`].
+    pub(crate) pusher_refusals: [u64; Limit::COUNT],
     pub(crate) outbox_bytes: Histogram<9>,
     pub(crate) handshake_duration_us: Histogram<16>,
     pub(crate) heartbeat_rtt_us: Histogram<16>,
@@ -66,6 +69,7 @@ impl ShardStats {
             bytes_sent: 0,
             deliveries: 0,
             slow_consumer_closes: 0,
+            pusher_refusals: [0; Limit::COUNT],
             outbox_bytes: Histogram::new(&OUTBOX_BOUNDS_BYTES),
             handshake_duration_us: Histogram::new(&HANDSHAKE_BOUNDS_US),
             heartbeat_rtt_us: Histogram::new(&HEARTBEAT_BOUNDS_US),
@@ -162,6 +166,13 @@ impl ShardStats {
         self.deliveries += count;
     }
 
+    /// A Pusher subscription was refused at `limit`.
+    pub(crate) fn record_pusher_refusal(&mut self, limit: Limit) {
+        if let Some(count) = self.pusher_refusals.get_mut(limit.index()) {
+            *count += 1;
+        }
+    }
+
     /// The bytes pending in one connection's outbox when the shard hands it to the driver.
     pub(crate) fn record_outbox(&mut self, pending_bytes: u64) {
         self.outbox_bytes.observe(pending_bytes);
@@ -197,6 +208,9 @@ impl ShardStats {
         self.bytes_sent += other.bytes_sent;
         self.deliveries += other.deliveries;
         self.slow_consumer_closes += other.slow_consumer_closes;
+        for (mine, theirs) in self.pusher_refusals.iter_mut().zip(&other.pusher_refusals) {
+            *mine += theirs;
+        }
         self.outbox_bytes.merge(&other.outbox_bytes);
         self.handshake_duration_us
             .merge(&other.handshake_duration_us);
@@ -234,6 +248,8 @@ mod tests {
         stats.record_disconnect(DisconnectReason::ConnectionLost, None);
         stats.record_deliveries(3);
         stats.record_loop_lag(Duration::from_micros(700));
+        stats.record_pusher_refusal(Limit::PresenceMembers);
+        assert_eq!(stats.pusher_refusals[Limit::PresenceMembers.index()], 1);
 
         assert_eq!(stats.accepted, 1);
         assert_eq!(stats.handshake_duration_us.sum(), 2_000);

@@ -60,6 +60,17 @@ pub struct AppLimits {
     pub max_event_name_bytes: usize,
     /// Client events each connection may send per second, with bursts of the same size.
     pub client_events_per_second: u32,
+    /// Most channels one connection may be subscribed to (`pusher:subscription_error`
+    /// `LimitReached` beyond).
+    pub max_subscriptions_per_connection: usize,
+    /// Most channels the app may have occupied in the process at once: a subscription that
+    /// would open one more is refused (`LimitReached`, status 4100).
+    pub max_channels: u32,
+    /// Most distinct users on one presence channel (Pusher's 100; `LimitReached`, status 4100).
+    pub max_presence_members: u32,
+    /// Largest `user_info` of a presence member, as the JSON text in `channel_data`, in bytes
+    /// (Pusher's 1 KB; `LimitReached`, status 400).
+    pub max_presence_user_info_bytes: usize,
 }
 
 impl Default for AppLimits {
@@ -71,6 +82,10 @@ impl Default for AppLimits {
             max_batch_events: 10,
             max_event_name_bytes: 200,
             client_events_per_second: 10,
+            max_subscriptions_per_connection: 128,
+            max_channels: 1_000_000,
+            max_presence_members: 100,
+            max_presence_user_info_bytes: 1024,
         }
     }
 }

@@ -20,6 +20,28 @@ pub trait ChannelRegistry {
     fn intern(&mut self, name: &str) -> ChannelId;
     /// The id of an existing channel, `None` when the shard has no entry for it.
     fn find(&self, name: &str) -> Option<ChannelId>;
+    /// What the whole process holds of the channel and its app, for the app's channel and
+    /// presence caps; `user_id` is the presence member asking to join. A table that sees only
+    /// its own shard (or a test's) may answer [`Occupancy::default`]: nothing is full.
+    fn occupancy(&self, name: &str, user_id: Option<&str>) -> Occupancy {
+        let _ = (name, user_id);
+        Occupancy::default()
+    }
+}
+
+/// The process-wide facts a new subscription is judged by against the app's limits
+/// ([`ChannelRegistry::occupancy`]). Read without holding anything, so shards subscribing at
+/// the same instant may each pass a cap that has one place left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Whether the channel is already occupied (joining it opens no new channel).
+    pub channel_exists: bool,
+    /// Channels the app has occupied.
+    pub app_channels: u32,
+    /// Distinct users on the channel, for a presence channel.
+    pub members: u32,
+    /// Whether the joining user is already one of them (another device of theirs).
+    pub is_member: bool,
 }
 
 /// Who may subscribe to a channel and what it carries, decided by the name's prefix.

@@ -68,6 +68,58 @@ impl From<CloseCode> for crate::ws::CloseCode {
 /// connection stays open (4300-4399 are errors that do not close).
 pub(super) const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
 
+/// A Pusher limit a request was refused at: the connection stays open, the client gets a
+/// `pusher:subscription_error` of type `LimitReached`, and the shard counts the refusal in
+/// `ringcast_pusher_limit_refusals_total{limit}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// The connection holds the app's `max_subscriptions_per_connection`.
+    SubscriptionsPerConnection,
+    /// The app has `max_channels` channels occupied.
+    ChannelsPerApp,
+    /// The presence channel has `max_presence_members` users.
+    PresenceMembers,
+    /// The member's `user_info` is over `max_presence_user_info_bytes`.
+    PresenceUserInfo,
+}
+
+impl Limit {
+    /// How many limits there are: the length of the metric's counter array.
+    pub const COUNT: usize = 4;
+    /// Every limit, in exposition order.
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::SubscriptionsPerConnection,
+        Self::ChannelsPerApp,
+        Self::PresenceMembers,
+        Self::PresenceUserInfo,
+    ];
+
+    /// The `limit` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SubscriptionsPerConnection => "subscriptions_per_connection",
+            Self::ChannelsPerApp => "channels_per_app",
+            Self::PresenceMembers => "presence_members",
+            Self::PresenceUserInfo => "presence_user_info",
+        }
+    }
+
+    /// The limit's place in [`Limit::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `status` of the `pusher:subscription_error`: 4100 (over capacity, as Pusher's
+    /// close code says: retrying later may succeed) when the app or channel is full, 400 when
+    /// the request itself is over the limit and will never pass.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::ChannelsPerApp | Self::PresenceMembers => CloseCode::OverCapacity.code(),
+            Self::SubscriptionsPerConnection | Self::PresenceUserInfo => 400,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

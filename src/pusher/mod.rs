@@ -44,7 +44,7 @@
 //! let mut actions = Vec::new();
 //! let app = apps.app(session.app()).unwrap();
 //! let text = r#"{"event":"pusher:subscribe","data":{"channel":"chat"}}"#;
-//! session.handle_text(app, &config, &mut table, text, now, &mut actions);
+//! session.handle_text(app, &mut table, text, now, &mut actions);
 //! assert!(matches!(actions[0], Action::Subscribe { .. }));
 //! assert!(matches!(&actions[1], Action::Send(f) if f.text().contains("subscription_succeeded")));
 //!
@@ -71,9 +71,9 @@ mod subscriptions;
 
 pub use apps::{AppConfig, AppIndex, AppLimits, Apps};
 pub use cache::CacheSlot;
-pub use channels::{ChannelId, ChannelKind, ChannelRegistry};
-pub use codes::CloseCode;
+pub use channels::{ChannelId, ChannelKind, ChannelRegistry, Occupancy};
+pub use codes::{CloseCode, Limit};
 pub use frame::{Frame, encode_event_frame};
-pub use presence::PresenceRoster;
+pub use presence::{PresenceJoin, PresenceRoster, RosterSnapshot};
 pub use session::{Action, ConnectRequest, Load, PusherConfig, Session};
 pub use socket_id::SocketId;

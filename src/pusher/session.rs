@@ -13,7 +13,7 @@ use crate::pusher::auth;
 use crate::pusher::channels::{
     self, ChannelId, ChannelKind, ChannelRegistry, SERVER_TO_USER_PREFIX,
 };
-use crate::pusher::codes::{CLIENT_EVENT_RATE_LIMIT, CloseCode};
+use crate::pusher::codes::{CLIENT_EVENT_RATE_LIMIT, CloseCode, Limit};
 use crate::pusher::frame::{Frame, encode_event_frame};
 use crate::pusher::protocol::{self, ClientMessage, PresenceMember};
 use crate::pusher::socket_id::SocketId;
@@ -32,8 +32,6 @@ pub struct PusherConfig {
     /// How long a server ping waits for any message before closing with 4201; Pusher
     /// recommends 30 s.
     pub pong_timeout: Duration,
-    /// Most channels one connection may be subscribed to (128; docs/operations.md).
-    pub max_subscriptions: usize,
 }
 
 impl Default for PusherConfig {
@@ -41,7 +39,6 @@ impl Default for PusherConfig {
         Self {
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
-            max_subscriptions: 128,
         }
     }
 }
@@ -112,6 +109,9 @@ pub enum Action {
     /// Close the WebSocket with this code (any frames queued before it go out first), then
     /// call [`Session::handle_disconnect`].
     Close(CloseCode),
+    /// A subscription was refused at this limit (its `pusher:subscription_error` is the
+    /// `Send` before); the shard counts it.
+    Refused(Limit),
 }
 
 /// Where a session is in its life.
@@ -346,7 +346,6 @@ impl Session {
     pub fn handle_text(
         &mut self,
         app: &AppConfig,
-        config: &PusherConfig,
         channels: &mut impl ChannelRegistry,
         text: &str,
         now: Instant,
@@ -373,7 +372,7 @@ impl Session {
                     auth: auth.as_deref(),
                     channel_data: channel_data.as_deref(),
                 };
-                self.handle_subscribe(app, config, channels, request, out);
+                self.handle_subscribe(app, channels, request, out);
             }
             ClientMessage::Unsubscribe { channel } => {
                 self.handle_unsubscribe(channels, &channel, out)
@@ -403,7 +402,6 @@ impl Session {
     fn handle_subscribe(
         &mut self,
         app: &AppConfig,
-        config: &PusherConfig,
         channels: &mut impl ChannelRegistry,
         request: SubscribeRequest<'_>,
         out: &mut Vec<Action>,
@@ -437,12 +435,17 @@ impl Session {
             }
             return;
         }
-        if self.subscriptions.len() >= config.max_subscriptions {
+        let limits = &app.limits;
+        let over_limit = |limit: Limit, message: &str, out: &mut Vec<Action>| {
+            out.push(refuse("LimitReached", message, limit.status()));
+            out.push(Action::Refused(limit));
+        };
+        if self.subscriptions.len() >= limits.max_subscriptions_per_connection {
             let message = format!(
                 "Too many subscriptions: a connection may join at most {}",
-                config.max_subscriptions
+                limits.max_subscriptions_per_connection
             );
-            return out.push(refuse("LimitReached", &message, 400));
+            return over_limit(Limit::SubscriptionsPerConnection, &message, out);
         }
         let member = if kind.needs_auth() {
             let socket_id = self.socket_id().to_string();
@@ -462,6 +465,36 @@ impl Session {
         } else {
             None
         };
+        if let Some(member) = &member
+            && member
+                .user_info
+                .as_ref()
+                .is_some_and(|info| info.len() > limits.max_presence_user_info_bytes)
+        {
+            let message = format!(
+                "The maximum size of a presence member's user_info is {} bytes",
+                limits.max_presence_user_info_bytes
+            );
+            return over_limit(Limit::PresenceUserInfo, &message, out);
+        }
+        let occupancy = channels.occupancy(channel, member.as_ref().map(|m| &*m.user_id));
+        if !occupancy.channel_exists && occupancy.app_channels >= limits.max_channels {
+            let message = format!(
+                "The app has the maximum of {} channels occupied",
+                limits.max_channels
+            );
+            return over_limit(Limit::ChannelsPerApp, &message, out);
+        }
+        if member.is_some()
+            && !occupancy.is_member
+            && occupancy.members >= limits.max_presence_members
+        {
+            let message = format!(
+                "The maximum members per presence channel ({}) was reached",
+                limits.max_presence_members
+            );
+            return over_limit(Limit::PresenceMembers, &message, out);
+        }
         let id = channels.intern(channel);
         self.subscriptions.push(Subscription { channel: id, kind });
         out.push(Action::Subscribe { channel: id });
@@ -642,10 +675,12 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::pusher::Occupancy;
 
-    /// The shard's channel table, reduced to what a session sees.
+    /// The shard's channel table, reduced to what a session sees; `occupancy` is what it
+    /// reports of the process for every channel.
     #[derive(Default)]
-    struct Table(HashMap<String, ChannelId>);
+    struct Table(HashMap<String, ChannelId>, Occupancy);
 
     impl ChannelRegistry for Table {
         fn intern(&mut self, name: &str) -> ChannelId {
@@ -654,6 +689,9 @@ mod tests {
         }
         fn find(&self, name: &str) -> Option<ChannelId> {
             self.0.get(name).copied()
+        }
+        fn occupancy(&self, _: &str, _: Option<&str>) -> Occupancy {
+            self.1
         }
     }
 
@@ -698,14 +736,8 @@ mod tests {
 
         fn text_at(&mut self, text: &str, now: Instant) -> Vec<Action> {
             let mut out = Vec::new();
-            self.session.handle_text(
-                &self.app,
-                &self.config,
-                &mut self.table,
-                text,
-                now,
-                &mut out,
-            );
+            self.session
+                .handle_text(&self.app, &mut self.table, text, now, &mut out);
             out
         }
 
@@ -744,13 +776,27 @@ mod tests {
         v["data"].clone()
     }
 
-    fn subscription_error_type(actions: &[Action]) -> String {
-        assert_eq!(actions.len(), 1, "{actions:?}");
+    fn subscription_error(actions: &[Action]) -> Value {
         let v = sent(actions).remove(0);
         assert_eq!(v["event"], "pusher:subscription_error", "{v}");
-        let data: Value =
-            serde_json::from_str(v["data"].as_str().unwrap_or_default()).unwrap_or_default();
-        data["type"].as_str().unwrap_or_default().to_owned()
+        serde_json::from_str(v["data"].as_str().unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn subscription_error_type(actions: &[Action]) -> String {
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        subscription_error(actions)["type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The refusal at `limit`: the error frame with its type and status, then the count.
+    fn assert_refused_at(actions: &[Action], limit: Limit) {
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert_eq!(actions[1], Action::Refused(limit));
+        let error = subscription_error(actions);
+        assert_eq!(error["type"], "LimitReached", "{error}");
+        assert_eq!(error["status"], limit.status(), "{error}");
     }
 
     #[test]
@@ -961,15 +1007,82 @@ mod tests {
     #[test]
     fn subscription_cap() {
         let mut h = Harness::new(app());
-        for i in 0..h.config.max_subscriptions {
+        for i in 0..h.app.limits.max_subscriptions_per_connection {
             assert_eq!(h.subscribe(&format!("c{i}"), None).len(), 2);
         }
-        assert_eq!(
-            subscription_error_type(&h.subscribe("one-more", None)),
-            "LimitReached"
+        assert_refused_at(
+            &h.subscribe("one-more", None),
+            Limit::SubscriptionsPerConnection,
         );
         h.text(r#"{"event":"pusher:unsubscribe","data":{"channel":"c0"}}"#);
         assert_eq!(h.subscribe("one-more", None).len(), 2);
+    }
+
+    #[test]
+    fn app_channel_cap_refuses_only_new_channels() {
+        let mut h = Harness::new(app());
+        let max = h.app.limits.max_channels;
+        h.table.1 = Occupancy {
+            app_channels: max,
+            ..Occupancy::default()
+        };
+        assert_refused_at(&h.subscribe("new", None), Limit::ChannelsPerApp);
+        h.table.1.channel_exists = true;
+        assert_eq!(h.subscribe("new", None).len(), 2, "joins an occupied one");
+        h.table.1 = Occupancy {
+            app_channels: max - 1,
+            ..Occupancy::default()
+        };
+        assert_eq!(h.subscribe("another", None).len(), 2);
+    }
+
+    #[test]
+    fn presence_member_cap_admits_more_devices_of_members() {
+        let mut h = Harness::new(app());
+        let data = r#"{"user_id":"u1"}"#;
+        h.table.1 = Occupancy {
+            channel_exists: true,
+            members: h.app.limits.max_presence_members,
+            ..Occupancy::default()
+        };
+        assert_refused_at(
+            &h.subscribe("presence-full", Some(data)),
+            Limit::PresenceMembers,
+        );
+        assert_eq!(h.session.subscriptions().count(), 0);
+        h.table.1.is_member = true;
+        let joined = h.subscribe("presence-full", Some(data));
+        assert!(
+            matches!(joined[1], Action::JoinPresence { .. }),
+            "{joined:?}"
+        );
+        h.table.1.is_member = false;
+        assert_eq!(h.subscribe("public-is-not-capped", None).len(), 2);
+    }
+
+    #[test]
+    fn presence_user_info_cap() {
+        let mut h = Harness::new(app());
+        let max = h.app.limits.max_presence_user_info_bytes;
+        // `{"n":"..."}` is 8 bytes of JSON around the string.
+        let at_max = format!(
+            r#"{{"user_id":"u1","user_info":{{"n":"{}"}}}}"#,
+            "x".repeat(max - 8)
+        );
+        let joined = h.subscribe("presence-a", Some(&at_max));
+        assert!(
+            matches!(joined[1], Action::JoinPresence { .. }),
+            "{joined:?}"
+        );
+        let over = format!(
+            r#"{{"user_id":"u1","user_info":{{"n":"{}"}}}}"#,
+            "x".repeat(max - 7)
+        );
+        assert_refused_at(
+            &h.subscribe("presence-b", Some(&over)),
+            Limit::PresenceUserInfo,
+        );
+        assert_eq!(h.session.subscriptions().count(), 1);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::driver::ConnKey;
-use crate::pusher::{AppIndex, ChannelId, ChannelRegistry};
+use crate::pusher::{AppIndex, ChannelId, ChannelRegistry, Occupancy};
+
+use super::hub::Hub;
 
 /// One channel with local subscribers.
 #[derive(Debug)]
@@ -111,9 +113,14 @@ impl ChannelTable {
         }
     }
 
-    /// The table as one app's sessions see it.
-    pub(crate) fn for_app(&mut self, app: AppIndex) -> AppChannels<'_> {
-        AppChannels { table: self, app }
+    /// The table as one app's sessions see it, with the process-wide `hub` answering for
+    /// the app's caps.
+    pub(crate) fn for_app<'a>(&'a mut self, app: AppIndex, hub: &'a Hub) -> AppChannels<'a> {
+        AppChannels {
+            table: self,
+            app,
+            hub,
+        }
     }
 }
 
@@ -121,6 +128,7 @@ impl ChannelTable {
 pub(crate) struct AppChannels<'a> {
     table: &'a mut ChannelTable,
     app: AppIndex,
+    hub: &'a Hub,
 }
 
 impl ChannelRegistry for AppChannels<'_> {
@@ -130,6 +138,10 @@ impl ChannelRegistry for AppChannels<'_> {
 
     fn find(&self, name: &str) -> Option<ChannelId> {
         self.table.find(self.app, name)
+    }
+
+    fn occupancy(&self, name: &str, user_id: Option<&str>) -> Occupancy {
+        self.hub.occupancy(self.app, name, user_id)
     }
 }
 
@@ -151,7 +163,10 @@ mod tests {
         let b = table.intern(AppIndex(1), "chat");
         assert_ne!(a, b);
         assert_eq!(table.find(AppIndex(0), "chat"), Some(a));
-        assert_eq!(table.for_app(AppIndex(1)).find("chat"), Some(b));
+        let apps = crate::pusher::Apps::new(vec![crate::pusher::AppConfig::new("1", "k", "s")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hub = Hub::new(apps, crate::pusher::PusherConfig::default(), 1, 1);
+        assert_eq!(table.for_app(AppIndex(1), &hub).find("chat"), Some(b));
     }
 
     #[test]

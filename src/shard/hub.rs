@@ -7,10 +7,15 @@
 //! lookup) and sends the frame only to those; `GET /channels` sums the per-shard counts. The
 //! counts are atomics: a subscribe or unsubscribe takes the shared lock, and only creating or
 //! dropping a channel's entry and presence joins and leaves take the exclusive one; nothing is
-//! written per delivered message. One lock per app keeps apps apart; the shards' hot path
-//! (delivering a frame to local subscribers) never takes it.
+//! written per delivered message. Each app's index is split into [`STRIPES`] maps by a hash
+//! of the channel name, each behind its own lock, so a client churning through unique channel
+//! names excludes a sixty-fourth of the app's publishes at a time, not all of them; presence
+//! frames are encoded after the lock is released. The shards' hot path (delivering a frame to
+//! local subscribers) never takes a lock.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::Instant;
@@ -18,9 +23,11 @@ use std::time::Instant;
 use crate::mesh::MailboxSender;
 use crate::pusher::api::response::ChannelStats;
 use crate::pusher::cache::CACHE_TTL;
-use crate::pusher::presence::PresenceJoin;
-use crate::pusher::protocol::PresenceMember;
-use crate::pusher::{AppConfig, AppIndex, Apps, CacheSlot, Frame, PresenceRoster, PusherConfig};
+use crate::pusher::protocol::{self, PresenceMember};
+use crate::pusher::{
+    AppConfig, AppIndex, Apps, CacheSlot, Frame, Occupancy, PresenceJoin, PresenceRoster,
+    PusherConfig,
+};
 
 /// Most shards a socket id can name: the shard index is the last three decimal digits of the
 /// socket id's first half.
@@ -56,8 +63,29 @@ impl ChannelEntry {
     }
 }
 
-/// One app's channels: name to entry.
-type AppIndexMap = RwLock<HashMap<Box<str>, ChannelEntry>>;
+/// Maps each app's channel index is split into: enough that churn on one stripe leaves the
+/// publishes of the other 63 alone, few enough that listing an app's channels stays cheap.
+pub(crate) const STRIPES: usize = 64;
+
+/// One stripe of an app's channels: name to entry.
+type Stripe = RwLock<HashMap<Box<str>, ChannelEntry>>;
+
+/// One app's channels, striped by name hash, and how many there are (for `max_channels`).
+#[derive(Debug)]
+struct AppIndexMap {
+    stripes: Box<[Stripe]>,
+    /// Entries over all stripes; changed under the stripe's exclusive lock, read without one.
+    channels: AtomicU32,
+}
+
+impl AppIndexMap {
+    fn new() -> Self {
+        Self {
+            stripes: (0..STRIPES).map(|_| RwLock::default()).collect(),
+            channels: AtomicU32::new(0),
+        }
+    }
+}
 
 /// One app's cache channels: name to last event.
 type AppCaches = Mutex<CacheTable>;
@@ -84,6 +112,8 @@ pub(crate) struct Hub {
     peers: Box<[OnceLock<MailboxSender>]>,
     /// Per app: channel name to its entry.
     index: Box<[AppIndexMap]>,
+    /// Picks a channel name's stripe; randomly keyed so names cannot be chosen to share one.
+    stripe_hasher: RandomState,
     /// Per app: cache channel name to its last event. Kept apart from `index` because a cached
     /// event outlives the channel's subscribers (for the slot's TTL).
     caches: Box<[AppCaches]>,
@@ -102,7 +132,8 @@ impl Hub {
             pusher,
             instance: instance % (u32::MAX / MAX_SHARDS as u32),
             peers: (0..shards).map(|_| OnceLock::new()).collect(),
-            index: (0..n).map(|_| RwLock::default()).collect(),
+            index: (0..n).map(|_| AppIndexMap::new()).collect(),
+            stripe_hasher: RandomState::new(),
             caches: (0..n).map(|_| Mutex::default()).collect(),
             connections: (0..n).map(|_| AtomicU32::new(0)).collect(),
         }
@@ -193,12 +224,21 @@ impl Hub {
         self.index.get(usize::from(app.0))
     }
 
+    /// The app's index and the stripe holding `channel`.
+    fn stripe(&self, app: AppIndex, channel: &str) -> Option<(&AppIndexMap, &Stripe)> {
+        let index = self.index(app)?;
+        let at = self.stripe_hasher.hash_one(channel) as usize % STRIPES;
+        Some((index, index.stripes.get(at)?))
+    }
+
     /// `shard` has one more local subscriber of the channel. A channel that has an entry
     /// takes the shared lock only; the exclusive one is for creating the entry.
     pub(crate) fn handle_subscribe(&self, app: AppIndex, channel: &str, shard: usize) {
-        let Some(index) = self.index(app) else { return };
+        let Some((index, stripe)) = self.stripe(app, channel) else {
+            return;
+        };
         {
-            let shared = index.read().unwrap_or_else(|e| e.into_inner());
+            let shared = stripe.read().unwrap_or_else(|e| e.into_inner());
             if let Some(entry) = shared.get(channel) {
                 if let Some(n) = entry.per_shard.get(shard) {
                     n.fetch_add(1, Ordering::Relaxed);
@@ -206,22 +246,47 @@ impl Hub {
                 return;
             }
         }
-        let mut index = index.write().unwrap_or_else(|e| e.into_inner());
-        let shards = self.peers.len();
-        let entry = index
-            .entry(channel.into())
-            .or_insert_with(|| ChannelEntry::new(shards));
+        let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
+        let entry = self.entry(index, &mut stripe, channel);
         if let Some(n) = entry.per_shard.get(shard) {
             n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The channel's entry in its (exclusively locked) stripe, created and counted if new.
+    fn entry<'s>(
+        &self,
+        index: &AppIndexMap,
+        stripe: &'s mut HashMap<Box<str>, ChannelEntry>,
+        channel: &str,
+    ) -> &'s mut ChannelEntry {
+        let shards = self.peers.len();
+        stripe.entry(channel.into()).or_insert_with(|| {
+            index.channels.fetch_add(1, Ordering::Relaxed);
+            ChannelEntry::new(shards)
+        })
+    }
+
+    /// Drops the channel's entry from its (exclusively locked) stripe if nothing uses it.
+    fn remove_if_unused(
+        index: &AppIndexMap,
+        stripe: &mut HashMap<Box<str>, ChannelEntry>,
+        channel: &str,
+    ) {
+        if stripe.get(channel).is_some_and(ChannelEntry::is_unused) {
+            stripe.remove(channel);
+            index.channels.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// `shard` has one local subscriber of the channel fewer. Only the shard's last one takes
     /// the exclusive lock, to drop the entry once no shard has subscribers.
     pub(crate) fn handle_unsubscribe(&self, app: AppIndex, channel: &str, shard: usize) {
-        let Some(index) = self.index(app) else { return };
+        let Some((index, stripe)) = self.stripe(app, channel) else {
+            return;
+        };
         let emptied = {
-            let shared = index.read().unwrap_or_else(|e| e.into_inner());
+            let shared = stripe.read().unwrap_or_else(|e| e.into_inner());
             shared
                 .get(channel)
                 .and_then(|entry| entry.per_shard.get(shard))
@@ -237,19 +302,19 @@ impl Hub {
         if emptied {
             // Counts only change under the shared lock, so under the exclusive one they are
             // stable: the entry goes only if it is still unused.
-            let mut index = index.write().unwrap_or_else(|e| e.into_inner());
-            if index.get(channel).is_some_and(ChannelEntry::is_unused) {
-                index.remove(channel);
-            }
+            let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
+            Self::remove_if_unused(index, &mut stripe, channel);
         }
     }
 
     /// Fills `out` with the shards that hold subscribers of the channel.
     pub(crate) fn interested_shards(&self, app: AppIndex, channel: &str, out: &mut Vec<usize>) {
         out.clear();
-        let Some(index) = self.index(app) else { return };
-        let index = index.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = index.get(channel) {
+        let Some((_, stripe)) = self.stripe(app, channel) else {
+            return;
+        };
+        let stripe = stripe.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = stripe.get(channel) {
             out.extend(
                 entry
                     .per_shard
@@ -261,25 +326,49 @@ impl Hub {
         }
     }
 
+    /// What the process holds of the channel and its app, for a subscription's caps: one
+    /// shared lock on the channel's stripe.
+    pub(crate) fn occupancy(
+        &self,
+        app: AppIndex,
+        channel: &str,
+        user_id: Option<&str>,
+    ) -> Occupancy {
+        let Some((index, stripe)) = self.stripe(app, channel) else {
+            return Occupancy::default();
+        };
+        let app_channels = index.channels.load(Ordering::Relaxed);
+        let stripe = stripe.read().unwrap_or_else(|e| e.into_inner());
+        let entry = stripe.get(channel);
+        let roster = entry.and_then(|entry| entry.roster.as_ref());
+        Occupancy {
+            channel_exists: entry.is_some(),
+            app_channels,
+            members: roster.map_or(0, |r| u32::try_from(r.user_count()).unwrap_or(u32::MAX)),
+            is_member: roster.zip(user_id).is_some_and(|(r, id)| r.contains(id)),
+        }
+    }
+
     /// A connection of `member` joins the presence channel: the roster is process-wide, so
-    /// `member_added` goes out once per user whatever shard their connections are on.
+    /// `member_added` goes out once per user whatever shard their connections are on. The
+    /// roster is copied (a reference count per member) under the lock and the frames are
+    /// encoded after it is released.
     pub(crate) fn join_presence(
         &self,
         app: AppIndex,
         channel: &str,
         member: &PresenceMember,
     ) -> Option<PresenceJoin> {
-        let mut index = self.index(app)?.write().unwrap_or_else(|e| e.into_inner());
-        let shards = self.peers.len();
-        let entry = index
-            .entry(channel.into())
-            .or_insert_with(|| ChannelEntry::new(shards));
-        Some(
-            entry
+        let (index, stripe) = self.stripe(app, channel)?;
+        let (first, roster) = {
+            let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
+            let roster = self
+                .entry(index, &mut stripe, channel)
                 .roster
-                .get_or_insert_with(PresenceRoster::default)
-                .handle_join(channel, member),
-        )
+                .get_or_insert_with(PresenceRoster::default);
+            (roster.handle_join(member), roster.snapshot())
+        };
+        Some(PresenceJoin::encode(channel, member, &roster, first))
     }
 
     /// A connection of `user_id` leaves the presence channel; the `member_removed` to publish
@@ -290,13 +379,18 @@ impl Hub {
         channel: &str,
         user_id: &str,
     ) -> Option<Frame> {
-        let mut index = self.index(app)?.write().unwrap_or_else(|e| e.into_inner());
-        let entry = index.get_mut(channel)?;
-        let removed = entry.roster.as_mut()?.handle_leave(channel, user_id);
-        if entry.is_unused() {
-            index.remove(channel);
-        }
-        removed
+        let (index, stripe) = self.stripe(app, channel)?;
+        let last = {
+            let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
+            let last = stripe
+                .get_mut(channel)?
+                .roster
+                .as_mut()?
+                .handle_leave(user_id);
+            Self::remove_if_unused(index, &mut stripe, channel);
+            last
+        };
+        last.then(|| protocol::member_removed(channel, user_id))
     }
 
     /// Remembers the last event of a cache channel.
@@ -338,11 +432,11 @@ impl Hub {
 
     /// Subscriptions and presence users of one channel, across shards.
     pub(crate) fn stats(&self, app: AppIndex, channel: &str) -> ChannelStats {
-        let Some(index) = self.index(app) else {
+        let Some((_, stripe)) = self.stripe(app, channel) else {
             return ChannelStats::default();
         };
-        let index = index.read().unwrap_or_else(|e| e.into_inner());
-        index.get(channel).map(stats_of).unwrap_or_default()
+        let stripe = stripe.read().unwrap_or_else(|e| e.into_inner());
+        stripe.get(channel).map(stats_of).unwrap_or_default()
     }
 
     /// Occupied channels of the app whose names start with `prefix`, sorted by name.
@@ -350,23 +444,27 @@ impl Hub {
         let Some(index) = self.index(app) else {
             return Vec::new();
         };
-        let index = index.read().unwrap_or_else(|e| e.into_inner());
-        let mut list: Vec<(String, ChannelStats)> = index
-            .iter()
-            .filter(|(name, entry)| name.starts_with(prefix) && entry.subscriptions() > 0)
-            .map(|(name, entry)| (name.to_string(), stats_of(entry)))
-            .collect();
+        let mut list: Vec<(String, ChannelStats)> = Vec::new();
+        for stripe in &index.stripes {
+            let stripe = stripe.read().unwrap_or_else(|e| e.into_inner());
+            list.extend(
+                stripe
+                    .iter()
+                    .filter(|(name, entry)| name.starts_with(prefix) && entry.subscriptions() > 0)
+                    .map(|(name, entry)| (name.to_string(), stats_of(entry))),
+            );
+        }
         list.sort_by(|a, b| a.0.cmp(&b.0));
         list
     }
 
     /// The user ids present on a presence channel, ordered.
     pub(crate) fn users(&self, app: AppIndex, channel: &str) -> Vec<String> {
-        let Some(index) = self.index(app) else {
+        let Some((_, stripe)) = self.stripe(app, channel) else {
             return Vec::new();
         };
-        let index = index.read().unwrap_or_else(|e| e.into_inner());
-        index
+        let stripe = stripe.read().unwrap_or_else(|e| e.into_inner());
+        stripe
             .get(channel)
             .and_then(|entry| entry.roster.as_ref())
             .map(|roster| roster.members().map(|(id, _)| id.to_owned()).collect())

@@ -167,15 +167,8 @@ impl Core {
             return;
         };
         let mut actions = std::mem::take(&mut state.actions);
-        let mut channels = state.channels.for_app(app);
-        session.handle_text(
-            config,
-            hub.pusher(),
-            &mut channels,
-            text,
-            Instant::now(),
-            &mut actions,
-        );
+        let mut channels = state.channels.for_app(app, &hub);
+        session.handle_text(config, &mut channels, text, Instant::now(), &mut actions);
         self.run_actions(key, app, &mut actions);
         self.pusher.actions = actions;
     }
@@ -261,6 +254,7 @@ impl Core {
                 Action::Close(code) => {
                     self.start_close(key, code.into(), code.reason());
                 }
+                Action::Refused(limit) => self.observe.stats.record_pusher_refusal(limit),
             }
         }
         self.push_out(key);
