@@ -1,7 +1,8 @@
 //! Every metric family of `/metrics` moves under the traffic it counts: a real server on each
 //! backend gets echo messages, a heartbeat answered, a refused handshake, a client close, a slow
-//! consumer and a Pusher publish through the HTTP API to two subscribers; then each family is
-//! scraped and must be non-zero (gauges that describe the process) or have counted the action.
+//! consumer, a Pusher publish through the HTTP API to two subscribers and a Pusher subscription
+//! over the per-connection limit; then each family is scraped and must be non-zero (gauges that
+//! describe the process) or have counted the action.
 
 #[allow(
     dead_code,
@@ -130,6 +131,22 @@ fn every_family_moves(backend: &str) {
         assert_eq!(next_event(client)["event"], "tick");
     }
 
+    // A Pusher limit: one subscription over the 128 a connection may hold.
+    let mut greedy = subscriber(&server, "metrics-greedy-0");
+    for i in 1..=128 {
+        let channel = format!("metrics-greedy-{i}");
+        let subscribe =
+            serde_json::json!({ "event": "pusher:subscribe", "data": { "channel": channel } });
+        greedy.send(OpCode::Text, subscribe.to_string().as_bytes());
+        let answer = next_event(&mut greedy);
+        let expected = if i < 128 {
+            "pusher_internal:subscription_succeeded"
+        } else {
+            "pusher:subscription_error"
+        };
+        assert_eq!(answer["event"], expected, "{answer}");
+    }
+
     // Each family, the series that must have moved and by how much at least. Shards publish
     // every 100 ms, so each is awaited rather than read once.
     let expected: &[(&str, &str, f64)] = &[
@@ -138,7 +155,7 @@ fn every_family_moves(backend: &str) {
         ("process_start_time_seconds", "", 1.0),
         ("ringcast_connections_capacity", "", 5000.0),
         ("ringcast_connections_capacity_configured", "", 5000.0),
-        ("ringcast_connections", "", 4.0),
+        ("ringcast_connections", "", 5.0),
         ("ringcast_channels", "", 1.0),
         ("ringcast_subscriptions", "", 2.0),
         ("ringcast_shard_up", "", 2.0),
@@ -148,7 +165,7 @@ fn every_family_moves(backend: &str) {
             f64::MIN_POSITIVE,
         ),
         ("ringcast_event_loop_lag_seconds_count", "", 1.0),
-        ("ringcast_connections_accepted_total", "", 6.0),
+        ("ringcast_connections_accepted_total", "", 7.0),
         (
             "ringcast_connections_rejected_total",
             "reason=\"handshake_error\"",
@@ -165,8 +182,13 @@ fn every_family_moves(backend: &str) {
         ("ringcast_received_bytes_total", "", 1.0),
         ("ringcast_sent_bytes_total", "", 1.0),
         ("ringcast_deliveries_total", "", 2.0),
+        (
+            "ringcast_pusher_limit_refusals_total",
+            "limit=\"subscriptions_per_connection\"",
+            1.0,
+        ),
         ("ringcast_outbox_bytes_count", "", 1.0),
-        ("ringcast_handshake_duration_seconds_count", "", 6.0),
+        ("ringcast_handshake_duration_seconds_count", "", 7.0),
         ("ringcast_heartbeat_rtt_seconds_count", "", 1.0),
     ];
     let deadline = Instant::now() + IO_TIMEOUT;

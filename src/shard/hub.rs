@@ -164,7 +164,6 @@ impl Hub {
             // keeps them from pinging first.
             activity_timeout: config.ping_interval,
             pong_timeout: config.pong_timeout,
-            ..PusherConfig::default()
         };
         Ok(Self::new(apps, pusher, shards, random_instance()))
     }
@@ -555,6 +554,87 @@ mod tests {
         assert_eq!(hub.users(APP, "presence-r"), ["u1"]);
         assert!(hub.leave_presence(APP, "presence-r", "u1").is_none());
         assert!(hub.leave_presence(APP, "presence-r", "u1").is_some());
+    }
+
+    #[test]
+    fn occupancy_counts_the_apps_channels_and_the_rosters_members() {
+        let hub = hub(2);
+        let nobody = Occupancy::default();
+        assert_eq!(hub.occupancy(APP, "a", None), nobody);
+        for i in 0..200 {
+            hub.handle_subscribe(APP, &format!("c{i}"), i % 2);
+        }
+        let a = hub.occupancy(APP, "a", None);
+        assert_eq!((a.channel_exists, a.app_channels), (false, 200));
+        assert!(hub.occupancy(APP, "c7", None).channel_exists);
+        let member = |id: &str| PresenceMember {
+            user_id: id.into(),
+            user_info: None,
+        };
+        hub.join_presence(APP, "presence-r", &member("u1"));
+        hub.join_presence(APP, "presence-r", &member("u2"));
+        let r = hub.occupancy(APP, "presence-r", Some("u2"));
+        assert_eq!((r.members, r.is_member, r.app_channels), (2, true, 201));
+        assert!(!hub.occupancy(APP, "presence-r", Some("u3")).is_member);
+        for i in 0..200 {
+            hub.handle_unsubscribe(APP, &format!("c{i}"), i % 2);
+        }
+        hub.leave_presence(APP, "presence-r", "u1");
+        hub.leave_presence(APP, "presence-r", "u2");
+        assert_eq!(hub.occupancy(APP, "presence-r", None), nobody);
+        assert_eq!(
+            hub.index[0].channels.load(Ordering::Relaxed),
+            0,
+            "every dropped entry is uncounted"
+        );
+        let used = hub.index[0]
+            .stripes
+            .iter()
+            .filter(|s| s.read().is_ok_and(|s| s.capacity() > 0))
+            .count();
+        assert!(used > STRIPES / 2, "names spread over the stripes: {used}");
+    }
+
+    #[test]
+    fn churn_holding_one_stripe_leaves_publishes_on_others_alone() {
+        let hub = std::sync::Arc::new(hub(2));
+        hub.handle_subscribe(APP, "busy", 0);
+        let stripe_of = |name: &str| hub.stripe_hasher.hash_one(name) as usize % STRIPES;
+        let others: Vec<String> = (0..1000)
+            .map(|i| format!("chat-{i}"))
+            .filter(|name| stripe_of(name) != stripe_of("busy"))
+            .collect();
+        assert!(others.len() > 900, "names spread over the stripes");
+        for name in &others {
+            hub.handle_subscribe(APP, name, 1);
+        }
+        // A churning shard holds the exclusive lock of "busy"'s stripe (creating or dropping
+        // an entry there) while another shard publishes to every other channel.
+        let held = hub.index[0].stripes[stripe_of("busy")]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let (done, finished) = std::sync::mpsc::channel();
+        let publisher = {
+            let hub = std::sync::Arc::clone(&hub);
+            std::thread::spawn(move || {
+                let mut shards = Vec::new();
+                let reached = others
+                    .iter()
+                    .filter(|name| {
+                        hub.interested_shards(APP, name, &mut shards);
+                        shards == [1]
+                    })
+                    .count();
+                let _ = done.send(reached);
+            })
+        };
+        let reached = finished.recv_timeout(std::time::Duration::from_secs(30));
+        drop(held);
+        let _ = publisher.join();
+        assert!(
+            reached.is_ok_and(|n| n > 900),
+            "publishes waited for another stripe's lock: {reached:?}"
+        );
     }
 
     #[test]
