@@ -604,7 +604,6 @@ mod tests {
             .map(|i| format!("chat-{i}"))
             .filter(|name| stripe_of(name) != stripe_of("busy"))
             .collect();
-        assert!(others.len() > 900, "names spread over the stripes");
         for name in &others {
             hub.handle_subscribe(APP, name, 1);
         }
@@ -631,9 +630,10 @@ mod tests {
         let reached = finished.recv_timeout(std::time::Duration::from_secs(30));
         drop(held);
         let _ = publisher.join();
+        // With one lock per app, none of the thousand channels could be looked up meanwhile.
         assert!(
             reached.is_ok_and(|n| n > 900),
-            "publishes waited for another stripe's lock: {reached:?}"
+            "publishes to other channels during the churn, of 1000: {reached:?}"
         );
     }
 
