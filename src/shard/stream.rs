@@ -326,8 +326,10 @@ impl Core {
         match conn.phase {
             // A slow consumer: the data it has not been handed goes, and the close frame is the
             // next write: now, behind the rest of a frame partly sent, or once the send in
-            // flight completes (what it took is known only then). A peer that never reads
-            // again is closed at the close deadline.
+            // flight completes (what it took is known only then). Then, as for any close we
+            // start, the peer's close is awaited while what it still sends is read (closing TCP
+            // on unread bytes would reset the connection and lose the close frame); a peer that
+            // never reads again is closed at the close deadline.
             Phase::Open => {
                 let code = slow_consumer_code(conn.route);
                 set_reason(conn, DisconnectReason::SlowConsumer, Some(code));
@@ -341,7 +343,7 @@ impl Core {
                     conn.outbox.push(slow_consumer_close(conn.route));
                 }
                 conn.ws.handle_close_sent();
-                conn.enter(Phase::Flushing, self.now);
+                conn.enter(Phase::Closing, self.now);
                 self.schedule(key);
             }
             // An HTTP answer that does not fit: there is no WebSocket to close.
