@@ -140,7 +140,8 @@ impl SlowConsumerCause {
     /// How many causes there are: the length of the counter array.
     pub(crate) const COUNT: usize = 3;
     /// Every cause, in exposition order.
-    pub(crate) const ALL: [Self; Self::COUNT] = [Self::OutboxFull, Self::WriteStall, Self::SlowDrain];
+    pub(crate) const ALL: [Self; Self::COUNT] =
+        [Self::OutboxFull, Self::WriteStall, Self::SlowDrain];
 
     /// The `reason` label value.
     pub(crate) fn as_str(self) -> &'static str {

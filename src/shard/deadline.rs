@@ -193,8 +193,7 @@ fn deadline(t: &Ticks, conn: &Conn) -> Option<Tick> {
         Phase::Handshake => Some(conn.since + t.handshake),
         Phase::Closing | Phase::Flushing => Some(conn.since + t.close),
         Phase::Open => {
-            let stall =
-                (!conn.outbox.is_empty()).then(|| conn.drain_since.saturating_add(t.stall));
+            let stall = (!conn.outbox.is_empty()).then(|| conn.drain_since.saturating_add(t.stall));
             let quiet = if conn.has(flags::PING_OUTSTANDING) {
                 Some(conn.since + t.pong)
             } else {

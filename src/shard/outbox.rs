@@ -162,10 +162,18 @@ mod tests {
             outbox.push(Bytes::from(vec![byte; 10]));
         }
         outbox.drop_unstarted(2);
-        assert_eq!(outbox.queued_bytes(), 20, "the two handed to the driver stay");
+        assert_eq!(
+            outbox.queued_bytes(),
+            20,
+            "the two handed to the driver stay"
+        );
         outbox.handle_sent(13);
         outbox.drop_unstarted(0);
-        assert_eq!(transmit(&outbox), [1u8; 7], "the rest of the started frame stays");
+        assert_eq!(
+            transmit(&outbox),
+            [1u8; 7],
+            "the rest of the started frame stays"
+        );
         outbox.handle_sent(7);
         outbox.push(Bytes::from_static(b"close"));
         outbox.drop_unstarted(0);

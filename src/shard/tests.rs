@@ -798,7 +798,10 @@ fn slow_consumer_reads_on_until_the_peers_close() {
     assert_eq!(close_code(&h.settle(key)), 1008);
     // What the peer wrote before it read the close is read, and nothing answers it...
     assert_eq!(h.read(key, &masked(0x1, b"more")), b"");
-    assert!(!h.closed(key), "closing TCP on unread bytes would reset the close away");
+    assert!(
+        !h.closed(key),
+        "closing TCP on unread bytes would reset the close away"
+    );
     // ...until its close, or the close deadline.
     h.read(key, &masked(0x8, &1008u16.to_be_bytes()));
     assert!(h.closed(key));
