@@ -82,11 +82,24 @@ impl Core {
         self.observe.stats.record_bytes_received(data.len() as u64);
         match conn.phase {
             Phase::Handshake => self.handle_handshake_read(key, data),
+            // A slow consumer we are closing is read for its close, within the allowance of a
+            // peer we failed: one that writes on and never reads would otherwise be read, and
+            // answered with nothing, until the close deadline.
+            Phase::Closing if conn.reason == DisconnectReason::SlowConsumer as u8 => {
+                let cost = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                if conn
+                    .byte_bucket
+                    .try_take(self.now, cost, 0, FAILED_READ_BUDGET)
+                {
+                    self.handle_ws_bytes(key, data);
+                } else {
+                    self.close_now(key);
+                }
+            }
             Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
-            // A peer we failed (RFC 6455 7.1.7: flood, rate, protocol, size, or a slow consumer)
+            // A peer we failed (RFC 6455 7.1.7: flood, rate, protocol, size, slow consumer)
             // keeps sending while our close frame waits: its bytes are dropped, up to the rest
-            // of one largest frame so that a peer that reads still learns why (a slow consumer
-            // that wrote on while it stopped reading has such bytes in flight). Past that it may
+            // of one largest frame so that a peer that reads still learns why. Past that it may
             // never read, and the shard would read and drop until the close deadline: close TCP
             // now.
             Phase::Flushing if is_failure(conn.reason) => {
@@ -114,9 +127,14 @@ impl Core {
         let pusher = conn.route == Route::Pusher;
         let out = &mut self.out;
         let rate = self.config.message_rate;
+        // A slow consumer's bytes are charged to its read allowance instead (`handle_read`).
+        let budgeted = conn.reason == DisconnectReason::SlowConsumer as u8;
         let (msg_bucket, byte_bucket) = (&mut conn.msg_bucket, &mut conn.byte_bucket);
         let (mut received, mut sent, mut over_rate) = (0u64, 0u64, false);
         let mut allow = |len: usize| {
+            if budgeted {
+                return true;
+            }
             let (mps, bps) = (rate.messages_per_second, rate.bytes_per_second);
             let len = u32::try_from(len).unwrap_or(u32::MAX);
             (mps == 0 || msg_bucket.try_take(now, 1, mps, mps))

@@ -808,6 +808,30 @@ fn slow_consumer_reads_on_until_the_peers_close() {
 }
 
 #[test]
+fn slow_consumer_that_writes_on_is_closed_past_its_read_allowance() {
+    let mut config = Config {
+        max_outbox_bytes: 300,
+        ..Config::default()
+    };
+    // No rates: the allowance alone stops the reading.
+    config.message_rate.messages_per_second = 0;
+    config.message_rate.bytes_per_second = 0;
+    let mut h = Harness::new(config);
+    let key = h.accept();
+    h.upgrade(key);
+    h.shard
+        .core
+        .push_frame(key, Bytes::from(vec![0u8; 400]), false);
+    assert_eq!(close_code(&h.settle(key)), 1008);
+    // More than one largest frame after its close: it is not reading, and waits no longer.
+    let message = masked(0x2, &[0; 60_000]);
+    for _ in 0..(17 << 20) / message.len() {
+        h.read(key, &message);
+    }
+    assert!(h.closed(key), "no waiting for the close deadline");
+}
+
+#[test]
 fn lossy_frames_drop_the_oldest_under_drop_oldest() {
     let config = Config {
         max_outbox_bytes: 1000,
