@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::driver::ConnKey;
-use crate::driver::MAX_SEND_FRAMES;
+use crate::driver::{ConnKey, MAX_SEND_FRAMES};
 use crate::limits::{OutboxPolicy, TokenBucket};
 use crate::metrics::{DisconnectReason, SlowConsumerCause};
 use crate::ws::{self, CloseCode, CloseFrame, OpCode};
