@@ -109,7 +109,7 @@ pub(crate) fn dashboard_frame(
             "accepted": totals.accepted,
             "rejected": totals.rejected_total(),
             "disconnects": totals.disconnects_total(),
-            "slow_consumer_closes": totals.slow_consumer_closes,
+            "slow_consumer_closes": totals.slow_consumer_closes_total(),
             "messages_in": totals.messages_received,
             "messages_out": totals.messages_sent,
             "deliveries": totals.deliveries,

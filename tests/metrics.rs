@@ -176,7 +176,11 @@ fn every_family_moves(backend: &str) {
             "reason=\"client_close\",code=\"1000\"",
             1.0,
         ),
-        ("ringcast_slow_consumer_closes_total", "", 1.0),
+        (
+            "ringcast_slow_consumer_closes_total",
+            "reason=\"outbox_full\"",
+            1.0,
+        ),
         ("ringcast_messages_received_total", "", 10.0),
         ("ringcast_messages_sent_total", "", 10.0),
         ("ringcast_received_bytes_total", "", 1.0),

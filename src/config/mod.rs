@@ -86,6 +86,9 @@ pub struct Config {
     pub outbox_policy: crate::limits::OutboxPolicy,
     /// A connection whose queued bytes make no progress for this long is closed.
     pub write_stall_timeout: Duration,
+    /// Bytes per second a connection with bytes waiting must drain, judged over each
+    /// `write_stall_timeout`; a slower one is closed as a slow consumer (0: any byte is progress).
+    pub min_drain_rate: u32,
     /// Where `/metrics`, `/health`, `/ready` and the dashboard are served instead of the main
     /// listener; `None`: on the main listener.
     pub admin_listen: Option<SocketAddr>,

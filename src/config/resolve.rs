@@ -102,6 +102,7 @@ impl Settings {
             write_stall_timeout: self
                 .write_stall_timeout
                 .unwrap_or(crate::limits::WRITE_STALL_TIMEOUT),
+            min_drain_rate: self.min_drain_rate.unwrap_or(crate::limits::MIN_DRAIN_RATE),
             admin_listen: self.admin_listen,
             apps: self.apps.unwrap_or_default(),
             dev_app: self.dev_app,

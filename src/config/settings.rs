@@ -285,6 +285,15 @@ settings_table! {
         )]
         #[serde(deserialize_with = "duration::deserialize_option")]
         pub write_stall_timeout: Option<Duration>,
+        /// Least bytes per second a connection with bytes waiting must take, judged over each
+        /// write-stall window (0: any byte counts as progress) [default: 4096].
+        #[arg(
+            long,
+            env = "RINGCAST_MIN_DRAIN_RATE",
+            value_name = "BYTES",
+            value_parser = parse_count::<u32>,
+        )]
+        pub min_drain_rate: Option<u32>,
         /// Serve /metrics, /health, /ready and the dashboard here instead of on --listen.
         #[arg(
             long,

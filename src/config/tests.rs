@@ -395,7 +395,8 @@ fn an_unreadable_file_names_the_path_and_the_fix() {
 #[test]
 fn limit_keys_reach_the_config_from_every_source() {
     let text = "max_connections_per_ip = 5\ntrusted_proxies = \"10.0.0.0/8\"\n\
-                outbox_policy = \"drop-oldest\"\nwrite_stall_timeout = \"3s\"\n";
+                outbox_policy = \"drop-oldest\"\nwrite_stall_timeout = \"3s\"\n\
+                min_drain_rate = 100\n";
     let (config, _) = file(text).resolve().unwrap();
     assert_eq!(config.ip_limits.max_connections_per_ip, 5);
     assert_eq!(config.ip_limits.trusted_proxies.len(), 1);
@@ -404,15 +405,18 @@ fn limit_keys_reach_the_config_from_every_source() {
         crate::limits::OutboxPolicy::DropOldest
     );
     assert_eq!(config.write_stall_timeout, Duration::from_secs(3));
+    assert_eq!(config.min_drain_rate, 100);
     let env = [
         ("RINGCAST_LIMITS_EXEMPT", ""),
         ("RINGCAST_MAX_MESSAGES_PER_SEC", "7"),
+        ("RINGCAST_MIN_DRAIN_RATE", "0"),
     ]
     .map(|(k, v)| (OsString::from(k), OsString::from(v)));
     let (layer, _) = Settings::from_env(env).unwrap();
     let (config, _) = layer.resolve().unwrap();
     assert!(config.ip_limits.exempt.is_empty());
     assert_eq!(config.message_rate.messages_per_second, 7);
+    assert_eq!(config.min_drain_rate, 0);
     let bad = Settings::from_toml("trusted_proxies = \"10.0.0.0/99\"", Path::new("t"));
     assert!(bad.is_err(), "a bad range is reported, not dropped");
 }

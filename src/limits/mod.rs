@@ -283,6 +283,12 @@ impl std::str::FromStr for OutboxPolicy {
 /// client on a bad link, short enough that a dead one does not hold its outbox for minutes.
 pub(crate) const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default least drain rate (docs/operations.md), in bytes per second: 4 KiB/s, 40 KiB
+/// over the default write-stall window. A link too poor for that (a tenth of 2G's EDGE) cannot
+/// keep up with any stream, while a client that reads a byte now and then to look alive pins
+/// its outbox for as long as it likes without it.
+pub(crate) const MIN_DRAIN_RATE: u32 = 4 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

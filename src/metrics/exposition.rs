@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use super::histogram::Histogram;
-use super::labels::{CloseCodeLabel, DisconnectReason, RejectReason};
+use super::labels::{CloseCodeLabel, DisconnectReason, RejectReason, SlowConsumerCause};
 use super::registry::MetricsSnapshot;
 use super::stats::ShardStats;
 
@@ -173,13 +173,21 @@ pub(crate) fn encode(snapshot: &MetricsSnapshot, out: &mut String) {
             }
         }
     }
-    w.counter(
-        (
-            "ringcast_slow_consumer_closes_total",
-            "Connections closed because their outbox crossed its cap.",
-        ),
-        totals.slow_consumer_closes,
+    w.family(
+        "ringcast_slow_consumer_closes_total",
+        COUNTER,
+        "Connections cut off as slow consumers, by reason: outbox over its cap, write stalled, \
+         or drained slower than the minimum rate.",
     );
+    for cause in SlowConsumerCause::ALL {
+        let count = totals
+            .slow_consumer_closes
+            .get(cause.index())
+            .copied()
+            .unwrap_or(0);
+        let labels = [("reason", cause.as_str())];
+        w.sample("ringcast_slow_consumer_closes_total", &labels, count as f64);
+    }
     w.counter(
         (
             "ringcast_messages_received_total",
@@ -578,6 +586,7 @@ mod tests {
         busy.record_reject(RejectReason::PerIp);
         busy.record_reject(RejectReason::PerIp);
         busy.record_disconnect(DisconnectReason::SlowConsumer, Some(4100));
+        busy.record_slow_consumer(SlowConsumerCause::OutboxFull);
         busy.record_disconnect(DisconnectReason::ClientClose, Some(3333));
         busy.record_disconnect(DisconnectReason::ConnectionLost, None);
         busy.record_heartbeat(Duration::from_millis(3));
@@ -648,7 +657,10 @@ mod tests {
                 r#"ringcast_disconnects_total{reason="connection_lost",code="none"}"#,
                 1.0,
             ),
-            ("ringcast_slow_consumer_closes_total{}", 1.0),
+            (
+                r#"ringcast_slow_consumer_closes_total{reason="outbox_full"}"#,
+                1.0,
+            ),
             ("ringcast_deliveries_total{}", 40.0),
             (
                 r#"ringcast_handshake_duration_seconds_bucket{le="0.0025"}"#,

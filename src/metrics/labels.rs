@@ -124,6 +124,39 @@ impl DisconnectReason {
     }
 }
 
+/// Why a connection was cut off as a slow consumer (`ringcast_slow_consumer_closes_total`'s
+/// `reason`): the three ways its outbox can pin memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum SlowConsumerCause {
+    /// The outbox crossed `max_outbox_bytes` (close 1008, Pusher 4100).
+    OutboxFull,
+    /// Bytes waited and the socket took none for `write_stall_timeout`.
+    WriteStall,
+    /// Bytes waited and the socket took fewer than `min_drain_rate` over `write_stall_timeout`.
+    SlowDrain,
+}
+
+impl SlowConsumerCause {
+    /// How many causes there are: the length of the counter array.
+    pub(crate) const COUNT: usize = 3;
+    /// Every cause, in exposition order.
+    pub(crate) const ALL: [Self; Self::COUNT] =
+        [Self::OutboxFull, Self::WriteStall, Self::SlowDrain];
+
+    /// The `reason` label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::OutboxFull => "outbox_full",
+            Self::WriteStall => "write_stall",
+            Self::SlowDrain => "slow_drain",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Close codes given their own `code` label value: the codes of RFC 6455 7.4.1 a peer may send,
 /// and the Pusher protocol v7 close codes ringcast sends. Any other code counts as `other`, so a
 /// client cannot grow the number of series by sending arbitrary codes in 3000-4999.

@@ -31,6 +31,6 @@ mod stats;
 
 pub(crate) use exposition::{CONTENT_TYPE, encode};
 pub(crate) use histogram::Histogram;
-pub(crate) use labels::{DisconnectReason, RejectReason};
+pub(crate) use labels::{DisconnectReason, RejectReason, SlowConsumerCause};
 pub(crate) use registry::{MetricsSnapshot, ProcessInfo, Registry};
 pub(crate) use stats::ShardStats;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::histogram::{
     HANDSHAKE_BOUNDS_US, HEARTBEAT_BOUNDS_US, Histogram, LOOP_LAG_BOUNDS_US, OUTBOX_BOUNDS_BYTES,
 };
-use super::labels::{CloseCodeLabel, DisconnectReason, RejectReason};
+use super::labels::{CloseCodeLabel, DisconnectReason, RejectReason, SlowConsumerCause};
 use crate::pusher::Limit;
 
 /// The counters, gauges and histograms of one shard. The shard thread owns it and mutates it
@@ -30,7 +30,7 @@ pub(crate) struct ShardStats {
     pub(crate) bytes_received: u64,
     pub(crate) bytes_sent: u64,
     pub(crate) deliveries: u64,
-    pub(crate) slow_consumer_closes: u64,
+    pub(crate) slow_consumer_closes: [u64; SlowConsumerCause::COUNT],
     /// Pusher subscriptions refused at a limit, by [`Limit::index`].
     pub(crate) pusher_refusals: [u64; Limit::COUNT],
     pub(crate) outbox_bytes: Histogram<9>,
@@ -68,7 +68,7 @@ impl ShardStats {
             bytes_received: 0,
             bytes_sent: 0,
             deliveries: 0,
-            slow_consumer_closes: 0,
+            slow_consumer_closes: [0; SlowConsumerCause::COUNT],
             pusher_refusals: [0; Limit::COUNT],
             outbox_bytes: Histogram::new(&OUTBOX_BOUNDS_BYTES),
             handshake_duration_us: Histogram::new(&HANDSHAKE_BOUNDS_US),
@@ -124,8 +124,8 @@ impl ShardStats {
     }
 
     /// An established connection ended for `reason`, with the close code sent or received
-    /// (`None`: no close frame was exchanged). A [`DisconnectReason::SlowConsumer`] also counts
-    /// as a slow-consumer close.
+    /// (`None`: no close frame was exchanged). A slow consumer is also counted, by cause, when
+    /// the shard decides to cut it off ([`ShardStats::record_slow_consumer`]).
     pub(crate) fn record_disconnect(&mut self, reason: DisconnectReason, code: Option<u16>) {
         let code = CloseCodeLabel::of(code);
         if let Some(count) = self
@@ -135,8 +135,12 @@ impl ShardStats {
         {
             *count += 1;
         }
-        if reason == DisconnectReason::SlowConsumer {
-            self.slow_consumer_closes += 1;
+    }
+
+    /// A connection is being cut off as a slow consumer, for `cause`.
+    pub(crate) fn record_slow_consumer(&mut self, cause: SlowConsumerCause) {
+        if let Some(count) = self.slow_consumer_closes.get_mut(cause.index()) {
+            *count += 1;
         }
     }
 
@@ -207,7 +211,13 @@ impl ShardStats {
         self.bytes_received += other.bytes_received;
         self.bytes_sent += other.bytes_sent;
         self.deliveries += other.deliveries;
-        self.slow_consumer_closes += other.slow_consumer_closes;
+        for (mine, theirs) in self
+            .slow_consumer_closes
+            .iter_mut()
+            .zip(other.slow_consumer_closes.iter())
+        {
+            *mine += theirs;
+        }
         for (mine, theirs) in self.pusher_refusals.iter_mut().zip(&other.pusher_refusals) {
             *mine += theirs;
         }
@@ -228,6 +238,11 @@ impl ShardStats {
         self.disconnects.iter().flatten().sum()
     }
 
+    /// Connections cut off as slow consumers, over every cause.
+    pub(crate) fn slow_consumer_closes_total(&self) -> u64 {
+        self.slow_consumer_closes.iter().sum()
+    }
+
     /// The latest loop lag the shard recorded.
     pub(crate) fn loop_lag(&self) -> Duration {
         Duration::from_micros(self.loop_lag_us)
@@ -246,6 +261,7 @@ mod tests {
         stats.record_reject(RejectReason::PerIp);
         stats.record_disconnect(DisconnectReason::SlowConsumer, Some(4100));
         stats.record_disconnect(DisconnectReason::ConnectionLost, None);
+        stats.record_slow_consumer(SlowConsumerCause::SlowDrain);
         stats.record_deliveries(3);
         stats.record_loop_lag(Duration::from_micros(700));
         stats.record_pusher_refusal(Limit::PresenceMembers);
@@ -261,7 +277,11 @@ mod tests {
             stats.disconnects[slow][CloseCodeLabel::of(Some(4100)).index()],
             1
         );
-        assert_eq!(stats.slow_consumer_closes, 1);
+        assert_eq!(
+            stats.slow_consumer_closes[SlowConsumerCause::SlowDrain.index()],
+            1
+        );
+        assert_eq!(stats.slow_consumer_closes_total(), 1);
         assert_eq!(stats.deliveries, 3);
         assert_eq!(stats.loop_lag(), Duration::from_micros(700));
         assert_eq!(stats.loop_lag_hist_us.count(), 1);

@@ -47,6 +47,9 @@ pub(crate) mod flags {
     pub(crate) const PING_OUTSTANDING: u8 = 1 << 1;
     /// Close the socket at the next flush, whatever is queued.
     pub(crate) const CLOSE_NOW: u8 = 1 << 2;
+    /// A slow consumer's close frame waits for the send in flight: when it completes, the
+    /// frames it did not start are dropped and the close frame is the next write.
+    pub(crate) const CLOSE_AFTER_SEND: u8 = 1 << 3;
 }
 
 /// Disconnect reasons a connection can carry before it is removed, as a
@@ -85,9 +88,13 @@ pub(crate) struct Conn {
     pub msg_bucket: TokenBucket,
     /// Payload bytes the client may still send (`max_bytes_per_sec`).
     pub byte_bucket: TokenBucket,
-    /// Tick the outbox last made progress (a send completed, or it went from empty to
-    /// non-empty): the write-stall deadline counts from here while bytes wait.
-    pub last_tx: Tick,
+    /// Tick the current drain window started (the outbox went from empty to non-empty, or the
+    /// previous window passed with enough progress): the write-stall deadline counts from here
+    /// while bytes wait.
+    pub drain_since: Tick,
+    /// Bytes the socket took since `drain_since` (saturating), judged against `min_drain_rate`
+    /// when the window ends.
+    pub drained: u32,
     /// The close code sent or received, for the disconnect metric; 0 when none.
     pub close_code: u16,
     /// Why the connection is ending ([`NO_REASON`] until known).
@@ -112,7 +119,8 @@ impl Conn {
             ws: ws::Connection::new(ws::Role::Server),
             msg_bucket: TokenBucket::full(0, now),
             byte_bucket: TokenBucket::full(0, now),
-            last_tx: now,
+            drain_since: now,
+            drained: 0,
             close_code: 0,
             reason: NO_REASON,
             outbox: Outbox::default(),
@@ -142,8 +150,8 @@ mod tests {
         let entry = super::super::slab::ConnSlab::<Conn>::ENTRY_BYTES;
         assert!(entry <= 256, "a connection takes {entry} bytes in the slab");
         assert!(
-            // 112 bytes of state plus the two rate buckets, the write-stall tick and the
-            // disconnect reason and code (24 bytes).
+            // 112 bytes of state plus the two rate buckets, the drain window (tick and
+            // bytes) and the disconnect reason and code (28 bytes, padded).
             size_of::<Conn>() <= 136,
             "Conn is {} bytes",
             size_of::<Conn>()

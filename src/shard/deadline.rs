@@ -1,6 +1,7 @@
 //! Deadlines: every connection has at most one, derived from its phase and ticks (handshake,
 //! ping, pong, idle, close, write stall) and filed in the shard's timer wheel; when it comes
-//! the connection is pinged, closed, or refiled.
+//! the connection is pinged, closed, or refiled. While bytes wait, the socket must take at
+//! least `min_drain_rate` over each write-stall window, or the connection is a slow consumer.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::driver::ConnKey;
-use crate::metrics::{DisconnectReason, RejectReason};
+use crate::metrics::{DisconnectReason, RejectReason, SlowConsumerCause};
 use crate::ws::CloseCode;
 
 use super::conn::{Conn, NOT_FILED, Phase, Route, flags};
@@ -116,13 +117,28 @@ impl Core {
                 self.close_now(key);
             }
             Phase::Closing | Phase::Flushing => self.close_now(key),
-            // Bytes queued and none taken by the socket for the stall timeout: the peer stopped
-            // reading. A send may be in flight, so only closing TCP is safe.
+            // A drain window passed with bytes waiting all along: a peer that kept up drained
+            // at least `min_drain_rate` over it and starts the next one; one that took less
+            // (nothing: it stopped reading; a trickle: it reads just enough to look alive) is
+            // closed. A close frame would wait behind what it does not read, so TCP is closed.
             Phase::Open
-                if !conn.outbox.is_empty() && now >= conn.last_tx.saturating_add(t.stall) =>
+                if !conn.outbox.is_empty() && now >= conn.drain_since.saturating_add(t.stall) =>
             {
+                let least = min_drained(self.config.min_drain_rate, t.stall);
+                if conn.drained > 0 && conn.drained >= least {
+                    conn.drain_since = now;
+                    conn.drained = 0;
+                    self.schedule(key);
+                    return;
+                }
+                let cause = if conn.drained == 0 {
+                    SlowConsumerCause::WriteStall
+                } else {
+                    SlowConsumerCause::SlowDrain
+                };
                 set_reason(conn, DisconnectReason::SlowConsumer, None);
                 conn.outbox.clear();
+                self.observe.stats.record_slow_consumer(cause);
                 self.close_now(key);
             }
             Phase::Open if conn.has(flags::PING_OUTSTANDING) && conn.route == Route::Pusher => {
@@ -146,7 +162,8 @@ impl Core {
                 conn.flags |= flags::PING_OUTSTANDING;
                 conn.since = now;
                 if conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT) {
-                    conn.last_tx = now;
+                    conn.drain_since = now;
+                    conn.drained = 0;
                 }
                 if conn.route == Route::Pusher {
                     // pusher-js answers `pusher:ping` with `pusher:pong`; browsers give scripts
@@ -163,13 +180,20 @@ impl Core {
     }
 }
 
+/// The least bytes a connection with bytes waiting must drain over a window of `window` ticks
+/// at `rate` bytes per second (saturating).
+fn min_drained(rate: u32, window: Tick) -> u32 {
+    let bytes = u64::from(rate).saturating_mul(u64::from(window) * TICK.as_millis() as u64) / 1000;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
 /// The tick the connection's current deadline falls on; `None` when it has none.
 fn deadline(t: &Ticks, conn: &Conn) -> Option<Tick> {
     match conn.phase {
         Phase::Handshake => Some(conn.since + t.handshake),
         Phase::Closing | Phase::Flushing => Some(conn.since + t.close),
         Phase::Open => {
-            let stall = (!conn.outbox.is_empty()).then(|| conn.last_tx.saturating_add(t.stall));
+            let stall = (!conn.outbox.is_empty()).then(|| conn.drain_since.saturating_add(t.stall));
             let quiet = if conn.has(flags::PING_OUTSTANDING) {
                 Some(conn.since + t.pong)
             } else {
@@ -185,6 +209,13 @@ fn deadline(t: &Ticks, conn: &Conn) -> Option<Tick> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn least_drain_scales_with_the_window() {
+        assert_eq!(min_drained(4096, 100), 40_960, "4 KiB/s over 10 s");
+        assert_eq!(min_drained(0, 100), 0);
+        assert_eq!(min_drained(u32::MAX, Tick::MAX / 2), u32::MAX);
+    }
 
     #[test]
     fn durations_round_up_to_ticks() {

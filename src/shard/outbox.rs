@@ -95,6 +95,21 @@ impl Outbox {
     pub(crate) fn clear(&mut self) {
         *self = Self::default();
     }
+
+    /// Drops every frame the socket has not started on, sparing the first `keep` (handed to a
+    /// send that has not completed: what it takes is only known then) and a frame partly sent
+    /// (the peer must get its rest before anything else can follow). What is left ends on a
+    /// frame boundary once sent, so a close frame can be queued behind it.
+    pub(crate) fn drop_unstarted(&mut self, keep: usize) {
+        let keep = keep.max(usize::from(self.head_sent > 0));
+        self.frames.truncate(keep);
+        if self.frames.is_empty() {
+            *self = Self::default();
+            return;
+        }
+        let total: usize = self.frames.iter().map(Bytes::len).sum();
+        self.queued = (total - (self.head_sent as usize).min(total)) as u32;
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +153,32 @@ mod tests {
         outbox.handle_sent(3);
         assert!(outbox.is_empty());
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn drop_unstarted_keeps_the_frames_in_flight_and_the_rest_of_a_started_one() {
+        let mut outbox = Outbox::default();
+        for byte in 0..4u8 {
+            outbox.push(Bytes::from(vec![byte; 10]));
+        }
+        outbox.drop_unstarted(2);
+        assert_eq!(
+            outbox.queued_bytes(),
+            20,
+            "the two handed to the driver stay"
+        );
+        outbox.handle_sent(13);
+        outbox.drop_unstarted(0);
+        assert_eq!(
+            transmit(&outbox),
+            [1u8; 7],
+            "the rest of the started frame stays"
+        );
+        outbox.handle_sent(7);
+        outbox.push(Bytes::from_static(b"close"));
+        outbox.drop_unstarted(0);
+        assert!(outbox.is_empty(), "a frame not started goes");
+        assert_eq!(outbox.frames.capacity(), 0);
     }
 
     #[test]

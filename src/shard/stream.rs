@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::driver::ConnKey;
+use crate::driver::{ConnKey, MAX_SEND_FRAMES};
 use crate::limits::{OutboxPolicy, TokenBucket};
-use crate::metrics::DisconnectReason;
+use crate::metrics::{DisconnectReason, SlowConsumerCause};
 use crate::ws::{self, CloseCode, CloseFrame, OpCode};
 
 use super::conn::{Conn, NO_REASON, Phase, Route, flags};
@@ -37,7 +37,8 @@ impl Core {
         }
     }
 
-    /// A send completed: the outbox moves on, a failed send closes the socket.
+    /// A send completed: the outbox moves on (and a slow consumer's close frame, waiting for
+    /// this send, is queued behind what the socket started), a failed send closes the socket.
     pub(super) fn handle_sent(&mut self, key: ConnKey, result: io::Result<usize>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -46,10 +47,15 @@ impl Core {
         match result {
             Ok(n) => {
                 conn.outbox.handle_sent(n);
-                if n > 0 {
-                    conn.last_tx = self.now;
-                }
+                conn.drained = conn
+                    .drained
+                    .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
                 self.observe.stats.record_bytes_sent(n as u64);
+                if conn.has(flags::CLOSE_AFTER_SEND) {
+                    conn.flags &= !flags::CLOSE_AFTER_SEND;
+                    conn.outbox.drop_unstarted(0);
+                    conn.outbox.push(slow_consumer_close(conn.route));
+                }
             }
             Err(_) => conn.flags |= flags::CLOSE_NOW,
         }
@@ -75,17 +81,26 @@ impl Core {
         self.observe.stats.record_bytes_received(data.len() as u64);
         match conn.phase {
             Phase::Handshake => self.handle_handshake_read(key, data),
-            Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
-            // A slow consumer that keeps sending while its close frame waits for room: it reads
-            // nothing, so the close would only come at the close deadline while its bytes are
-            // read and dropped meanwhile. Close TCP now.
-            Phase::Flushing if conn.reason == DisconnectReason::SlowConsumer as u8 => {
-                self.close_now(key);
+            // A slow consumer we are closing is read for its close, within the allowance of a
+            // peer we failed: one that writes on and never reads would otherwise be read, and
+            // answered with nothing, until the close deadline.
+            Phase::Closing if conn.reason == DisconnectReason::SlowConsumer as u8 => {
+                let cost = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                if conn
+                    .byte_bucket
+                    .try_take(self.now, cost, 0, FAILED_READ_BUDGET)
+                {
+                    self.handle_ws_bytes(key, data);
+                } else {
+                    self.close_now(key);
+                }
             }
-            // Another peer we failed (RFC 6455 7.1.7: flood, rate, protocol, size) keeps
-            // sending while our close frame waits: its bytes are dropped, up to the rest of one
-            // largest frame so that a peer that reads still learns why. Past that it may never
-            // read, and the shard would read and drop until the close deadline: close TCP now.
+            Phase::Open | Phase::Closing => self.handle_ws_bytes(key, data),
+            // A peer we failed (RFC 6455 7.1.7: flood, rate, protocol, size, slow consumer)
+            // keeps sending while our close frame waits: its bytes are dropped, up to the rest
+            // of one largest frame so that a peer that reads still learns why. Past that it may
+            // never read, and the shard would read and drop until the close deadline: close TCP
+            // now.
             Phase::Flushing if is_failure(conn.reason) => {
                 let cost = u32::try_from(data.len()).unwrap_or(u32::MAX);
                 if !conn
@@ -105,13 +120,20 @@ impl Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let echo = conn.route == Route::Echo;
+        // Once our close frame is queued, nothing is echoed (RFC 6455 5.5.1: no data after
+        // Close); the peer's frames are still read for its close.
+        let echo = conn.route == Route::Echo && !conn.ws.is_close_sent();
         let pusher = conn.route == Route::Pusher;
         let out = &mut self.out;
         let rate = self.config.message_rate;
+        // A slow consumer's bytes are charged to its read allowance instead (`handle_read`).
+        let budgeted = conn.reason == DisconnectReason::SlowConsumer as u8;
         let (msg_bucket, byte_bucket) = (&mut conn.msg_bucket, &mut conn.byte_bucket);
         let (mut received, mut sent, mut over_rate) = (0u64, 0u64, false);
         let mut allow = |len: usize| {
+            if budgeted {
+                return true;
+            }
             let (mps, bps) = (rate.messages_per_second, rate.bytes_per_second);
             let len = u32::try_from(len).unwrap_or(u32::MAX);
             (mps == 0 || msg_bucket.try_take(now, 1, mps, mps))
@@ -229,24 +251,33 @@ impl Core {
             (None, None) => {}
         }
         if pusher {
-            self.push_out(key);
+            self.push_out_with_close(key);
             self.handle_pusher_texts(key);
         }
-        self.push_out(key);
+        self.push_out_with_close(key);
     }
 
-    /// Moves what was encoded into the connection's outbox, enforcing the outbox limit.
+    /// Moves what was encoded into the connection's outbox, enforcing the outbox limit. Once
+    /// our close frame is queued nothing is: what would follow it is data after Close
+    /// (RFC 6455 5.5.1), and is dropped.
     pub(super) fn push_out(&mut self, key: ConnKey) {
         if self.out.is_empty() {
-            return;
-        }
-        if self.conns.get(key).is_none() {
-            self.out.clear();
             return;
         }
         let frame = Bytes::copy_from_slice(&self.out);
         self.out.clear();
         self.push_frame(key, frame, false);
+    }
+
+    /// [`Core::push_out`] for bytes that may end with our close frame, encoded after every
+    /// frame that precedes it and nothing after (the read path, [`Core::start_close`]).
+    fn push_out_with_close(&mut self, key: ConnKey) {
+        if self.out.is_empty() {
+            return;
+        }
+        let frame = Bytes::copy_from_slice(&self.out);
+        self.out.clear();
+        self.queue(key, frame, false);
     }
 
     /// Queues one buffer (a frame shared with other connections, or this connection's own
@@ -259,8 +290,18 @@ impl Core {
     /// outbox cap. This is the path for fan-out: `frame` is shared, not copied. A `lossy` frame
     /// (a channel marked lossy) under [`OutboxPolicy::DropOldest`] makes room by dropping the
     /// oldest queued frames instead of closing; anything else over the cap closes the
-    /// connection as a slow consumer (1008; the code follows [`slow_consumer_code`]).
+    /// connection as a slow consumer (1008; the code follows [`slow_consumer_code`]). Once our
+    /// close frame is queued, frames are dropped: no data follows Close (RFC 6455 5.5.1).
     pub(super) fn push_frame(&mut self, key: ConnKey, frame: Bytes, lossy: bool) {
+        if self.conns.get(key).is_some_and(|c| c.ws.is_close_sent()) {
+            return;
+        }
+        self.queue(key, frame, lossy);
+    }
+
+    /// [`Core::push_frame`] without the check for our close frame, for the callers that queue
+    /// it themselves.
+    fn queue(&mut self, key: ConnKey, frame: Bytes, lossy: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -270,7 +311,9 @@ impl Core {
         }
         let was_idle = conn.outbox.is_empty() && !conn.has(flags::SEND_IN_FLIGHT);
         if was_idle {
-            conn.last_tx = self.now;
+            // A new drain window, judged at the write-stall deadline.
+            conn.drain_since = self.now;
+            conn.drained = 0;
         }
         conn.outbox.push(frame);
         self.dirty.push(key);
@@ -282,40 +325,52 @@ impl Core {
             return;
         };
         let max = self.config.max_outbox_bytes;
-        if conn.outbox.queued_bytes() > max {
-            if lossy && self.config.outbox_policy == OutboxPolicy::DropOldest {
-                // Frames handed to the driver stay: the socket may be mid-way through them.
-                let in_flight = if conn.has(flags::SEND_IN_FLIGHT) {
-                    crate::driver::MAX_SEND_FRAMES
-                } else {
-                    0
-                };
-                conn.outbox.drop_oldest(in_flight, max);
-                if conn.outbox.queued_bytes() <= max {
-                    return;
-                }
+        if conn.outbox.queued_bytes() <= max {
+            return;
+        }
+        // Frames handed to the driver stay: the socket may be mid-way through them.
+        let in_flight = if conn.has(flags::SEND_IN_FLIGHT) {
+            MAX_SEND_FRAMES
+        } else {
+            0
+        };
+        if lossy && self.config.outbox_policy == OutboxPolicy::DropOldest {
+            conn.outbox.drop_oldest(in_flight, max);
+            if conn.outbox.queued_bytes() <= max {
+                return;
             }
-            let code = slow_consumer_code(conn.route);
-            set_reason(conn, DisconnectReason::SlowConsumer, Some(code));
-            // A slow consumer. Without a send in flight the queue can be replaced by a close
-            // frame; with one, the stream may stop mid-frame, so only closing TCP is safe. The
-            // queue is dropped now either way: a send in flight holds its own references.
-            if conn.has(flags::SEND_IN_FLIGHT) || conn.phase == Phase::Flushing {
-                conn.outbox.clear();
-                conn.flags |= flags::CLOSE_NOW;
-            } else {
-                conn.outbox.clear();
-                let close = CloseFrame {
-                    code,
-                    reason: "slow consumer",
-                };
-                let mut frame = Vec::with_capacity(2 + 2 + close.reason.len());
-                ws::encode_close(&mut frame, Some(close), None);
-                conn.outbox.push(Bytes::from(frame));
+        }
+        match conn.phase {
+            // A slow consumer: the data it has not been handed goes, and the close frame is the
+            // next write: now, behind the rest of a frame partly sent, or once the send in
+            // flight completes (what it took is known only then). Then, as for any close we
+            // start, the peer's close is awaited while what it still sends is read (closing TCP
+            // on unread bytes would reset the connection and lose the close frame); a peer that
+            // never reads again is closed at the close deadline.
+            Phase::Open => {
+                let code = slow_consumer_code(conn.route);
+                set_reason(conn, DisconnectReason::SlowConsumer, Some(code));
+                self.observe
+                    .stats
+                    .record_slow_consumer(SlowConsumerCause::OutboxFull);
+                conn.outbox.drop_unstarted(in_flight);
+                if in_flight > 0 {
+                    conn.flags |= flags::CLOSE_AFTER_SEND;
+                } else {
+                    conn.outbox.push(slow_consumer_close(conn.route));
+                }
                 conn.ws.handle_close_sent();
-                conn.enter(Phase::Flushing, self.now);
+                conn.enter(Phase::Closing, self.now);
                 self.schedule(key);
             }
+            // An HTTP answer that does not fit: there is no WebSocket to close.
+            Phase::Handshake => {
+                conn.outbox.clear();
+                conn.flags |= flags::CLOSE_NOW;
+            }
+            // Our close frame is queued and nothing can follow it: the outbox no longer grows,
+            // and the close deadline bounds how long it waits.
+            Phase::Closing | Phase::Flushing => {}
         }
     }
 
@@ -337,16 +392,29 @@ impl Core {
         );
         conn.ws.handle_close_sent();
         conn.enter(Phase::Closing, self.now);
-        self.push_out(key);
+        self.push_out_with_close(key);
         self.schedule(key);
     }
 }
 
+/// A slow consumer's close frame: 1008 (Pusher 4100) with the reason "slow consumer".
+fn slow_consumer_close(route: Route) -> Bytes {
+    let close = CloseFrame {
+        code: slow_consumer_code(route),
+        reason: "slow consumer",
+    };
+    let mut frame = Vec::with_capacity(2 + 2 + close.reason.len());
+    ws::encode_close(&mut frame, Some(close), None);
+    Bytes::from(frame)
+}
+
 /// Whether a disconnect `reason` (as stored in the connection) means the server failed the
-/// connection for what the peer sent, after which at most [`FAILED_READ_BUDGET`] more bytes are
-/// read (and dropped) while the close frame waits.
+/// connection for what the peer sent (or, as a slow consumer, for what it did not read), after
+/// which at most [`FAILED_READ_BUDGET`] more bytes are read (and dropped) while the close frame
+/// waits.
 fn is_failure(reason: u8) -> bool {
     [
+        DisconnectReason::SlowConsumer,
         DisconnectReason::RateLimit,
         DisconnectReason::Policy,
         DisconnectReason::ProtocolError,

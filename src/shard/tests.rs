@@ -19,7 +19,7 @@ use crate::driver::sys::Waker;
 use crate::driver::{ConnKey, Driver, Event, RecvBuf};
 use crate::limits::OutboxPolicy;
 use crate::mesh::Mailbox;
-use crate::metrics::{DisconnectReason, RejectReason};
+use crate::metrics::{DisconnectReason, RejectReason, SlowConsumerCause};
 use crate::ws::{self, CloseCode, CloseFrame, OpCode};
 
 #[derive(Default)]
@@ -701,11 +701,16 @@ fn stalled_writer_is_closed_at_the_write_stall_deadline() {
     h.shard.flush(&mut h.transmit);
     assert!(h.closed(key), "no progress for the stall timeout");
     assert_eq!(disconnects(&h, DisconnectReason::SlowConsumer), 1);
-    assert_eq!(h.shard.core.observe.stats.slow_consumer_closes, 1);
+    let stats = &h.shard.core.observe.stats;
+    assert_eq!(
+        stats.slow_consumer_closes[SlowConsumerCause::WriteStall.index()],
+        1
+    );
+    assert_eq!(stats.slow_consumer_closes_total(), 1);
 }
 
 #[test]
-fn slow_consumer_is_closed_and_its_outbox_freed() {
+fn slow_consumer_with_a_send_in_flight_gets_its_close_frame_next() {
     let config = Config {
         max_outbox_bytes: 1000,
         ..Config::default()
@@ -713,7 +718,7 @@ fn slow_consumer_is_closed_and_its_outbox_freed() {
     let mut h = Harness::new(config);
     let key = h.accept();
     h.upgrade(key);
-    // The first echo goes in flight and never completes; the rest pile up.
+    // The first echo goes in flight; the rest pile up until the cap is crossed.
     let message = masked(0x2, &[1; 300]);
     for _ in 0..5 {
         h.shard.driver.bufs = vec![message.clone()];
@@ -726,20 +731,32 @@ fn slow_consumer_is_closed_and_its_outbox_freed() {
             h.shard.flush(&mut h.transmit);
         }
     }
-    let conn = h
-        .shard
-        .core
-        .conns
-        .get(key)
-        .expect("removed at the next flush");
-    assert!(conn.outbox.is_empty(), "queue dropped at once");
-    h.shard.flush(&mut h.transmit);
+    let conn = h.shard.core.conns.get(key).expect("waits for its send");
+    assert_eq!(conn.phase, Phase::Closing);
+    // The socket takes part of the echo: its rest, then the close frame, are the next write.
+    let sent = std::mem::take(&mut h.shard.driver.sent);
+    assert_eq!(sent.len(), 1);
+    h.shard.handle_event(Event::Sent {
+        key,
+        result: Ok(100),
+    });
+    let out = h.settle(key);
+    assert_eq!(out.len(), 204 + 17, "the rest of the echo, then the close");
+    assert_eq!(close_code(&out[204..]), 1008);
+    assert_eq!(&out[208..], b"slow consumer");
+    assert!(!h.closed(key), "the peer's close is awaited");
+    h.read(key, &masked(0x8, &1008u16.to_be_bytes()));
     assert!(h.closed(key));
     assert_eq!(disconnects(&h, DisconnectReason::SlowConsumer), 1);
+    let stats = &h.shard.core.observe.stats;
+    assert_eq!(
+        stats.slow_consumer_closes[SlowConsumerCause::OutboxFull.index()],
+        1
+    );
 }
 
 #[test]
-fn slow_consumer_that_keeps_sending_is_closed_at_once() {
+fn slow_consumer_close_follows_the_rest_of_a_frame_partly_sent() {
     let config = Config {
         max_outbox_bytes: 300,
         ..Config::default()
@@ -747,16 +764,70 @@ fn slow_consumer_that_keeps_sending_is_closed_at_once() {
     let mut h = Harness::new(config);
     let key = h.accept();
     h.upgrade(key);
-    // Over the cap with no send in flight: a close frame is queued, never sent here.
+    h.shard
+        .core
+        .push_frame(key, Bytes::from(vec![7u8; 200]), false);
+    h.shard.flush(&mut h.transmit);
+    h.shard.driver.sent.clear();
+    h.shard.handle_event(Event::Sent {
+        key,
+        result: Ok(50),
+    });
+    // No send in flight, 150 bytes of a frame still owed to the peer: over the cap now.
+    h.shard
+        .core
+        .push_frame(key, Bytes::from(vec![8u8; 200]), false);
+    let out = h.settle(key);
+    assert_eq!(&out[..150], &[7u8; 150][..], "the frame is finished first");
+    assert_eq!(close_code(&out[150..]), 1008);
+}
+
+#[test]
+fn slow_consumer_reads_on_until_the_peers_close() {
+    let config = Config {
+        max_outbox_bytes: 300,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    let key = h.accept();
+    h.upgrade(key);
+    // Over the cap with no send in flight: the close frame is queued.
     h.shard
         .core
         .push_frame(key, Bytes::from(vec![0u8; 400]), false);
-    let conn = h.shard.core.conns.get(key).expect("closing");
-    assert_eq!(conn.phase, Phase::Flushing);
-    h.shard.driver.bufs = vec![masked(0x1, b"more")];
-    let buf = RecvBuf { id: 0, len: 10 };
-    h.shard.handle_event(Event::Recv { key, buf });
-    h.shard.flush(&mut h.transmit);
+    assert_eq!(close_code(&h.settle(key)), 1008);
+    // What the peer wrote before it read the close is read, and nothing answers it...
+    assert_eq!(h.read(key, &masked(0x1, b"more")), b"");
+    assert!(
+        !h.closed(key),
+        "closing TCP on unread bytes would reset the close away"
+    );
+    // ...until its close, or the close deadline.
+    h.read(key, &masked(0x8, &1008u16.to_be_bytes()));
+    assert!(h.closed(key));
+}
+
+#[test]
+fn slow_consumer_that_writes_on_is_closed_past_its_read_allowance() {
+    let mut config = Config {
+        max_outbox_bytes: 300,
+        ..Config::default()
+    };
+    // No rates: the allowance alone stops the reading.
+    config.message_rate.messages_per_second = 0;
+    config.message_rate.bytes_per_second = 0;
+    let mut h = Harness::new(config);
+    let key = h.accept();
+    h.upgrade(key);
+    h.shard
+        .core
+        .push_frame(key, Bytes::from(vec![0u8; 400]), false);
+    assert_eq!(close_code(&h.settle(key)), 1008);
+    // More than one largest frame after its close: it is not reading, and waits no longer.
+    let message = masked(0x2, &[0; 60_000]);
+    for _ in 0..(17 << 20) / message.len() {
+        h.read(key, &message);
+    }
     assert!(h.closed(key), "no waiting for the close deadline");
 }
 
@@ -820,4 +891,100 @@ fn accepts_and_handshake_errors_are_counted() {
     h.shard.handle_event(Event::Eof { key });
     h.shard.flush(&mut h.transmit);
     assert_eq!(disconnects(&h, DisconnectReason::ConnectionLost), 1);
+}
+
+/// Queues `bytes` on `key` and lets the socket take `per_tick` bytes a tick for `ticks` ticks
+/// from tick `from`, as a reader drains; returns whether the connection is still there.
+fn drain_at(h: &mut Harness, key: ConnKey, from: Tick, ticks: Tick, per_tick: usize) -> bool {
+    for tick in from..from + ticks {
+        h.shard.flush(&mut h.transmit);
+        if h.shard.core.conns.get(key).is_none() {
+            return false;
+        }
+        let in_flight = std::mem::take(&mut h.shard.driver.sent);
+        for (k, bytes) in in_flight {
+            h.shard.handle_event(Event::Sent {
+                key: k,
+                result: Ok(per_tick.min(bytes.len())),
+            });
+        }
+        h.shard.core.advance(tick + 1);
+    }
+    h.shard.flush(&mut h.transmit);
+    h.shard.core.conns.get(key).is_some()
+}
+
+#[test]
+fn trickle_reader_below_the_least_drain_rate_is_closed_at_the_window_end() {
+    let config = Config {
+        write_stall_timeout: Duration::from_secs(1),
+        min_drain_rate: 1000,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    let key = h.accept();
+    h.upgrade(key);
+    h.shard
+        .core
+        .push_frame(key, Bytes::from(vec![0u8; 100_000]), false);
+    // A byte a tick: progress all the time, 10 bytes a second against the 1000 asked.
+    assert!(
+        !drain_at(&mut h, key, 0, 30, 1),
+        "a trickle is closed, not kept for every byte it takes"
+    );
+    assert!(h.closed(key));
+    let stats = &h.shard.core.observe.stats;
+    assert_eq!(
+        stats.slow_consumer_closes[SlowConsumerCause::SlowDrain.index()],
+        1
+    );
+    assert_eq!(disconnects(&h, DisconnectReason::SlowConsumer), 1);
+}
+
+#[test]
+fn reader_at_the_least_drain_rate_is_kept() {
+    let config = Config {
+        write_stall_timeout: Duration::from_secs(1),
+        min_drain_rate: 1000,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    let key = h.accept();
+    h.upgrade(key);
+    h.shard
+        .core
+        .push_frame(key, Bytes::from(vec![0u8; 100_000]), false);
+    // 100 bytes a tick is the 1000 bytes a second asked: window after window it stays.
+    assert!(drain_at(&mut h, key, 0, 50, 100));
+    assert_eq!(h.shard.core.observe.stats.slow_consumer_closes_total(), 0);
+}
+
+#[test]
+fn no_echo_follows_our_close_frame() {
+    let mut h = Harness::new(Config::default());
+    let key = h.accept();
+    h.upgrade(key);
+    h.shard.core.begin_drain(&mut h.shard.driver);
+    assert_eq!(close_code(&h.settle(key)), 1001);
+    // The peer has not seen our close yet and sends a message: it is read, not echoed.
+    assert_eq!(h.read(key, &masked(0x1, b"late")), b"");
+    assert!(!h.closed(key), "still waiting for the peer's close");
+}
+
+#[test]
+fn no_fan_out_follows_our_close_frame() {
+    let mut h = Harness::new(Config::default());
+    let key = h.accept();
+    h.read(key, &pusher_upgrade(&app_key(&h)));
+    let subscribe = masked(
+        0x1,
+        br#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#,
+    );
+    h.read(key, &subscribe);
+    h.shard.core.begin_drain(&mut h.shard.driver);
+    assert_eq!(close_code(&h.settle(key)), 4200);
+    let frame = crate::pusher::encode_event_frame("e", "news", "{}", None);
+    let app = crate::pusher::AppIndex(0);
+    h.shard.core.publish(app, "news".into(), frame, None, true);
+    assert_eq!(h.settle(key), b"", "no event after the close frame");
 }
