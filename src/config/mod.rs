@@ -86,6 +86,11 @@ pub struct Config {
     pub outbox_policy: crate::limits::OutboxPolicy,
     /// A connection whose queued bytes make no progress for this long is closed.
     pub write_stall_timeout: Duration,
+    /// Most messages one sender's lane into a shard's mailbox holds; a publish to a full lane is
+    /// dropped and counted.
+    pub mesh_queue_capacity: usize,
+    /// Most data messages a shard takes from its mailbox per loop turn.
+    pub mesh_turn_budget: usize,
     /// Where `/metrics`, `/health`, `/ready` and the dashboard are served instead of the main
     /// listener; `None`: on the main listener.
     pub admin_listen: Option<SocketAddr>,

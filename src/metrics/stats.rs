@@ -30,6 +30,12 @@ pub(crate) struct ShardStats {
     pub(crate) bytes_sent: u64,
     pub(crate) deliveries: u64,
     pub(crate) slow_consumer_closes: u64,
+    /// The shard's thread died (panicked); set by the registry, never published by the shard.
+    pub(crate) failed: bool,
+    /// Publishes to this shard dropped because the sender's mailbox lane was full.
+    pub(crate) mesh_dropped_data: u64,
+    /// Control messages to this shard dropped because its control lane was full.
+    pub(crate) mesh_dropped_control: u64,
     pub(crate) outbox_bytes: Histogram<9>,
     pub(crate) handshake_duration_us: Histogram<16>,
     pub(crate) heartbeat_rtt_us: Histogram<16>,
@@ -66,6 +72,9 @@ impl ShardStats {
             bytes_sent: 0,
             deliveries: 0,
             slow_consumer_closes: 0,
+            failed: false,
+            mesh_dropped_data: 0,
+            mesh_dropped_control: 0,
             outbox_bytes: Histogram::new(&OUTBOX_BOUNDS_BYTES),
             handshake_duration_us: Histogram::new(&HANDSHAKE_BOUNDS_US),
             heartbeat_rtt_us: Histogram::new(&HEARTBEAT_BOUNDS_US),
@@ -167,6 +176,13 @@ impl ShardStats {
         self.outbox_bytes.observe(pending_bytes);
     }
 
+    /// Messages to this shard dropped so far by full mailbox lanes (data, control); the
+    /// mailbox counts them, the shard copies the totals here.
+    pub(crate) fn set_mesh_dropped(&mut self, data: u64, control: u64) {
+        self.mesh_dropped_data = data;
+        self.mesh_dropped_control = control;
+    }
+
     /// A pong answered our ping after `rtt`.
     pub(crate) fn record_heartbeat(&mut self, rtt: Duration) {
         self.heartbeat_rtt_us.observe(micros(rtt));
@@ -197,6 +213,9 @@ impl ShardStats {
         self.bytes_sent += other.bytes_sent;
         self.deliveries += other.deliveries;
         self.slow_consumer_closes += other.slow_consumer_closes;
+        self.failed |= other.failed;
+        self.mesh_dropped_data += other.mesh_dropped_data;
+        self.mesh_dropped_control += other.mesh_dropped_control;
         self.outbox_bytes.merge(&other.outbox_bytes);
         self.handshake_duration_us
             .merge(&other.handshake_duration_us);
