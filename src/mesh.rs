@@ -280,6 +280,12 @@ impl Mailbox {
         }
     }
 
+    /// Data messages still queued, over every lane.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.inbox.lanes.iter().map(|lane| lock(lane).len()).sum()
+    }
+
     /// Messages dropped so far because this mailbox's lanes were full.
     pub(crate) fn dropped(&self) -> Dropped {
         Dropped {

@@ -350,4 +350,6 @@ impl Core {
 }
 
 #[cfg(test)]
+mod mesh_tests;
+#[cfg(test)]
 mod tests;
