@@ -307,10 +307,9 @@ fn control_loop(
                     drain_all(&mailboxes);
                 }
             }
+            // `main` logs the error, naming the shard and the panic.
             Control::Panicked { shard, message } => {
-                let error = ServeError::ShardPanicked { shard, message };
-                tracing::error!("{error}");
-                return Err(error);
+                return Err(ServeError::ShardPanicked { shard, message });
             }
             Control::Signal(signal) => {
                 if draining {
