@@ -1,7 +1,8 @@
 //! Every metric family of `/metrics` moves under the traffic it counts: a real server on each
 //! backend gets echo messages, a heartbeat answered, a refused handshake, a client close, a slow
-//! consumer and a Pusher publish through the HTTP API to two subscribers; then each family is
-//! scraped and must be non-zero (gauges that describe the process) or have counted the action.
+//! consumer, a Pusher publish through the HTTP API to two subscribers and batches of publishes
+//! to a shard whose one-message mailbox lane overflows; then each family is scraped and must be
+//! non-zero (gauges that describe the process) or have counted the action.
 
 #[allow(
     dead_code,
@@ -13,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::abuse::{APP_KEY, Client, IO_TIMEOUT, Server, connect};
-use common::metrics::publish;
+use common::metrics::{batch_publish, publish};
 use common::raw_request;
 use ringcast::ws::OpCode;
 
@@ -46,12 +47,22 @@ fn next_event(client: &mut Client) -> serde_json::Value {
 
 /// A Pusher connection subscribed to the public channel `channel`.
 fn subscriber(server: &Server, channel: &str) -> Client {
+    subscriber_with_shard(server, channel).0
+}
+
+/// [`subscriber`], with the shard it landed on (the socket id's first half ends in it).
+fn subscriber_with_shard(server: &Server, channel: &str) -> (Client, u64) {
     let path = format!("/app/{APP_KEY}?protocol=7&client=metrics-test");
     let mut client = Client::upgrade(connect(server.addr()), &path, &[]).expect("Pusher upgrade");
-    assert_eq!(
-        next_event(&mut client)["event"],
-        "pusher:connection_established"
-    );
+    let established = next_event(&mut client);
+    assert_eq!(established["event"], "pusher:connection_established");
+    let data: serde_json::Value =
+        serde_json::from_str(established["data"].as_str().unwrap_or("{}")).expect("JSON data");
+    let shard = data["socket_id"]
+        .as_str()
+        .and_then(|id| id.split('.').next()?.parse::<u64>().ok())
+        .map(|high| high % 1000)
+        .expect("socket id");
     let subscribe =
         serde_json::json!({ "event": "pusher:subscribe", "data": { "channel": channel } });
     client.send(OpCode::Text, subscribe.to_string().as_bytes());
@@ -59,7 +70,32 @@ fn subscriber(server: &Server, channel: &str) -> Client {
         next_event(&mut client)["event"],
         "pusher_internal:subscription_succeeded"
     );
-    client
+    (client, shard)
+}
+
+/// Subscribers on both shards, then batches of ten publishes: whichever shard takes a batch
+/// sends the other ten messages in a row into a lane that holds one (`--mesh-queue-capacity 1`),
+/// so the lane overflows and the drop is counted. Batches repeat until it is, a bounded number.
+fn mesh_lane_overflows(server: &Server) {
+    let mut held = Vec::new();
+    let mut shards = std::collections::HashSet::new();
+    while shards.len() < 2 {
+        assert!(held.len() < 64, "64 subscribers all landed on one shard");
+        let (client, shard) = subscriber_with_shard(server, "metrics-mesh");
+        shards.insert(shard);
+        held.push(client);
+    }
+    let dropped = || server.metric("ringcast_mesh_dropped_total", "lane=\"data\"");
+    for _ in 0..200 {
+        assert_eq!(
+            batch_publish(server.addr(), "metrics-mesh", "burst", 10),
+            200
+        );
+        if dropped() >= 1.0 {
+            return;
+        }
+    }
+    panic!("200 batches of ten overflowed no one-message lane");
 }
 
 /// Echo clients write without reading until the server cuts them off at the outbox cap.
@@ -89,6 +125,8 @@ fn every_family_moves(backend: &str) {
             "0",
             "--max-bytes-per-sec",
             "0",
+            "--mesh-queue-capacity",
+            "1",
         ],
     );
 
@@ -130,6 +168,8 @@ fn every_family_moves(backend: &str) {
         assert_eq!(next_event(client)["event"], "tick");
     }
 
+    mesh_lane_overflows(&server);
+
     // Each family, the series that must have moved and by how much at least. Shards publish
     // every 100 ms, so each is awaited rather than read once.
     let expected: &[(&str, &str, f64)] = &[
@@ -165,6 +205,11 @@ fn every_family_moves(backend: &str) {
         ("ringcast_received_bytes_total", "", 1.0),
         ("ringcast_sent_bytes_total", "", 1.0),
         ("ringcast_deliveries_total", "", 2.0),
+        (
+            "ringcast_mesh_dropped_total",
+            "lane=\"data\",reason=\"full\"",
+            1.0,
+        ),
         ("ringcast_outbox_bytes_count", "", 1.0),
         ("ringcast_handshake_duration_seconds_count", "", 6.0),
         ("ringcast_heartbeat_rtt_seconds_count", "", 1.0),
