@@ -193,6 +193,10 @@ fn drain_through_a_full_lane<D: Driver>(driver: D) {
         "drain began on the first turn"
     );
     assert!(rig.queued() >= STORM - BUDGET, "ahead of the publishes");
+    assert_eq!(
+        rig.shard.core.observe.stats.mesh_dropped_data, 1,
+        "the drop reaches the shard's stats (ringcast_mesh_dropped_total)"
+    );
     // Close frame, 2-byte payload 1001 plus the reason.
     rig.turn_until(|_| client.has(&[0x03, 0xe9]));
     assert!(client.got.contains(&0x88), "{:?}", client.got);
