@@ -238,11 +238,11 @@ impl Mailbox {
     /// This turn's mail, appended to `out` in the order to act on it: a drain when one was
     /// asked for, every control message, then at most the turn budget of data messages, taken
     /// round robin across the lanes. Nothing when the doorbell was not rung since the last
-    /// turn. When the budget ran out the doorbell is rung again, so the loop takes the rest in
-    /// its next turn without sleeping.
-    pub(crate) fn take_turn(&mut self, out: &mut VecDeque<MeshMessage>) {
+    /// turn. `true` when the budget ran out with data still queued: the doorbell is rung again,
+    /// so the loop takes the rest in its next turn without sleeping.
+    pub(crate) fn take_turn(&mut self, out: &mut VecDeque<MeshMessage>) -> bool {
         if !self.inbox.rung.swap(false, Ordering::AcqRel) {
-            return;
+            return false;
         }
         if self.inbox.drain.swap(false, Ordering::AcqRel) {
             out.push_back(MeshMessage::Drain);
@@ -250,7 +250,7 @@ impl Mailbox {
         out.extend(lock(&self.inbox.control).drain(..));
         let lanes = self.inbox.lanes.len();
         if lanes == 0 {
-            return;
+            return false;
         }
         let mut budget = self.turn_budget;
         // Each pass takes up to an equal share from every lane; passes repeat while some lane
@@ -271,11 +271,14 @@ impl Mailbox {
                 took += n;
             }
             if budget == 0 {
-                self.own.ring();
-                return;
+                let left = self.inbox.lanes.iter().any(|lane| !lock(lane).is_empty());
+                if left {
+                    self.own.ring();
+                }
+                return left;
             }
             if took == 0 {
-                return;
+                return false;
             }
         }
     }
@@ -354,7 +357,8 @@ mod tests {
 
     fn turn(mailbox: &mut Mailbox) -> Vec<MeshMessage> {
         let mut out = VecDeque::new();
-        mailbox.take_turn(&mut out);
+        let left = mailbox.take_turn(&mut out);
+        assert_eq!(left, mailbox.queued() > 0, "says whether data was left");
         out.into()
     }
 
@@ -454,6 +458,16 @@ mod tests {
             "nothing left: no ring, the loop may sleep"
         );
         assert_eq!(turn(&mut mailbox), []);
+        for n in 0..4 {
+            assert_eq!(tx.send(0, publish(n)), Ok(()));
+        }
+        assert_eq!(rings(&eventfd), 1);
+        assert_eq!(turn(&mut mailbox).len(), 4);
+        assert_eq!(
+            rings(&eventfd),
+            0,
+            "exactly the budget: nothing left, no ring"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Every metric family of `/metrics` moves under the traffic it counts: a real server on each
 //! backend gets echo messages, a heartbeat answered, a refused handshake, a client close, a slow
 //! consumer, a Pusher publish through the HTTP API to two subscribers and batches of publishes
-//! to a shard whose one-message mailbox lane overflows; then each family is scraped and must be
-//! non-zero (gauges that describe the process) or have counted the action.
+//! to a shard whose two-message mailbox lane overflows and that takes one a turn; then each
+//! family is scraped and must be non-zero (gauges that describe the process) or have counted the
+//! action.
 
 #[allow(
     dead_code,
@@ -74,8 +75,10 @@ fn subscriber_with_shard(server: &Server, channel: &str) -> (Client, u64) {
 }
 
 /// Subscribers on both shards, then batches of ten publishes: whichever shard takes a batch
-/// sends the other ten messages in a row into a lane that holds one (`--mesh-queue-capacity 1`),
-/// so the lane overflows and the drop is counted. Batches repeat until it is, a bounded number.
+/// sends the other ten messages in a row into a lane that holds two (`--mesh-queue-capacity 2`),
+/// which the other takes one a turn (`--mesh-turn-budget 1`): the lane overflows (a drop) and a
+/// turn leaves one behind (budget exhausted). Batches repeat until both are counted, a bounded
+/// number of times.
 fn mesh_lane_overflows(server: &Server) {
     let mut held = Vec::new();
     let mut shards = std::collections::HashSet::new();
@@ -85,17 +88,20 @@ fn mesh_lane_overflows(server: &Server) {
         shards.insert(shard);
         held.push(client);
     }
-    let dropped = || server.metric("ringcast_mesh_dropped_total", "lane=\"data\"");
+    let counted = || {
+        server.metric("ringcast_mesh_dropped_total", "lane=\"data\"") >= 1.0
+            && server.metric("ringcast_mesh_budget_exhausted_total", "") >= 1.0
+    };
     for _ in 0..200 {
         assert_eq!(
             batch_publish(server.addr(), "metrics-mesh", "burst", 10),
             200
         );
-        if dropped() >= 1.0 {
+        if counted() {
             return;
         }
     }
-    panic!("200 batches of ten overflowed no one-message lane");
+    panic!("200 batches of ten did not both overflow a two-message lane and exhaust a turn");
 }
 
 /// Echo clients write without reading until the server cuts them off at the outbox cap.
@@ -126,6 +132,8 @@ fn every_family_moves(backend: &str) {
             "--max-bytes-per-sec",
             "0",
             "--mesh-queue-capacity",
+            "2",
+            "--mesh-turn-budget",
             "1",
         ],
     );
@@ -210,6 +218,7 @@ fn every_family_moves(backend: &str) {
             "lane=\"data\",reason=\"full\"",
             1.0,
         ),
+        ("ringcast_mesh_budget_exhausted_total", "", 1.0),
         ("ringcast_outbox_bytes_count", "", 1.0),
         ("ringcast_handshake_duration_seconds_count", "", 6.0),
         ("ringcast_heartbeat_rtt_seconds_count", "", 1.0),

@@ -196,6 +196,14 @@ pub(crate) fn encode(snapshot: &MetricsSnapshot, out: &mut String) {
     }
     w.counter(
         (
+            "ringcast_mesh_budget_exhausted_total",
+            "Loop turns that took mesh_turn_budget messages from other shards and left some \
+             queued for the next turn.",
+        ),
+        totals.mesh_budget_exhausted,
+    );
+    w.counter(
+        (
             "ringcast_messages_received_total",
             "WebSocket data messages received from clients, after reassembly.",
         ),
@@ -582,6 +590,7 @@ mod tests {
         busy.record_deliveries(40);
         busy.record_bytes_sent(1234);
         busy.set_mesh_dropped(6, 1);
+        busy.record_mesh_budget_exhausted();
         let mut quiet = ShardStats::new();
         quiet.set_listening(true);
         quiet.set_connections(1);
@@ -609,7 +618,7 @@ mod tests {
     fn exposition_parses_back_with_the_recorded_values() {
         let text = encoded(&snapshot());
         let series = validate(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
-        let expected: [(&str, f64); 22] = [
+        let expected: [(&str, f64); 23] = [
             (r#"ringcast_build_info{version="1.2.3"}"#, 1.0),
             (r#"ringcast_driver_info{driver="io_uring"}"#, 1.0),
             ("process_start_time_seconds{}", 1.5),
@@ -654,6 +663,7 @@ mod tests {
                 r#"ringcast_mesh_dropped_total{lane="control",reason="full"}"#,
                 1.0,
             ),
+            ("ringcast_mesh_budget_exhausted_total{}", 1.0),
             (
                 r#"ringcast_handshake_duration_seconds_bucket{le="0.0025"}"#,
                 2.0,

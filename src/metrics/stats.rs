@@ -36,6 +36,8 @@ pub(crate) struct ShardStats {
     pub(crate) mesh_dropped_data: u64,
     /// Control messages to this shard dropped because its control lane was full.
     pub(crate) mesh_dropped_control: u64,
+    /// Loop turns that reached the mesh turn budget with messages still queued.
+    pub(crate) mesh_budget_exhausted: u64,
     pub(crate) outbox_bytes: Histogram<9>,
     pub(crate) handshake_duration_us: Histogram<16>,
     pub(crate) heartbeat_rtt_us: Histogram<16>,
@@ -75,6 +77,7 @@ impl ShardStats {
             failed: false,
             mesh_dropped_data: 0,
             mesh_dropped_control: 0,
+            mesh_budget_exhausted: 0,
             outbox_bytes: Histogram::new(&OUTBOX_BOUNDS_BYTES),
             handshake_duration_us: Histogram::new(&HANDSHAKE_BOUNDS_US),
             heartbeat_rtt_us: Histogram::new(&HEARTBEAT_BOUNDS_US),
@@ -183,6 +186,11 @@ impl ShardStats {
         self.mesh_dropped_control = control;
     }
 
+    /// A loop turn took its budget of messages from other shards and left some for the next.
+    pub(crate) fn record_mesh_budget_exhausted(&mut self) {
+        self.mesh_budget_exhausted += 1;
+    }
+
     /// A pong answered our ping after `rtt`.
     pub(crate) fn record_heartbeat(&mut self, rtt: Duration) {
         self.heartbeat_rtt_us.observe(micros(rtt));
@@ -216,6 +224,7 @@ impl ShardStats {
         self.failed |= other.failed;
         self.mesh_dropped_data += other.mesh_dropped_data;
         self.mesh_dropped_control += other.mesh_dropped_control;
+        self.mesh_budget_exhausted += other.mesh_budget_exhausted;
         self.outbox_bytes.merge(&other.outbox_bytes);
         self.handshake_duration_us
             .merge(&other.handshake_duration_us);

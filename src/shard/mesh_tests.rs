@@ -163,8 +163,14 @@ fn storm<D: Driver>(driver: D) {
 
     // The rest takes one full turn per budget, and those turns do not wait for a timer tick.
     let started = Instant::now();
+    let exhausted = rig.shard.core.observe.stats.mesh_budget_exhausted;
     let turns = rig.turn_until(|rig| rig.queued() == 0);
     let elapsed = started.elapsed();
+    assert_eq!(
+        rig.shard.core.observe.stats.mesh_budget_exhausted - exhausted,
+        turns as u64 - 1,
+        "every turn but the last left mail behind and was counted"
+    );
     assert!(
         turns <= left.div_ceil(BUDGET) + 1,
         "{turns} turns for {left} messages"

@@ -226,7 +226,9 @@ impl<D: Driver> Shard<D> {
     fn handle_mail(&mut self) {
         let core = &mut self.core;
         let mut mail = std::mem::take(&mut core.mail);
-        core.mailbox.take_turn(&mut mail);
+        if core.mailbox.take_turn(&mut mail) {
+            core.observe.stats.record_mesh_budget_exhausted();
+        }
         for message in mail.drain(..) {
             match message {
                 MeshMessage::Drain => core.begin_drain(&mut self.driver),
