@@ -4,14 +4,16 @@
 //! shard that serves them only copies the [`crate::metrics::Registry`] and writes the answer.
 //!
 //! - `/health` says how well the process serves: `ok`, `degraded` (serving, but something an
-//!   operator should see: a late event loop, load near capacity, a shard not listening) or
-//!   `draining` (shutting down). The status code is what a load balancer
-//!   acts on: 200 keeps the instance in rotation, 503 takes it out. `draining` is 503, and so is
+//!   operator should see: a late event loop, load near capacity, a shard not listening),
+//!   `draining` (shutting down) or `failed` (a shard's thread died; the process is exiting so
+//!   its supervisor restarts it). The status code is what a load balancer acts on: 200 keeps
+//!   the instance in rotation, 503 takes it out. `draining` and `failed` are 503, and so is
 //!   `degraded` once a hard threshold is crossed ([`HealthConfig::unavailable_lag`], capacity
 //!   full, no shard listening): new clients are better served elsewhere.
 //! - `/ready` says whether the process should receive traffic at all: 200 once every shard
-//!   listens and none drains, 503 before (starting) and after (draining). Orchestrators gate
-//!   rollouts on it; it ignores load, so a busy instance is not restarted for being busy.
+//!   listens and none drains or failed, 503 before (starting) and after (draining, failed).
+//!   Orchestrators gate rollouts on it; it ignores load, so a busy instance is not restarted for
+//!   being busy.
 
 use std::time::Duration;
 
@@ -61,6 +63,8 @@ pub(crate) struct ShardHealth {
     pub listening: bool,
     /// Whether it is draining.
     pub draining: bool,
+    /// Whether its thread died.
+    pub failed: bool,
 }
 
 /// What `/health` and `/ready` judge from.
@@ -91,6 +95,7 @@ impl HealthSnapshot {
                 lag: shard.loop_lag(),
                 listening: shard.listening,
                 draining: shard.draining,
+                failed: shard.failed,
             })
             .collect();
         Self {
@@ -119,6 +124,8 @@ pub(crate) enum HealthStatus {
     Degraded,
     /// Shutting down: closing connections, refusing new ones.
     Draining,
+    /// A shard's thread died: the process is exiting so that its supervisor restarts it.
+    Failed,
 }
 
 impl HealthStatus {
@@ -128,6 +135,7 @@ impl HealthStatus {
             Self::Ok => "ok",
             Self::Degraded => "degraded",
             Self::Draining => "draining",
+            Self::Failed => "failed",
         }
     }
 }
@@ -171,6 +179,7 @@ pub(crate) struct Assessment {
 /// Judges `snapshot` against `config`.
 pub(crate) fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assessment {
     let draining = snapshot.shards.iter().any(|shard| shard.draining);
+    let failed = snapshot.shards.iter().any(|shard| shard.failed);
     let lag = snapshot.worst_lag();
     let load_limit = u128::from(snapshot.capacity) * u128::from(config.degraded_load_percent);
     let full = snapshot.connections >= snapshot.capacity;
@@ -189,14 +198,16 @@ pub(crate) fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assess
         reasons.push(DegradedReason::ShardNotListening);
     }
 
-    let status = if draining {
+    let status = if failed {
+        HealthStatus::Failed
+    } else if draining {
         HealthStatus::Draining
     } else if reasons.is_empty() {
         HealthStatus::Ok
     } else {
         HealthStatus::Degraded
     };
-    let unavailable = draining || full || none_listening || lag >= config.unavailable_lag;
+    let unavailable = failed || draining || full || none_listening || lag >= config.unavailable_lag;
     Assessment {
         status,
         reasons,
@@ -206,7 +217,7 @@ pub(crate) fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assess
 
 /// The `/health` answer: 200 or 503 and the JSON body
 /// `{status, reasons, connections, capacity, capacity_configured, shards: [{id, connections,
-/// lag_ms, listening, draining}]}`.
+/// lag_ms, listening, draining, failed}]}`.
 pub(crate) fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) -> (u16, Vec<u8>) {
     let assessment = assess(snapshot, config);
     let shards: Vec<Value> = snapshot
@@ -219,6 +230,7 @@ pub(crate) fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) 
                 "lag_ms": millis(shard.lag),
                 "listening": shard.listening,
                 "draining": shard.draining,
+                "failed": shard.failed,
             })
         })
         .collect();
@@ -234,13 +246,16 @@ pub(crate) fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) 
     (code, body.to_string().into_bytes())
 }
 
-/// The `/ready` answer: 200 `{"ready":true}` once every shard listens and none drains, else 503
-/// `{"ready":false,"reason":"starting"|"draining"}`.
+/// The `/ready` answer: 200 `{"ready":true}` once every shard listens and none drains or
+/// failed, else 503 `{"ready":false,"reason":"starting"|"draining"|"failed"}`.
 pub(crate) fn ready_response(snapshot: &HealthSnapshot) -> (u16, Vec<u8>) {
+    let failed = snapshot.shards.iter().any(|shard| shard.failed);
     let draining = snapshot.shards.iter().any(|shard| shard.draining);
     let starting =
         snapshot.shards.is_empty() || snapshot.shards.iter().any(|shard| !shard.listening);
-    let (code, body) = if draining {
+    let (code, body) = if failed {
+        (503, json!({"ready": false, "reason": "failed"}))
+    } else if draining {
         (503, json!({"ready": false, "reason": "draining"}))
     } else if starting {
         (503, json!({"ready": false, "reason": "starting"}))
@@ -266,6 +281,7 @@ mod tests {
             lag: Duration::from_millis(lag_ms),
             listening: true,
             draining: false,
+            failed: false,
         }
     }
 
@@ -291,7 +307,7 @@ mod tests {
             &'static str,
             &'static [&'static str],
         );
-        let cases: [Case; 8] = [
+        let cases: [Case; 10] = [
             ("healthy", |_| {}, 200, "ok", &[]),
             (
                 "lag degraded",
@@ -332,6 +348,23 @@ mod tests {
                 |s| s.shards[1].draining = true,
                 503,
                 "draining",
+                &[],
+            ),
+            (
+                "a shard failed",
+                |s| s.shards[1].failed = true,
+                503,
+                "failed",
+                &[],
+            ),
+            (
+                "a shard failed while draining",
+                |s| {
+                    s.shards[0].draining = true;
+                    s.shards[1].failed = true;
+                },
+                503,
+                "failed",
                 &[],
             ),
         ];
@@ -385,7 +418,7 @@ mod tests {
     #[test]
     fn ready_table() {
         type Case = (&'static str, fn(&mut HealthSnapshot), u16, Value);
-        let cases: [Case; 5] = [
+        let cases: [Case; 6] = [
             ("listening", |_| {}, 200, json!({"ready": true})),
             (
                 "busy still ready",
@@ -411,6 +444,12 @@ mod tests {
                 503,
                 json!({"ready": false, "reason": "draining"}),
             ),
+            (
+                "a shard failed",
+                |s| s.shards[1].failed = true,
+                503,
+                json!({"ready": false, "reason": "failed"}),
+            ),
         ];
         for (name, change, code, expected) in cases {
             let mut snapshot = healthy();
@@ -419,6 +458,43 @@ mod tests {
             assert_eq!(got_code, code, "{name}");
             assert_eq!(body(&bytes), expected, "{name}");
         }
+    }
+
+    /// A shard marked failed in the registry (its thread panicked) takes `/health` and `/ready`
+    /// to 503 on the next read, though its last published stats still say it listens.
+    #[test]
+    fn a_failed_shard_in_the_registry_answers_503_at_once() {
+        use crate::metrics::{ProcessInfo, Registry, ShardStats};
+        let registry = Registry::new(
+            2,
+            ProcessInfo {
+                version: "0",
+                backend: "epoll",
+                start_time: std::time::SystemTime::UNIX_EPOCH,
+                capacity: 10,
+                capacity_configured: 10,
+            },
+        );
+        let mut stats = ShardStats::new();
+        stats.set_listening(true);
+        for id in 0..2 {
+            assert!(registry.shard(id).is_some_and(|slot| slot.publish(&stats)));
+        }
+        let health = |registry: &Registry| {
+            HealthSnapshot::from_metrics(&registry.snapshot(std::time::SystemTime::UNIX_EPOCH))
+        };
+        assert_eq!(
+            health_response(&health(&registry), &HealthConfig::default()).0,
+            200
+        );
+        if let Some(slot) = registry.shard(1) {
+            slot.mark_failed();
+        }
+        let (code, bytes) = health_response(&health(&registry), &HealthConfig::default());
+        let json = body(&bytes);
+        assert_eq!((code, &json["status"]), (503, &json!("failed")), "{json}");
+        assert_eq!(json["shards"][1]["failed"], true);
+        assert_eq!(ready_response(&health(&registry)).0, 503);
     }
 
     #[test]

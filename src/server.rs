@@ -3,10 +3,18 @@
 //! SIGINT drains every shard (stop accepting, 503 to handshakes, close 1001 to connections) and
 //! [`run`] returns `Ok` once they are gone or the drain timeout passed; a second signal returns
 //! at once with [`ServeError::Interrupted`].
+//!
+//! A shard that panics takes the process down: its connections, its share of the hub's counts
+//! and its presence members would otherwise stay behind for good while the process kept
+//! serving one shard short. The shard's registry slot is marked failed at once (`/health` and
+//! `/ready` answer 503 from then on), one error line names the shard and the panic, and [`run`]
+//! returns [`ServeError::ShardPanicked`] without waiting for the other shards, so the process
+//! exits non-zero and its supervisor (systemd, Kubernetes) starts a fresh one.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
@@ -21,7 +29,7 @@ use crate::driver::epoll::EpollDriver;
 use crate::driver::sys;
 use crate::driver::uring::{self, UringConfig, UringDriver};
 use crate::limits::IpLimits;
-use crate::mesh::{Mailbox, MailboxSender, MeshMessage};
+use crate::mesh::{Mailbox, MailboxSender, MeshConfig};
 use crate::metrics::{ProcessInfo, Registry};
 use crate::shard::hub::Hub;
 use crate::shard::{ConnLimit, Shard, ShardError};
@@ -67,6 +75,13 @@ pub enum ServeError {
         /// The error.
         source: ShardError,
     },
+    /// A shard's thread panicked; the process exits so that its supervisor restarts it.
+    ShardPanicked {
+        /// Which shard.
+        shard: usize,
+        /// The panic's message.
+        message: String,
+    },
     /// A second signal arrived during the drain; connections were not waited for.
     Interrupted,
     /// The Pusher apps (configured or development) are not usable.
@@ -94,6 +109,10 @@ impl std::fmt::Display for ServeError {
                  raise RLIMIT_MEMLOCK (ulimit -l), or use --backend epoll"
             ),
             Self::ShardFailed { shard, source } => write!(f, "shard {shard} stopped: {source}"),
+            Self::ShardPanicked { shard, message } => write!(
+                f,
+                "shard {shard} panicked: {message}; exiting so the supervisor restarts the process"
+            ),
             Self::Interrupted => write!(f, "second signal during drain: exited without waiting"),
             Self::Apps(e) => write!(f, "the Pusher apps are not usable: {e}"),
         }
@@ -132,6 +151,10 @@ enum Control {
     Exited {
         shard: usize,
         result: Result<(), ShardError>,
+    },
+    Panicked {
+        shard: usize,
+        message: String,
     },
     Signal(i32),
 }
@@ -223,7 +246,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let result = control_loop(&control_rx, config.shards, listen_addr, capacity);
     signal_handle.close();
     let _ = signal_thread.join();
-    if !matches!(result, Err(ServeError::Interrupted)) {
+    // After a second signal or a panic the other shards are still serving: not waited for.
+    if !matches!(
+        result,
+        Err(ServeError::Interrupted | ServeError::ShardPanicked { .. })
+    ) {
         for handle in threads {
             let _ = handle.join();
         }
@@ -244,7 +271,8 @@ fn control_loop(
     let mut draining = false;
     let drain_all = |mailboxes: &[MailboxSender]| {
         for mailbox in mailboxes {
-            mailbox.send(MeshMessage::Drain);
+            // A shard that already stopped needs no drain.
+            let _ = mailbox.drain();
         }
     };
     while let Ok(message) = control.recv() {
@@ -278,6 +306,10 @@ fn control_loop(
                     failure.get_or_insert(ServeError::ShardFailed { shard, source });
                     drain_all(&mailboxes);
                 }
+            }
+            // `main` logs the error, naming the shard and the panic.
+            Control::Panicked { shard, message } => {
+                return Err(ServeError::ShardPanicked { shard, message });
             }
             Control::Signal(signal) => {
                 if draining {
@@ -320,12 +352,14 @@ fn shard_thread(
     control: mpsc::Sender<Control>,
 ) {
     let config = Arc::clone(&shared.config);
+    let registry = Arc::clone(&shared.registry);
     if let Some(cpu) = cpu
         && let Err(error) = sys::pin_current_thread(cpu)
     {
         tracing::debug!(shard, cpu, %error, "could not pin shard thread");
     }
-    let result = match backend {
+    // Unwind safety: after a panic nothing of the shard is used again; the process exits.
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| match backend {
         Chosen::Uring => {
             let uring_config = UringConfig {
                 recv_buffers: config.recv_buffers,
@@ -336,12 +370,30 @@ fn shard_thread(
         }
         Chosen::Epoll => EpollDriver::new(config.recv_buffer_size)
             .and_then(|driver| serve(shard, driver, listener, shared, &control)),
-    };
-    let message = match result {
-        Ok(result) => Control::Exited { shard, result },
-        Err(error) => Control::StartFailed { shard, error },
+    }));
+    let message = match outcome {
+        Ok(Ok(result)) => Control::Exited { shard, result },
+        Ok(Err(error)) => Control::StartFailed { shard, error },
+        Err(payload) => {
+            if let Some(slot) = registry.shard(shard) {
+                slot.mark_failed();
+            }
+            Control::Panicked {
+                shard,
+                message: panic_message(payload.as_ref()),
+            }
+        }
     };
     let _ = control.send(message);
+}
+
+/// The text a panic was raised with (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Sets the shard up on `driver`, reports it ready, runs it. The outer error is a start-up
@@ -354,7 +406,9 @@ fn serve<D: Driver>(
     control: &mpsc::Sender<Control>,
 ) -> io::Result<Result<(), ShardError>> {
     let backend = driver.backend();
-    let (mailbox_tx, mailbox) = Mailbox::new(driver.waker());
+    // One data lane per shard: every shard may publish to every other.
+    let mesh = MeshConfig::for_config(&shared.config, shared.hub.shards());
+    let (mailbox_tx, mailbox) = Mailbox::new(driver.waker(), &mesh);
     let Shared {
         config,
         limit,

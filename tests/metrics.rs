@@ -1,8 +1,9 @@
 //! Every metric family of `/metrics` moves under the traffic it counts: a real server on each
 //! backend gets echo messages, a heartbeat answered, a refused handshake, a client close, a slow
-//! consumer, a Pusher publish through the HTTP API to two subscribers and a Pusher subscription
-//! over the per-connection limit; then each family is scraped and must be non-zero (gauges that
-//! describe the process) or have counted the action.
+//! consumer, a Pusher publish through the HTTP API to two subscribers, a Pusher subscription
+//! over the per-connection limit and batches of publishes to a shard whose two-message mailbox
+//! lane overflows and that takes one a turn; then each family is scraped and must be non-zero
+//! (gauges that describe the process) or have counted the action.
 
 #[allow(
     dead_code,
@@ -14,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::abuse::{APP_KEY, Client, IO_TIMEOUT, Server, connect};
-use common::metrics::publish;
+use common::metrics::{batch_publish, publish};
 use common::raw_request;
 use ringcast::ws::OpCode;
 
@@ -47,12 +48,22 @@ fn next_event(client: &mut Client) -> serde_json::Value {
 
 /// A Pusher connection subscribed to the public channel `channel`.
 fn subscriber(server: &Server, channel: &str) -> Client {
+    subscriber_with_shard(server, channel).0
+}
+
+/// [`subscriber`], with the shard it landed on (the socket id's first half ends in it).
+fn subscriber_with_shard(server: &Server, channel: &str) -> (Client, u64) {
     let path = format!("/app/{APP_KEY}?protocol=7&client=metrics-test");
     let mut client = Client::upgrade(connect(server.addr()), &path, &[]).expect("Pusher upgrade");
-    assert_eq!(
-        next_event(&mut client)["event"],
-        "pusher:connection_established"
-    );
+    let established = next_event(&mut client);
+    assert_eq!(established["event"], "pusher:connection_established");
+    let data: serde_json::Value =
+        serde_json::from_str(established["data"].as_str().unwrap_or("{}")).expect("JSON data");
+    let shard = data["socket_id"]
+        .as_str()
+        .and_then(|id| id.split('.').next()?.parse::<u64>().ok())
+        .map(|high| high % 1000)
+        .expect("socket id");
     let subscribe =
         serde_json::json!({ "event": "pusher:subscribe", "data": { "channel": channel } });
     client.send(OpCode::Text, subscribe.to_string().as_bytes());
@@ -60,7 +71,37 @@ fn subscriber(server: &Server, channel: &str) -> Client {
         next_event(&mut client)["event"],
         "pusher_internal:subscription_succeeded"
     );
-    client
+    (client, shard)
+}
+
+/// Subscribers on both shards, then batches of ten publishes: whichever shard takes a batch
+/// sends the other ten messages in a row into a lane that holds two (`--mesh-queue-capacity 2`),
+/// which the other takes one a turn (`--mesh-turn-budget 1`): the lane overflows (a drop) and a
+/// turn leaves one behind (budget exhausted). Batches repeat until both are counted, a bounded
+/// number of times.
+fn mesh_lane_overflows(server: &Server) {
+    let mut held = Vec::new();
+    let mut shards = std::collections::HashSet::new();
+    while shards.len() < 2 {
+        assert!(held.len() < 64, "64 subscribers all landed on one shard");
+        let (client, shard) = subscriber_with_shard(server, "metrics-mesh");
+        shards.insert(shard);
+        held.push(client);
+    }
+    let counted = || {
+        server.metric("ringcast_mesh_dropped_total", "lane=\"data\"") >= 1.0
+            && server.metric("ringcast_mesh_budget_exhausted_total", "") >= 1.0
+    };
+    for _ in 0..200 {
+        assert_eq!(
+            batch_publish(server.addr(), "metrics-mesh", "burst", 10),
+            200
+        );
+        if counted() {
+            return;
+        }
+    }
+    panic!("200 batches of ten did not both overflow a two-message lane and exhaust a turn");
 }
 
 /// Echo clients write without reading until the server cuts them off at the outbox cap.
@@ -90,6 +131,10 @@ fn every_family_moves(backend: &str) {
             "0",
             "--max-bytes-per-sec",
             "0",
+            "--mesh-queue-capacity",
+            "2",
+            "--mesh-turn-budget",
+            "1",
         ],
     );
 
@@ -146,6 +191,7 @@ fn every_family_moves(backend: &str) {
         };
         assert_eq!(answer["event"], expected, "{answer}");
     }
+    mesh_lane_overflows(&server);
 
     // Each family, the series that must have moved and by how much at least. Shards publish
     // every 100 ms, so each is awaited rather than read once.
@@ -191,6 +237,12 @@ fn every_family_moves(backend: &str) {
             "limit=\"subscriptions_per_connection\"",
             1.0,
         ),
+        (
+            "ringcast_mesh_dropped_total",
+            "lane=\"data\",reason=\"full\"",
+            1.0,
+        ),
+        ("ringcast_mesh_budget_exhausted_total", "", 1.0),
         ("ringcast_outbox_bytes_count", "", 1.0),
         ("ringcast_handshake_duration_seconds_count", "", 7.0),
         ("ringcast_heartbeat_rtt_seconds_count", "", 1.0),

@@ -89,6 +89,11 @@ pub struct Config {
     /// Bytes per second a connection with bytes waiting must drain, judged over each
     /// `write_stall_timeout`; a slower one is closed as a slow consumer (0: any byte is progress).
     pub min_drain_rate: u32,
+    /// Most messages one sender's lane into a shard's mailbox holds; a publish to a full lane is
+    /// dropped and counted.
+    pub mesh_queue_capacity: usize,
+    /// Most data messages a shard takes from its mailbox per loop turn.
+    pub mesh_turn_budget: usize,
     /// Where `/metrics`, `/health`, `/ready` and the dashboard are served instead of the main
     /// listener; `None`: on the main listener.
     pub admin_listen: Option<SocketAddr>,

@@ -103,6 +103,10 @@ impl Settings {
                 .write_stall_timeout
                 .unwrap_or(crate::limits::WRITE_STALL_TIMEOUT),
             min_drain_rate: self.min_drain_rate.unwrap_or(crate::limits::MIN_DRAIN_RATE),
+            // 1024 publishes per sender absorb a burst of a thousand events a turn behind;
+            // 256 per turn keeps a turn short enough for timers while draining a burst in a few.
+            mesh_queue_capacity: self.mesh_queue_capacity.unwrap_or(1024),
+            mesh_turn_budget: self.mesh_turn_budget.unwrap_or(256),
             admin_listen: self.admin_listen,
             apps: self.apps.unwrap_or_default(),
             dev_app: self.dev_app,
@@ -258,6 +262,20 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
                 config.max_outbox_bytes, ws.max_message_size
             ),
         );
+    }
+    let mesh = [
+        ("mesh_queue_capacity", config.mesh_queue_capacity, 1024),
+        ("mesh_turn_budget", config.mesh_turn_budget, 256),
+    ];
+    for (key, value, default) in mesh {
+        if value == 0 {
+            return invalid(
+                key,
+                format!(
+                    "0 would stop every message between shards; set 1 or more (default {default})"
+                ),
+            );
+        }
     }
     if let Err(e) = crate::pusher::Apps::new(config.apps.clone()) {
         return invalid(

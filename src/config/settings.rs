@@ -294,6 +294,23 @@ settings_table! {
             value_parser = parse_count::<u32>,
         )]
         pub min_drain_rate: Option<u32>,
+        /// Most messages queued from one sender to one shard before publishes are dropped
+        /// (counted in ringcast_mesh_dropped_total) [default: 1024].
+        #[arg(
+            long,
+            env = "RINGCAST_MESH_QUEUE_CAPACITY",
+            value_name = "N",
+            value_parser = parse_count::<usize>,
+        )]
+        pub mesh_queue_capacity: Option<usize>,
+        /// Most messages from other shards a shard handles per loop turn [default: 256].
+        #[arg(
+            long,
+            env = "RINGCAST_MESH_TURN_BUDGET",
+            value_name = "N",
+            value_parser = parse_count::<usize>,
+        )]
+        pub mesh_turn_budget: Option<usize>,
         /// Serve /metrics, /health, /ready and the dashboard here instead of on --listen.
         #[arg(
             long,

@@ -365,6 +365,14 @@ fn invalid_values_tell_the_fix() {
             "ws.max_fragments (--max-fragments)",
         ),
         (
+            "mesh_queue_capacity = 0",
+            "mesh_queue_capacity (--mesh-queue-capacity)",
+        ),
+        (
+            "mesh_turn_budget = 0",
+            "mesh_turn_budget (--mesh-turn-budget)",
+        ),
+        (
             "[log]\nlevel = \"ringcast=loud\"",
             "log.level (--log-level): \"ringcast=loud\"",
         ),

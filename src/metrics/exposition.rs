@@ -109,9 +109,10 @@ pub(crate) fn encode(snapshot: &MetricsSnapshot, out: &mut String) {
         snapshot,
         (
             "ringcast_shard_up",
-            "1 while the shard's listener accepts, 0 before it listens or once it drains.",
+            "1 while the shard's listener accepts; 0 before it listens, once it drains or after its \
+             thread died.",
         ),
-        |shard| f64::from(u8::from(shard.listening && !shard.draining)),
+        |shard| f64::from(u8::from(shard.listening && !shard.draining && !shard.failed)),
     );
     w.per_shard(
         snapshot,
@@ -188,6 +189,27 @@ pub(crate) fn encode(snapshot: &MetricsSnapshot, out: &mut String) {
         let labels = [("reason", cause.as_str())];
         w.sample("ringcast_slow_consumer_closes_total", &labels, count as f64);
     }
+    w.family(
+        "ringcast_mesh_dropped_total",
+        COUNTER,
+        "Messages between shards dropped because the receiving shard's mailbox lane was full, \
+         by lane (data: publishes, control: terminations).",
+    );
+    for (lane, count) in [
+        ("data", totals.mesh_dropped_data),
+        ("control", totals.mesh_dropped_control),
+    ] {
+        let labels = [("lane", lane), ("reason", "full")];
+        w.sample("ringcast_mesh_dropped_total", &labels, count as f64);
+    }
+    w.counter(
+        (
+            "ringcast_mesh_budget_exhausted_total",
+            "Loop turns that took mesh_turn_budget messages from other shards and left some \
+             queued for the next turn.",
+        ),
+        totals.mesh_budget_exhausted,
+    );
     w.counter(
         (
             "ringcast_messages_received_total",
@@ -595,6 +617,8 @@ mod tests {
         busy.record_deliveries(40);
         busy.record_pusher_refusal(crate::pusher::Limit::ChannelsPerApp);
         busy.record_bytes_sent(1234);
+        busy.set_mesh_dropped(6, 1);
+        busy.record_mesh_budget_exhausted();
         let mut quiet = ShardStats::new();
         quiet.set_listening(true);
         quiet.set_connections(1);
@@ -622,7 +646,7 @@ mod tests {
     fn exposition_parses_back_with_the_recorded_values() {
         let text = encoded(&snapshot());
         let series = validate(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
-        let expected: [(&str, f64); 20] = [
+        let expected: [(&str, f64); 23] = [
             (r#"ringcast_build_info{version="1.2.3"}"#, 1.0),
             (r#"ringcast_driver_info{driver="io_uring"}"#, 1.0),
             ("process_start_time_seconds{}", 1.5),
@@ -662,6 +686,15 @@ mod tests {
                 1.0,
             ),
             ("ringcast_deliveries_total{}", 40.0),
+            (
+                r#"ringcast_mesh_dropped_total{lane="data",reason="full"}"#,
+                6.0,
+            ),
+            (
+                r#"ringcast_mesh_dropped_total{lane="control",reason="full"}"#,
+                1.0,
+            ),
+            ("ringcast_mesh_budget_exhausted_total{}", 1.0),
             (
                 r#"ringcast_handshake_duration_seconds_bucket{le="0.0025"}"#,
                 2.0,

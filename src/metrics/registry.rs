@@ -1,6 +1,7 @@
 //! The hand-off between shards and the scrape: one published [`ShardStats`] per shard and the
 //! process facts, read together as a [`MetricsSnapshot`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, TryLockError};
 use std::time::SystemTime;
 
@@ -11,6 +12,8 @@ use super::ShardStats;
 #[derive(Debug, Default)]
 pub(crate) struct ShardSlot {
     published: Mutex<ShardStats>,
+    /// The shard's thread died; readers see [`ShardStats::failed`] from then on.
+    failed: AtomicBool,
 }
 
 impl ShardSlot {
@@ -28,12 +31,21 @@ impl ShardSlot {
         true
     }
 
-    /// A copy of the last published stats.
+    /// A copy of the last published stats, marked failed once [`ShardSlot::mark_failed`] ran.
     pub(crate) fn read(&self) -> ShardStats {
-        self.published
+        let mut stats = self
+            .published
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        stats.failed = self.failed.load(Ordering::Acquire);
+        stats
+    }
+
+    /// The shard's thread died: its last stats are stale for good, and `/health` must say so
+    /// from the next read on. Lock-free, so a panicking thread can call it.
+    pub(crate) fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Release);
     }
 }
 
@@ -153,6 +165,19 @@ mod tests {
         drop(held);
         assert!(slot.publish(&stats));
         assert_eq!(slot.read(), stats);
+    }
+
+    #[test]
+    fn a_failed_shard_reads_failed_whatever_it_published() {
+        let slot = ShardSlot::default();
+        let mut stats = ShardStats::new();
+        stats.set_listening(true);
+        assert!(slot.publish(&stats));
+        assert!(!slot.read().failed);
+        slot.mark_failed();
+        assert!(slot.read().failed);
+        assert!(slot.publish(&stats));
+        assert!(slot.read().failed, "a later publish does not clear it");
     }
 
     #[test]

@@ -33,6 +33,14 @@ pub(crate) struct ShardStats {
     pub(crate) slow_consumer_closes: [u64; SlowConsumerCause::COUNT],
     /// Pusher subscriptions refused at a limit, by [`Limit::index`].
     pub(crate) pusher_refusals: [u64; Limit::COUNT],
+    /// The shard's thread died (panicked); set by the registry, never published by the shard.
+    pub(crate) failed: bool,
+    /// Publishes to this shard dropped because the sender's mailbox lane was full.
+    pub(crate) mesh_dropped_data: u64,
+    /// Control messages to this shard dropped because its control lane was full.
+    pub(crate) mesh_dropped_control: u64,
+    /// Loop turns that reached the mesh turn budget with messages still queued.
+    pub(crate) mesh_budget_exhausted: u64,
     pub(crate) outbox_bytes: Histogram<9>,
     pub(crate) handshake_duration_us: Histogram<16>,
     pub(crate) heartbeat_rtt_us: Histogram<16>,
@@ -70,6 +78,10 @@ impl ShardStats {
             deliveries: 0,
             slow_consumer_closes: [0; SlowConsumerCause::COUNT],
             pusher_refusals: [0; Limit::COUNT],
+            failed: false,
+            mesh_dropped_data: 0,
+            mesh_dropped_control: 0,
+            mesh_budget_exhausted: 0,
             outbox_bytes: Histogram::new(&OUTBOX_BOUNDS_BYTES),
             handshake_duration_us: Histogram::new(&HANDSHAKE_BOUNDS_US),
             heartbeat_rtt_us: Histogram::new(&HEARTBEAT_BOUNDS_US),
@@ -182,6 +194,18 @@ impl ShardStats {
         self.outbox_bytes.observe(pending_bytes);
     }
 
+    /// Messages to this shard dropped so far by full mailbox lanes (data, control); the
+    /// mailbox counts them, the shard copies the totals here.
+    pub(crate) fn set_mesh_dropped(&mut self, data: u64, control: u64) {
+        self.mesh_dropped_data = data;
+        self.mesh_dropped_control = control;
+    }
+
+    /// A loop turn took its budget of messages from other shards and left some for the next.
+    pub(crate) fn record_mesh_budget_exhausted(&mut self) {
+        self.mesh_budget_exhausted += 1;
+    }
+
     /// A pong answered our ping after `rtt`.
     pub(crate) fn record_heartbeat(&mut self, rtt: Duration) {
         self.heartbeat_rtt_us.observe(micros(rtt));
@@ -221,6 +245,10 @@ impl ShardStats {
         for (mine, theirs) in self.pusher_refusals.iter_mut().zip(&other.pusher_refusals) {
             *mine += theirs;
         }
+        self.failed |= other.failed;
+        self.mesh_dropped_data += other.mesh_dropped_data;
+        self.mesh_dropped_control += other.mesh_dropped_control;
+        self.mesh_budget_exhausted += other.mesh_budget_exhausted;
         self.outbox_bytes.merge(&other.outbox_bytes);
         self.handshake_duration_us
             .merge(&other.handshake_duration_us);

@@ -156,10 +156,14 @@ impl Core {
                         continue;
                     }
                     if let Some(peer) = hub.peer(shard) {
-                        peer.send(MeshMessage::TerminateUser {
-                            app,
-                            user_id: Arc::clone(&user_id),
-                        });
+                        // A full control lane drops it; the receiving shard counts it.
+                        let _ = peer.send(
+                            self.pusher.shard,
+                            MeshMessage::TerminateUser {
+                                app,
+                                user_id: Arc::clone(&user_id),
+                            },
+                        );
                     }
                 }
                 self.terminate_user(app, &user_id);

@@ -4,16 +4,18 @@
 //!
 //! A loop turn: [`Driver::wait`] (submits everything queued, sleeps until an event or the next
 //! wheel tick), handle every ready event (reads go through the HTTP head reader or the WebSocket
-//! decoder, answers are encoded into the connection's outbox), flush (start one send per
-//! connection with something queued and none in flight, close what must close), then advance
-//! the wheel to the current tick.
+//! decoder, answers are encoded into the connection's outbox), handle the turn's mail (control
+//! messages, then at most the turn budget of publishes from other shards, see [`crate::mesh`]),
+//! flush (start one send per connection with something queued and none in flight, close what
+//! must close), then advance the wheel to the current tick. Mail left over rings the shard's
+//! own doorbell, so the next turn's wait returns at once.
 //!
 //! This file holds the [`Shard`], its loop and the dispatch of driver events; the state machine
 //! they drive is `impl Core`, one file per stage: `accept` (connection limit, client address,
 //! PROXY header), `handshake` (request head, routes, upgrade), `stream` (WebSocket bytes and the
 //! outbox), `deadline` (the timer wheel's deadlines), `drain`, `pusher_conn` and `api`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub(crate) mod channels;
 pub(crate) mod conn;
 mod deadline;
 mod drain;
+#[cfg(debug_assertions)]
+mod fault;
 mod handshake;
 pub(crate) mod hub;
 mod observe;
@@ -98,6 +102,8 @@ struct Core {
     /// Connections to flush or close at the end of the turn.
     dirty: Vec<ConnKey>,
     mailbox: Mailbox,
+    /// This turn's mail, taken from the mailbox; kept to reuse its allocation.
+    mail: VecDeque<MeshMessage>,
     limit: Arc<ConnLimit>,
     /// Tick the drain gives up waiting, once draining.
     drain_until: Option<Tick>,
@@ -110,6 +116,9 @@ struct Core {
     pusher: pusher_conn::PusherState,
     /// HTTP API requests whose body is still arriving.
     api_pending: HashMap<ConnKey, api::PendingApi>,
+    /// Faults the test suite asked for (debug builds only).
+    #[cfg(debug_assertions)]
+    fault: fault::Fault,
 }
 
 impl<D: Driver> Shard<D> {
@@ -153,6 +162,7 @@ impl<D: Driver> Shard<D> {
                 out: Vec::new(),
                 dirty: Vec::new(),
                 mailbox,
+                mail: VecDeque::new(),
                 limit,
                 drain_until: None,
                 last_accept_warning: None,
@@ -160,6 +170,8 @@ impl<D: Driver> Shard<D> {
                 clients,
                 pusher: pusher_conn::PusherState::new(hub, index),
                 api_pending: HashMap::new(),
+                #[cfg(debug_assertions)]
+                fault: fault::Fault::from_env(index),
             },
         })
     }
@@ -182,35 +194,65 @@ impl<D: Driver> Shard<D> {
     /// Runs the loop until a drain completes.
     pub(crate) fn run(mut self) -> Result<(), ShardError> {
         let mut transmit = Vec::new();
-        loop {
-            let next_tick = self.core.started + TICK * (self.core.now + 1);
-            let timeout = next_tick
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            self.driver.wait(timeout).map_err(ShardError::Driver)?;
-            while let Some(event) = self.driver.poll_event() {
-                self.handle_event(event);
-            }
-            self.flush(&mut transmit);
-            let now = self.core.tick_now();
-            if now > self.core.now {
-                let late = Instant::now().saturating_duration_since(next_tick);
-                self.core.observe.stats.record_loop_lag(late);
-            }
-            self.core.advance(now);
-            self.core.handle_tick_observe();
-            self.flush(&mut transmit);
-            if self.core.drain_done() {
-                return Ok(());
+        while !self.turn(&mut transmit)? {}
+        Ok(())
+    }
+
+    /// One loop turn (see the module docs); `true` once a drain is over.
+    fn turn(&mut self, transmit: &mut Vec<Bytes>) -> Result<bool, ShardError> {
+        let next_tick = self.core.started + TICK * (self.core.now + 1);
+        let timeout = next_tick
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        self.driver.wait(timeout).map_err(ShardError::Driver)?;
+        while let Some(event) = self.driver.poll_event() {
+            self.handle_event(event);
+        }
+        self.handle_mail();
+        self.flush(transmit);
+        let now = self.core.tick_now();
+        if now > self.core.now {
+            let late = Instant::now().saturating_duration_since(next_tick);
+            self.core.observe.stats.record_loop_lag(late);
+        }
+        self.core.advance(now);
+        self.core.handle_tick_observe();
+        self.flush(transmit);
+        Ok(self.core.drain_done())
+    }
+
+    /// Acts on this turn's mail: a drain and control messages first, then at most the turn
+    /// budget of publishes; the mailbox keeps the rest for the next turn.
+    fn handle_mail(&mut self) {
+        let core = &mut self.core;
+        let mut mail = std::mem::take(&mut core.mail);
+        if core.mailbox.take_turn(&mut mail) {
+            core.observe.stats.record_mesh_budget_exhausted();
+        }
+        for message in mail.drain(..) {
+            match message {
+                MeshMessage::Drain => core.begin_drain(&mut self.driver),
+                MeshMessage::Publish {
+                    app,
+                    channel,
+                    frame,
+                    exclude,
+                } => core.deliver_local(app, &channel, frame, exclude),
+                MeshMessage::TerminateUser { app, user_id } => core.terminate_user(app, &user_id),
             }
         }
+        core.mail = mail;
     }
 
     /// Acts on one driver event.
     fn handle_event(&mut self, event: Event) {
         let core = &mut self.core;
         match event {
-            Event::Accepted(socket) => core.handle_accept(&mut self.driver, socket),
+            Event::Accepted(socket) => {
+                #[cfg(debug_assertions)]
+                core.fault.handle_accept();
+                core.handle_accept(&mut self.driver, socket)
+            }
             Event::AcceptError(e) => core.handle_accept_error(&e),
             Event::Recv { key, buf } => {
                 let data = self.driver.recv_buf(buf);
@@ -225,22 +267,9 @@ impl<D: Driver> Shard<D> {
             Event::Eof { key } => core.close_now(key),
             Event::Sent { key, result } => core.handle_sent(key, result),
             Event::Connected { key, .. } => core.close_now(key),
-            Event::Wake => {
-                while let Some(message) = core.mailbox.poll_message() {
-                    match message {
-                        MeshMessage::Drain => core.begin_drain(&mut self.driver),
-                        MeshMessage::Publish {
-                            app,
-                            channel,
-                            frame,
-                            exclude,
-                        } => core.deliver_local(app, &channel, frame, exclude),
-                        MeshMessage::TerminateUser { app, user_id } => {
-                            core.terminate_user(app, &user_id)
-                        }
-                    }
-                }
-            }
+            // The mailbox is read once per turn, after the events ([`Shard::handle_mail`]); the
+            // doorbell only ended the wait.
+            Event::Wake => {}
         }
     }
 
@@ -298,6 +327,10 @@ impl Core {
             self.observe.stats.set_channels(channels);
             self.observe.stats.set_subscriptions(subscriptions);
         }
+        let dropped = self.mailbox.dropped();
+        self.observe
+            .stats
+            .set_mesh_dropped(dropped.data, dropped.control);
         self.observe.publish();
         let conns = &self.conns;
         let is_feed = |key| {
@@ -318,5 +351,7 @@ impl Core {
     }
 }
 
+#[cfg(test)]
+mod mesh_tests;
 #[cfg(test)]
 mod tests;

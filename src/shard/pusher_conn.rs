@@ -281,12 +281,16 @@ impl Core {
                 continue;
             }
             if let Some(peer) = hub.peer(shard) {
-                peer.send(MeshMessage::Publish {
-                    app,
-                    channel: Arc::clone(&channel),
-                    frame: frame.clone(),
-                    exclude,
-                });
+                // A full lane drops this copy; the receiving shard counts it.
+                let _ = peer.send(
+                    self.pusher.shard,
+                    MeshMessage::Publish {
+                        app,
+                        channel: Arc::clone(&channel),
+                        frame: frame.clone(),
+                        exclude,
+                    },
+                );
             }
         }
         self.pusher.shards = shards;

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::driver::sys::Waker;
 use crate::driver::{ConnKey, Driver, Event, RecvBuf};
 use crate::limits::OutboxPolicy;
-use crate::mesh::Mailbox;
+use crate::mesh::{Mailbox, MeshConfig};
 use crate::metrics::{DisconnectReason, RejectReason, SlowConsumerCause};
 use crate::ws::{self, CloseCode, CloseFrame, OpCode};
 
@@ -85,7 +85,8 @@ impl Harness {
     fn new(config: Config) -> Self {
         let eventfd = Arc::new(crate::driver::sys::eventfd().expect("eventfd"));
         let waker = Waker::new(eventfd);
-        let (_tx, mailbox) = Mailbox::new(waker.clone());
+        let mesh = MeshConfig::for_config(&config, 1);
+        let (_tx, mailbox) = Mailbox::new(waker.clone(), &mesh);
         let driver = FakeDriver {
             waker: Some(waker),
             ..FakeDriver::default()

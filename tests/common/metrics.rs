@@ -13,7 +13,21 @@ use super::abuse::{APP_ID, APP_KEY, APP_SECRET, connect};
 /// `POST /apps/{id}/events`, signed as the server SDKs sign it; returns the status code.
 pub fn publish(addr: SocketAddr, channel: &str, event: &str, data: &str) -> u16 {
     let body = serde_json::json!({ "name": event, "channel": channel, "data": data }).to_string();
-    let path = format!("/apps/{APP_ID}/events");
+    post_signed(addr, &format!("/apps/{APP_ID}/events"), &body)
+}
+
+/// Publishes `count` events named `event` to `channel` in one `POST /apps/{id}/batch_events`;
+/// returns the status code.
+pub fn batch_publish(addr: SocketAddr, channel: &str, event: &str, count: usize) -> u16 {
+    let batch: Vec<serde_json::Value> = (0..count)
+        .map(|n| serde_json::json!({ "name": event, "channel": channel, "data": n.to_string() }))
+        .collect();
+    let body = serde_json::json!({ "batch": batch }).to_string();
+    post_signed(addr, &format!("/apps/{APP_ID}/batch_events"), &body)
+}
+
+/// `POST path` with `body`, signed as the server SDKs sign it; returns the status code.
+fn post_signed(addr: SocketAddr, path: &str, body: &str) -> u16 {
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
