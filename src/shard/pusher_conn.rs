@@ -167,8 +167,15 @@ impl Core {
             return;
         };
         let mut actions = std::mem::take(&mut state.actions);
-        let mut channels = state.channels.for_app(app, &hub);
-        session.handle_text(config, &mut channels, text, Instant::now(), &mut actions);
+        let mut channels = state.channels.for_app(app);
+        session.handle_text(
+            config,
+            hub.pusher(),
+            &mut channels,
+            text,
+            Instant::now(),
+            &mut actions,
+        );
         self.run_actions(key, app, &mut actions);
         self.pusher.actions = actions;
     }
@@ -254,7 +261,6 @@ impl Core {
                 Action::Close(code) => {
                     self.start_close(key, code.into(), code.reason());
                 }
-                Action::Refused(limit) => self.observe.stats.record_pusher_refusal(limit),
             }
         }
         self.push_out(key);
@@ -281,16 +287,12 @@ impl Core {
                 continue;
             }
             if let Some(peer) = hub.peer(shard) {
-                // A full lane drops this copy; the receiving shard counts it.
-                let _ = peer.send(
-                    self.pusher.shard,
-                    MeshMessage::Publish {
-                        app,
-                        channel: Arc::clone(&channel),
-                        frame: frame.clone(),
-                        exclude,
-                    },
-                );
+                peer.send(MeshMessage::Publish {
+                    app,
+                    channel: Arc::clone(&channel),
+                    frame: frame.clone(),
+                    exclude,
+                });
             }
         }
         self.pusher.shards = shards;

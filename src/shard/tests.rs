@@ -986,6 +986,11 @@ fn no_fan_out_follows_our_close_frame() {
     assert_eq!(close_code(&h.settle(key)), 4200);
     let frame = crate::pusher::encode_event_frame("e", "news", "{}", None);
     let app = crate::pusher::AppIndex(0);
+    let before = h.shard.core.observe.stats.deliveries;
     h.shard.core.publish(app, "news".into(), frame, None, true);
     assert_eq!(h.settle(key), b"", "no event after the close frame");
+    assert_eq!(
+        h.shard.core.observe.stats.deliveries, before,
+        "a closing subscriber is not counted as reached"
+    );
 }
