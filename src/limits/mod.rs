@@ -113,7 +113,7 @@ impl Default for IpLimitsConfig {
 
 /// Why [`IpLimits::try_acquire`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IpLimitError {
+pub enum IpLimitError {
     /// The address holds `max_connections_per_ip` connections (answered 429).
     TooManyConnections,
     /// The address started more than `max_handshakes_per_ip` handshakes this second (429).
@@ -135,7 +135,7 @@ const SWEEP_AT: usize = 4096;
 
 /// Connections held and handshake buckets per client address, shared by every shard.
 #[derive(Debug)]
-pub(crate) struct IpLimits {
+pub struct IpLimits {
     config: IpLimitsConfig,
     epoch: Instant,
     hasher: RandomState,
@@ -144,7 +144,7 @@ pub(crate) struct IpLimits {
 
 impl IpLimits {
     /// An empty table applying `config`.
-    pub(crate) fn new(config: IpLimitsConfig) -> Self {
+    pub fn new(config: IpLimitsConfig) -> Self {
         Self {
             config,
             epoch: Instant::now(),
@@ -174,7 +174,7 @@ impl IpLimits {
     /// slot and must [`IpLimits::release`] it when the connection ends. Addresses the limits do
     /// not apply to are always admitted and hold nothing (the caller checks
     /// [`IpLimits::applies_to`] to know whether to release).
-    pub(crate) fn try_acquire(&self, ip: IpAddr, now: Instant) -> Result<(), IpLimitError> {
+    pub fn try_acquire(&self, ip: IpAddr, now: Instant) -> Result<(), IpLimitError> {
         if !self.applies_to(ip) {
             return Ok(());
         }
@@ -203,7 +203,7 @@ impl IpLimits {
     }
 
     /// Gives back a connection slot taken by [`IpLimits::try_acquire`].
-    pub(crate) fn release(&self, ip: IpAddr, now: Instant) {
+    pub fn release(&self, ip: IpAddr, now: Instant) {
         if !self.applies_to(ip) {
             return;
         }
