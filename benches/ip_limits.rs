@@ -15,7 +15,9 @@ const HELD: u32 = 200_000;
 
 /// The `n`th address of a block starting at `base`.
 fn addr(base: [u8; 4], n: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::from(base)).wrapping_add(n)))
+    IpAddr::V4(Ipv4Addr::from(
+        u32::from(Ipv4Addr::from(base)).wrapping_add(n),
+    ))
 }
 
 fn handshakes(c: &mut Criterion) {
