@@ -1,7 +1,8 @@
-//! Cost of one handshake's pass through the shared per-IP table (`try_acquire` then `release`)
-//! while 200,000 other client addresses hold a connection each: the table of a server whose
-//! clients come from that many addresses. Each iteration charges a fresh address, as a
-//! reconnect storm from many clients does.
+//! Cost of one connection's pass through the shared per-IP table while 200,000 other client
+//! addresses hold a connection each: the table of a server whose clients come from that many
+//! addresses. Each iteration charges a fresh address, as a reconnect storm from many clients
+//! does: `try_acquire` then `release` (an upgrade charged at once, as behind a trusted proxy),
+//! and `try_open`, `finish_handshake`, `release` (a connection charged at accept).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -41,6 +42,19 @@ fn handshakes(c: &mut Criterion) {
             let now = Instant::now();
             let admitted = limits.try_acquire(black_box(ip), now).is_ok();
             if admitted {
+                limits.release(ip, now);
+            }
+            admitted
+        })
+    });
+    group.bench_function("try_open_finish_release_200k_held", |b| {
+        b.iter(|| {
+            let ip = addr([100, 128, 0, 0], next % 4_000_000);
+            next = next.wrapping_add(1);
+            let now = Instant::now();
+            let admitted = limits.try_open(black_box(ip), now).is_ok();
+            if admitted {
+                limits.finish_handshake(ip, now);
                 limits.release(ip, now);
             }
             admitted
