@@ -299,22 +299,22 @@ impl Server {
         }
     }
 
-    /// CPU time the server has used so far (user and system, from `/proc/PID/stat`).
-    pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-        let ticks: u64 = fields[11..13]
-            .iter()
-            .map(|f| f.parse::<u64>().expect("ticks"))
+    /// How long the server's threads have been running or waiting to run, summed (the first
+    /// two fields of each `/proc/PID/task/TID/schedstat`). A thread that spins adds the whole
+    /// wall time however busy the machine is; one that sleeps adds almost nothing.
+    pub fn cpu_demand(&self) -> Duration {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("tasks");
+        let nanos: u64 = tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .map(|stat| {
+                stat.split_whitespace()
+                    .take(2)
+                    .filter_map(|field| field.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
             .sum();
-        // SAFETY: sysconf has no memory effects.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_millis(ticks * 1000 / per_second)
+        Duration::from_nanos(nanos)
     }
 
     /// The next line the server logged, or `None` once it exited or `deadline` passed.
