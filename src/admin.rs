@@ -69,6 +69,7 @@ impl AdminReject {
         Self::Evicted,
     ];
 
+    /// The `reason` label value.
     fn as_str(self) -> &'static str {
         match self {
             Self::Connections => "connections",
@@ -83,10 +84,12 @@ impl AdminReject {
 /// writer and a few relaxed atomics are nothing at its rate.
 #[derive(Debug, Default)]
 pub(crate) struct AdminStats {
+    /// Connections turned away, by [`AdminReject`] in `ALL` order.
     rejected: [AtomicU64; AdminReject::ALL.len()],
 }
 
 impl AdminStats {
+    /// Counts one connection turned away for `reason`.
     fn record(&self, reason: AdminReject) {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -159,8 +162,10 @@ pub(crate) struct AdminLimits {
 
 /// What the admin threads share.
 struct Admin {
+    /// What the answers are made of.
     registry: Arc<Registry>,
     limits: AdminLimits,
+    /// What was turned away.
     stats: AdminStats,
     /// Connection threads running.
     active: AtomicUsize,
@@ -169,6 +174,7 @@ struct Admin {
     /// Connections still reading their request head, oldest first, with a handle to shut
     /// each down; the number tells entries apart.
     waiting: Mutex<VecDeque<(u64, TcpStream)>>,
+    /// The number the next waiting entry gets.
     next_id: AtomicU64,
 }
 
@@ -202,6 +208,8 @@ impl Admin {
         Some(id)
     }
 
+    /// Takes entry `id` (from [`Admin::enter_waiting`]) out of the waiting list, if it is
+    /// still there.
     fn leave_waiting(&self, id: Option<u64>) {
         if let Some(id) = id {
             self.waiting
@@ -289,6 +297,7 @@ impl Admin {
 struct FeedSlot<'a>(&'a AtomicUsize);
 
 impl<'a> FeedSlot<'a> {
+    /// Takes a slot of the `max` counted in `feeds`; `None` when all are taken.
     fn take(feeds: &'a AtomicUsize, max: usize) -> Option<Self> {
         if feeds.fetch_add(1, Ordering::Relaxed) < max {
             Some(Self(feeds))
@@ -315,6 +324,7 @@ enum HeadError {
     Io(io::Error),
 }
 
+/// Time left until `deadline`, zero once it passed.
 fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
@@ -402,6 +412,7 @@ fn accept_loop(listener: &TcpListener, admin: &Arc<Admin>) {
     }
 }
 
+/// Answers `status` with an empty body.
 fn answer_error(stream: &mut TcpStream, status: StatusCode) -> io::Result<()> {
     let mut out = Vec::new();
     http::write_error(&mut out, status, &[]);

@@ -162,6 +162,7 @@ const SWEEP_AT: usize = 4096;
 /// One stripe: its entries and when it sweeps next.
 #[derive(Debug)]
 struct Stripe {
+    /// What each client key holds.
     entries: HashMap<IpAddr, IpEntry>,
     /// Entries at which the next sweep runs: twice what the last sweep left (at least
     /// [`SWEEP_AT`]), so a table of many live addresses is swept once per doubling, never on
@@ -194,7 +195,9 @@ impl Stripe {
 #[derive(Debug)]
 pub struct IpLimits {
     config: IpLimitsConfig,
+    /// Where the buckets' ticks count from, shared by every shard.
     epoch: Instant,
+    /// Picks a key's stripe; random per process, so clients cannot aim at one stripe.
     hasher: RandomState,
     stripes: Box<[Mutex<Stripe>]>,
 }

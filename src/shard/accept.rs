@@ -126,6 +126,7 @@ impl ClientAddrs {
         }
     }
 
+    /// Whether `ip` is in `trusted_proxies`.
     fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
         let trusted = &self.ip_limits.config().trusted_proxies;
         trusted.iter().any(|net| net.contains(ip))
