@@ -23,7 +23,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Backend, Config};
+use crate::config::{AdminListen, Backend, Config, DEFAULT_ADMIN_LISTEN};
 use crate::driver::Driver;
 use crate::driver::epoll::EpollDriver;
 use crate::driver::sys;
@@ -199,11 +199,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         },
     ));
     let ip_limits = Arc::new(IpLimits::new(config.ip_limits.clone()));
-    if let Some(addr) = config.admin_listen {
-        let admin = crate::admin::spawn(addr, Arc::clone(&registry))
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        tracing::info!(admin = %admin, "admin routes listening");
-    }
+    start_admin(&config, &registry)?;
     let cpus = sys::allowed_cpus().unwrap_or_default();
     let pin = config.pin_shards && cpus.len() >= config.shards;
     let (control_tx, control_rx) = mpsc::channel();
@@ -256,6 +252,40 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         }
     }
     result
+}
+
+/// Starts the admin listener `admin_listen` asks for. The address must bind, except the
+/// default one, which another instance on the host may hold: that is warned about and the
+/// process serves without admin routes.
+fn start_admin(config: &Config, registry: &Arc<Registry>) -> Result<(), ServeError> {
+    let Some(addr) = config.admin_listen.addr() else {
+        if config.admin_listen == AdminListen::Public {
+            tracing::warn!("admin routes (/metrics, /dashboard) served on the public listener");
+        }
+        return Ok(());
+    };
+    let limits = crate::admin::AdminLimits {
+        request_timeout: config.admin_request_timeout,
+        max_feeds: config.admin_max_feeds,
+    };
+    match crate::admin::spawn(addr, Arc::clone(registry), limits) {
+        Ok(admin) => {
+            tracing::info!(admin = %admin, "admin routes listening");
+            Ok(())
+        }
+        Err(source)
+            if addr == DEFAULT_ADMIN_LISTEN && source.kind() == io::ErrorKind::AddrInUse =>
+        {
+            tracing::warn!(
+                admin = %addr,
+                error = %source,
+                "admin routes not served: the default admin address is taken; set \
+                 --admin-listen to another address, or off"
+            );
+            Ok(())
+        }
+        Err(source) => Err(ServeError::Bind { addr, source }),
+    }
 }
 
 fn control_loop(

@@ -66,7 +66,7 @@ fn dashboard_of_a_real_server_moves_under_load() {
             rounds
         })
     };
-    let target = format!("--target=http://{addr}");
+    let target = format!("--target=http://{}", server.admin_addr());
     run_dashboard_check(&chromium, &[&target, "--observe=6"]);
     stop.store(true, Ordering::Relaxed);
     let rounds = load.join().expect("load thread");

@@ -1,8 +1,9 @@
 //! Every metric family of `/metrics` moves under the traffic it counts: a real server on each
 //! backend gets echo messages, a heartbeat answered, a refused handshake, a client close, a slow
 //! consumer, a Pusher publish through the HTTP API to two subscribers, a Pusher subscription
-//! over the per-connection limit and batches of publishes to a shard whose two-message mailbox
-//! lane overflows and that takes one a turn; then each family is scraped and must be non-zero
+//! over the per-connection limit, batches of publishes to a shard whose two-message mailbox lane
+//! overflows and that takes one a turn, a socket over the per-IP pending-handshake cap and a
+//! dashboard feed over the admin listener's cap; then each family is scraped and must be non-zero
 //! (gauges that describe the process) or have counted the action.
 
 #[allow(
@@ -14,7 +15,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::abuse::{APP_KEY, Client, IO_TIMEOUT, Server, connect};
+use common::abuse::{APP_KEY, Client, IO_TIMEOUT, Server, connect, connect_from};
 use common::metrics::{batch_publish, publish};
 use common::raw_request;
 use ringcast::ws::OpCode;
@@ -117,6 +118,24 @@ fn slow_consumer(server: &Server) {
     panic!("the server never closed a client that does not read");
 }
 
+/// What the server answered on whichever of `streams` it answered, waiting up to
+/// [`IO_TIMEOUT`].
+fn pending_refusal(streams: &mut [std::net::TcpStream]) -> String {
+    let start = Instant::now();
+    let mut chunk = [0; 256];
+    while start.elapsed() < IO_TIMEOUT {
+        for stream in streams.iter_mut() {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            if let Ok(n @ 1..) = std::io::Read::read(stream, &mut chunk) {
+                return String::from_utf8_lossy(&chunk[..n]).into_owned();
+            }
+        }
+    }
+    String::new()
+}
+
 fn every_family_moves(backend: &str) {
     let server = Server::start(
         backend,
@@ -135,8 +154,29 @@ fn every_family_moves(backend: &str) {
             "2",
             "--mesh-turn-budget",
             "1",
+            // Limits for 127.0.0.0/8 but 127.0.0.1, where the rest of the traffic comes from.
+            "--limits-exempt",
+            "127.0.0.1",
+            "--max-pending-handshakes-per-ip",
+            "1",
+            "--admin-max-feeds",
+            "0",
         ],
     );
+
+    // Two silent sockets from one address: whichever a shard charges second is refused at
+    // accept as a pending handshake.
+    let silent = [127, 0, 0, 31];
+    let mut pair = [
+        connect_from(silent, server.addr()),
+        connect_from(silent, server.addr()),
+    ];
+    let refused = pending_refusal(&mut pair);
+    assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
+
+    // A dashboard feed over the admin listener's feed cap.
+    let feed = Client::upgrade(connect(server.admin_addr()), "/dashboard/feed", &[]);
+    assert!(feed.err().is_some_and(|a| a.starts_with("HTTP/1.1 503 ")));
 
     // Echo: messages in and out, bytes, the outbox, a handshake, a connection held.
     let mut echo = Client::upgrade(connect(server.addr()), "/echo", &[]).expect("upgrade");
@@ -217,6 +257,12 @@ fn every_family_moves(backend: &str) {
             "reason=\"handshake_error\"",
             1.0,
         ),
+        (
+            "ringcast_connections_rejected_total",
+            "reason=\"pending_handshakes\"",
+            1.0,
+        ),
+        ("ringcast_admin_rejected_total", "reason=\"feeds\"", 1.0),
         (
             "ringcast_disconnects_total",
             "reason=\"client_close\",code=\"1000\"",

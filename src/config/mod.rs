@@ -94,9 +94,14 @@ pub struct Config {
     pub mesh_queue_capacity: usize,
     /// Most data messages a shard takes from its mailbox per loop turn.
     pub mesh_turn_budget: usize,
-    /// Where `/metrics`, `/health`, `/ready` and the dashboard are served instead of the main
-    /// listener; `None`: on the main listener.
-    pub admin_listen: Option<SocketAddr>,
+    /// Where `/metrics` and the dashboard are served (`/health` and `/ready` are served on the
+    /// main listener too, for load balancers).
+    pub admin_listen: AdminListen,
+    /// Deadline for one admin connection's whole request: reading the head and writing the
+    /// answer (a dashboard feed's stream is bounded by its writes instead).
+    pub admin_request_timeout: Duration,
+    /// Dashboard feeds the admin listener streams at once; more are answered 503.
+    pub admin_max_feeds: usize,
     /// The Pusher apps served (`[[apps]]`); empty means one development app.
     pub apps: Vec<crate::pusher::AppConfig>,
     /// Credentials for the development app (`RINGCAST_APP_ID`, `_KEY`, `_SECRET`); the ones
@@ -131,6 +136,56 @@ impl fmt::Display for Backend {
             Self::Uring => "uring",
             Self::Epoll => "epoll",
         })
+    }
+}
+
+/// The loopback address the admin routes listen on by default: reachable from the host only.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9601);
+
+/// Where the admin routes (`/metrics`, `/dashboard` and its feed) are served. `/health` and
+/// `/ready` are answered on the main listener whatever this says, as load balancers probe there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    /// Their own listener on this address ([`DEFAULT_ADMIN_LISTEN`] unless set). When the
+    /// default address is taken (another instance on the host) the process serves without it
+    /// and warns, rather than refuse to start over a port nobody asked for; any other address
+    /// must bind.
+    Addr(SocketAddr),
+    /// Not served at all (`off`).
+    Off,
+    /// On the main listener, reachable by every client (`public`).
+    Public,
+}
+
+impl AdminListen {
+    /// The address of the admin listener to bind, if there is one.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Self::Addr(addr) => Some(addr),
+            Self::Off | Self::Public => None,
+        }
+    }
+}
+
+impl FromStr for AdminListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "off" => Ok(Self::Off),
+            "public" => Ok(Self::Public),
+            addr => addr.parse().map(Self::Addr).map_err(|_| {
+                format!("expected an address such as 127.0.0.1:9601, off or public, not {text:?}")
+            }),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AdminListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Backend, Config, ConfigError, LogConfig, LogFormat, Settings};
+use super::{AdminListen, Backend, Config, ConfigError, LogConfig, LogFormat, Settings};
 use crate::http::HttpConfig;
 use crate::limits::{IpLimitsConfig, MessageRateConfig};
 use crate::ws::WsConfig;
@@ -88,6 +88,10 @@ impl Settings {
                 max_handshakes_per_ip: self
                     .max_handshakes_per_ip
                     .unwrap_or(ip.max_handshakes_per_ip),
+                max_pending_handshakes_per_ip: self
+                    .max_pending_handshakes_per_ip
+                    .unwrap_or(ip.max_pending_handshakes_per_ip),
+                ipv6_prefix: self.ipv6_prefix.unwrap_or(ip.ipv6_prefix),
                 trusted_proxies: self.trusted_proxies.map_or(ip.trusted_proxies, |n| n.0),
                 exempt: self.limits_exempt.map_or(ip.exempt, |n| n.0),
                 proxy_protocol: self.proxy_protocol.unwrap_or(ip.proxy_protocol),
@@ -107,7 +111,16 @@ impl Settings {
             // 256 per turn keeps a turn short enough for timers while draining a burst in a few.
             mesh_queue_capacity: self.mesh_queue_capacity.unwrap_or(1024),
             mesh_turn_budget: self.mesh_turn_budget.unwrap_or(256),
-            admin_listen: self.admin_listen,
+            admin_listen: self
+                .admin_listen
+                .unwrap_or(AdminListen::Addr(super::DEFAULT_ADMIN_LISTEN)),
+            // As long as a client's handshake may take.
+            admin_request_timeout: self
+                .admin_request_timeout
+                .unwrap_or(Duration::from_secs(10)),
+            // A few operators watching; the rest of the 64 admin connections stay for scrapes
+            // and probes.
+            admin_max_feeds: self.admin_max_feeds.unwrap_or(8),
             apps: self.apps.unwrap_or_default(),
             dev_app: self.dev_app,
         };
@@ -136,6 +149,7 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         );
     }
     let timeouts = [
+        ("admin_request_timeout", config.admin_request_timeout),
         ("handshake_timeout", config.handshake_timeout),
         ("ping_interval", config.ping_interval),
         ("pong_timeout", config.pong_timeout),
@@ -157,6 +171,16 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
                 "{:?} is not longer than ping_interval ({:?}), so a quiet connection is closed \
                  as idle before its first ping; raise idle_timeout or lower ping_interval",
                 config.idle_timeout, config.ping_interval
+            ),
+        );
+    }
+    if !(1..=128).contains(&config.ip_limits.ipv6_prefix) {
+        return invalid(
+            "ipv6_prefix",
+            format!(
+                "{} is not a prefix length between 1 and 128; 64 counts one host's /64 as one \
+                 client, 128 counts single addresses",
+                config.ip_limits.ipv6_prefix
             ),
         );
     }

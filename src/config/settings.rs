@@ -18,7 +18,7 @@ use clap::{Args, FromArgMatches};
 use serde::Deserialize;
 
 use super::duration::{self, parse_duration};
-use super::{Backend, ConfigError, LogFormat};
+use super::{AdminListen, Backend, ConfigError, LogFormat};
 use crate::limits::OutboxPolicy;
 use crate::pusher::AppConfig;
 use crate::pusher::apps::DevCredentials;
@@ -227,6 +227,23 @@ settings_table! {
             value_parser = parse_count::<u32>,
         )]
         pub max_handshakes_per_ip: Option<u32>,
+        /// Most connections one client address may hold before its request head arrived
+        /// (0: no limit) [default: 16].
+        #[arg(
+            long,
+            env = "RINGCAST_MAX_PENDING_HANDSHAKES_PER_IP",
+            value_name = "N",
+            value_parser = parse_count::<u32>,
+        )]
+        pub max_pending_handshakes_per_ip: Option<u32>,
+        /// IPv6 clients are counted per network of this prefix length, 1 to 128 [default: 64].
+        #[arg(
+            long,
+            env = "RINGCAST_IPV6_PREFIX",
+            value_name = "BITS",
+            value_parser = parse_count::<u8>,
+        )]
+        pub ipv6_prefix: Option<u8>,
         /// Proxies whose X-Forwarded-For is believed (comma-separated addresses or ranges).
         #[arg(
             long,
@@ -311,14 +328,32 @@ settings_table! {
             value_parser = parse_count::<usize>,
         )]
         pub mesh_turn_budget: Option<usize>,
-        /// Serve /metrics, /health, /ready and the dashboard here instead of on --listen.
+        /// Where /metrics and the dashboard are served: an address, `off`, or `public` for the
+        /// --listen port [default: 127.0.0.1:9601].
         #[arg(
             long,
             env = "RINGCAST_ADMIN_LISTEN",
             value_name = "ADDR",
-            value_parser = parse_text::<SocketAddr>,
+            value_parser = AdminListen::from_str,
         )]
-        pub admin_listen: Option<SocketAddr>,
+        pub admin_listen: Option<AdminListen>,
+        /// Deadline for an admin client's whole request, head and answer [default: 10s].
+        #[arg(
+            long,
+            env = "RINGCAST_ADMIN_REQUEST_TIMEOUT",
+            value_name = "DURATION",
+            value_parser = parse_duration,
+        )]
+        #[serde(deserialize_with = "duration::deserialize_option")]
+        pub admin_request_timeout: Option<Duration>,
+        /// Most dashboard feeds the admin listener streams at once [default: 8].
+        #[arg(
+            long,
+            env = "RINGCAST_ADMIN_MAX_FEEDS",
+            value_name = "N",
+            value_parser = parse_count::<usize>,
+        )]
+        pub admin_max_feeds: Option<usize>,
         /// The `[log]` table.
         #[command(flatten)]
         pub log: LogSettings,

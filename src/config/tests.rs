@@ -477,3 +477,30 @@ fn documented_defaults_are_the_defaults() {
     }
     assert!(checked >= 25, "only {checked} documented defaults");
 }
+
+#[test]
+fn admin_and_per_ip_keys_reach_the_config() {
+    let text = "admin_listen = \"off\"\nadmin_request_timeout = \"3s\"\nadmin_max_feeds = 2\n\
+                max_pending_handshakes_per_ip = 4\nipv6_prefix = 56\n";
+    let (config, _) = file(text).resolve().unwrap();
+    assert_eq!(config.admin_listen, AdminListen::Off);
+    assert_eq!(config.admin_request_timeout, Duration::from_secs(3));
+    assert_eq!(config.admin_max_feeds, 2);
+    assert_eq!(config.ip_limits.max_pending_handshakes_per_ip, 4);
+    assert_eq!(config.ip_limits.ipv6_prefix, 56);
+    let (default, _) = Settings::default().resolve().unwrap();
+    assert_eq!(
+        default.admin_listen,
+        AdminListen::Addr(DEFAULT_ADMIN_LISTEN)
+    );
+    let env =
+        [("RINGCAST_ADMIN_LISTEN", "public")].map(|(k, v)| (OsString::from(k), OsString::from(v)));
+    let (layer, _) = Settings::from_env(env).unwrap();
+    assert_eq!(layer.resolve().unwrap().0.admin_listen, AdminListen::Public);
+    let bad = Settings::from_toml("admin_listen = \"loopback\"", Path::new("t"));
+    assert!(bad.is_err(), "neither an address nor off nor public");
+    let message = error_of(file("ipv6_prefix = 0").resolve());
+    assert!(message.contains("ipv6_prefix"), "{message}");
+    let message = error_of(file("admin_request_timeout = \"0s\"").resolve());
+    assert!(message.contains("admin_request_timeout"), "{message}");
+}

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 mod net;
@@ -80,13 +80,21 @@ impl TokenBucket {
 /// The per-IP limits and the addresses they apply to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpLimitsConfig {
-    /// Connections one client address may hold at once; 0 disables. Default 1000
-    /// (docs/operations.md).
+    /// Connections one client address may hold at once, counted from accept (so sockets that
+    /// never finish a handshake, HTTP API requests and probes count too); 0 disables. Default
+    /// 1000 (docs/operations.md).
     pub max_connections_per_ip: u32,
     /// WebSocket handshakes one client address may start per second (the bucket's burst is the
     /// same number); 0 disables. Default 20 (docs/operations.md), which absorbs a page reload
     /// storm from one office NAT while stopping a reconnect loop.
     pub max_handshakes_per_ip: u32,
+    /// Connections one client address may hold whose request head has not arrived yet; 0
+    /// disables. Default 16: a browser opens a handful at once, a slowloris opens thousands.
+    pub max_pending_handshakes_per_ip: u32,
+    /// IPv6 clients are counted per network of this prefix length, as one host is routinely
+    /// given a whole /64 and could otherwise take a fresh address per connection. Default 64;
+    /// 128 counts single addresses.
+    pub ipv6_prefix: u8,
     /// Peers whose `X-Forwarded-For` is believed: the client is the last address in it that is
     /// not itself a trusted proxy. Empty: the header is ignored.
     pub trusted_proxies: Vec<IpNet>,
@@ -104,6 +112,8 @@ impl Default for IpLimitsConfig {
         Self {
             max_connections_per_ip: 1000,
             max_handshakes_per_ip: 20,
+            max_pending_handshakes_per_ip: 16,
+            ipv6_prefix: 64,
             trusted_proxies: Vec::new(),
             exempt: parse_nets("127.0.0.0/8,::1").unwrap_or_default(),
             proxy_protocol: false,
@@ -111,40 +121,90 @@ impl Default for IpLimitsConfig {
     }
 }
 
-/// Why [`IpLimits::try_acquire`] refused a connection.
+/// Why the per-IP table refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IpLimitError {
+pub enum IpLimitError {
     /// The address holds `max_connections_per_ip` connections (answered 429).
     TooManyConnections,
     /// The address started more than `max_handshakes_per_ip` handshakes this second (429).
     TooManyHandshakes,
+    /// The address holds `max_pending_handshakes_per_ip` connections that have not sent their
+    /// request head yet (429 at accept).
+    TooManyPendingHandshakes,
 }
 
+/// What one client address holds.
 #[derive(Debug)]
 struct IpEntry {
+    /// Connections held, from accept (or from the upgrade when the client is known only then).
     connections: u32,
+    /// Of those, connections whose request head has not arrived.
+    pending: u32,
+    /// The handshake-rate bucket.
     handshakes: TokenBucket,
+}
+
+impl IpEntry {
+    /// Whether the entry holds nothing worth keeping at `tick`: no connection and a bucket
+    /// that would be full again.
+    fn is_idle(&self, tick: u32, rate: u32) -> bool {
+        self.connections == 0 && self.pending == 0 && self.handshakes.is_full_at(tick, rate, rate)
+    }
 }
 
 /// Stripes of the table: enough that shards rarely meet on one lock.
 const STRIPES: usize = 16;
 
-/// Entries a stripe may hold before a handshake sweeps out the idle ones, so an address that
+/// Entries a stripe may hold before an insertion sweeps out the idle ones, so an address that
 /// left leaves no memory behind for long.
 const SWEEP_AT: usize = 4096;
 
-/// Connections held and handshake buckets per client address, shared by every shard.
+/// One stripe: its entries and when it sweeps next.
 #[derive(Debug)]
-pub(crate) struct IpLimits {
+struct Stripe {
+    /// What each client key holds.
+    entries: HashMap<IpAddr, IpEntry>,
+    /// Entries at which the next sweep runs: twice what the last sweep left (at least
+    /// [`SWEEP_AT`]), so a table of many live addresses is swept once per doubling, never on
+    /// every handshake, and a sweep's cost is paid for by the insertions before it.
+    sweep_at: usize,
+}
+
+impl Default for Stripe {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            sweep_at: SWEEP_AT,
+        }
+    }
+}
+
+impl Stripe {
+    /// Drops the idle entries once the stripe has doubled since the last sweep.
+    fn sweep_when_due(&mut self, tick: u32, rate: u32) {
+        if self.entries.len() < self.sweep_at {
+            return;
+        }
+        self.entries.retain(|_, e| !e.is_idle(tick, rate));
+        self.sweep_at = (self.entries.len() * 2).max(SWEEP_AT);
+    }
+}
+
+/// Connections, pending handshakes and handshake buckets per client address, shared by every
+/// shard.
+#[derive(Debug)]
+pub struct IpLimits {
     config: IpLimitsConfig,
+    /// Where the buckets' ticks count from, shared by every shard.
     epoch: Instant,
+    /// Picks a key's stripe; random per process, so clients cannot aim at one stripe.
     hasher: RandomState,
-    stripes: Box<[Mutex<HashMap<IpAddr, IpEntry>>]>,
+    stripes: Box<[Mutex<Stripe>]>,
 }
 
 impl IpLimits {
     /// An empty table applying `config`.
-    pub(crate) fn new(config: IpLimitsConfig) -> Self {
+    pub fn new(config: IpLimitsConfig) -> Self {
         Self {
             config,
             epoch: Instant::now(),
@@ -160,75 +220,156 @@ impl IpLimits {
 
     /// Whether the limits apply to `ip` at all.
     pub(crate) fn applies_to(&self, ip: IpAddr) -> bool {
-        let limited =
-            self.config.max_connections_per_ip > 0 || self.config.max_handshakes_per_ip > 0;
-        limited && !self.config.exempt.iter().any(|net| net.contains(ip))
+        let c = &self.config;
+        let limited = c.max_connections_per_ip > 0
+            || c.max_handshakes_per_ip > 0
+            || c.max_pending_handshakes_per_ip > 0;
+        limited && !c.exempt.iter().any(|net| net.contains(ip))
     }
 
-    fn stripe(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, IpEntry>> {
-        let index = self.hasher.hash_one(ip) as usize % STRIPES;
-        &self.stripes[index]
+    /// The key `ip` is counted under: the address itself for IPv4, its network of
+    /// `ipv6_prefix` bits for IPv6.
+    fn key_of(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let keep = u32::from(self.config.ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+            v4 => v4,
+        }
     }
 
-    /// Charges one handshake and one connection to `ip`. On `Ok` the caller holds a connection
-    /// slot and must [`IpLimits::release`] it when the connection ends. Addresses the limits do
-    /// not apply to are always admitted and hold nothing (the caller checks
-    /// [`IpLimits::applies_to`] to know whether to release).
-    pub(crate) fn try_acquire(&self, ip: IpAddr, now: Instant) -> Result<(), IpLimitError> {
+    /// The stripe holding `key`, locked.
+    fn lock_stripe(&self, key: IpAddr) -> MutexGuard<'_, Stripe> {
+        let index = self.hasher.hash_one(key) as usize % STRIPES;
+        self.stripes[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `op` on the entry of `ip` (created empty when missing) under its stripe's lock,
+    /// with the current tick, then drops the entry if `op` left it idle. Sweeps the stripe
+    /// first when it is due. `None`: the limits do not apply to `ip`, nothing was touched.
+    fn with_entry<T>(
+        &self,
+        ip: IpAddr,
+        now: Instant,
+        op: impl FnOnce(&mut IpEntry, u32) -> T,
+    ) -> Option<T> {
         if !self.applies_to(ip) {
-            return Ok(());
+            return None;
         }
         let tick = tick_of(now, self.epoch);
         let rate = self.config.max_handshakes_per_ip;
-        let mut table = self
-            .stripe(ip)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if table.len() >= SWEEP_AT {
-            table.retain(|_, e| e.connections > 0 || !e.handshakes.is_full_at(tick, rate, rate));
-        }
-        let entry = table.entry(ip).or_insert_with(|| IpEntry {
+        let key = self.key_of(ip);
+        let mut stripe = self.lock_stripe(key);
+        stripe.sweep_when_due(tick, rate);
+        let entry = stripe.entries.entry(key).or_insert_with(|| IpEntry {
             connections: 0,
+            pending: 0,
             handshakes: TokenBucket::full(rate, tick),
         });
-        if rate > 0 && !entry.handshakes.try_take(tick, 1, rate, rate) {
-            return Err(IpLimitError::TooManyHandshakes);
+        let result = op(entry, tick);
+        if entry.is_idle(tick, rate) {
+            stripe.entries.remove(&key);
         }
-        let max = self.config.max_connections_per_ip;
-        if max > 0 && entry.connections >= max {
-            return Err(IpLimitError::TooManyConnections);
-        }
-        entry.connections += 1;
-        Ok(())
+        Some(result)
     }
 
-    /// Gives back a connection slot taken by [`IpLimits::try_acquire`].
-    pub(crate) fn release(&self, ip: IpAddr, now: Instant) {
-        if !self.applies_to(ip) {
-            return;
-        }
-        let tick = tick_of(now, self.epoch);
-        let rate = self.config.max_handshakes_per_ip;
-        let mut table = self
-            .stripe(ip)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = table.get_mut(&ip) {
-            entry.connections = entry.connections.saturating_sub(1);
-            if entry.connections == 0 && entry.handshakes.is_full_at(tick, rate, rate) {
-                table.remove(&ip);
+    /// Charges a new connection to `ip` at accept, before its request head: one connection
+    /// and one pending handshake. On `Ok` the caller holds both and gives them back with
+    /// [`IpLimits::finish_handshake`] and [`IpLimits::release`]. Addresses the limits do not
+    /// apply to are always admitted and hold nothing.
+    pub fn try_open(&self, ip: IpAddr, now: Instant) -> Result<(), IpLimitError> {
+        let (max, max_pending) = (
+            self.config.max_connections_per_ip,
+            self.config.max_pending_handshakes_per_ip,
+        );
+        self.with_entry(ip, now, |entry, _| {
+            if max > 0 && entry.connections >= max {
+                return Err(IpLimitError::TooManyConnections);
             }
-        }
+            if max_pending > 0 && entry.pending >= max_pending {
+                return Err(IpLimitError::TooManyPendingHandshakes);
+            }
+            entry.connections += 1;
+            entry.pending += 1;
+            Ok(())
+        })
+        .unwrap_or(Ok(()))
     }
 
-    /// Connections `ip` holds now.
+    /// The request head of a connection charged by [`IpLimits::try_open`] arrived: it no
+    /// longer counts as a pending handshake.
+    pub fn finish_handshake(&self, ip: IpAddr, now: Instant) {
+        self.with_entry(ip, now, |entry, _| {
+            entry.pending = entry.pending.saturating_sub(1);
+        });
+    }
+
+    /// Takes one token of `ip`'s handshake rate for a WebSocket upgrade on a connection it
+    /// already holds.
+    pub(crate) fn try_upgrade(&self, ip: IpAddr, now: Instant) -> Result<(), IpLimitError> {
+        let rate = self.config.max_handshakes_per_ip;
+        self.with_entry(ip, now, |entry, tick| {
+            if rate > 0 && !entry.handshakes.try_take(tick, 1, rate, rate) {
+                return Err(IpLimitError::TooManyHandshakes);
+            }
+            Ok(())
+        })
+        .unwrap_or(Ok(()))
+    }
+
+    /// Charges an upgrade whose client is known only from its request (`X-Forwarded-For`
+    /// behind a trusted proxy): one handshake and one connection. On `Ok` the caller holds a
+    /// connection slot and must [`IpLimits::release`] it when the connection ends.
+    pub fn try_acquire(&self, ip: IpAddr, now: Instant) -> Result<(), IpLimitError> {
+        let rate = self.config.max_handshakes_per_ip;
+        let max = self.config.max_connections_per_ip;
+        self.with_entry(ip, now, |entry, tick| {
+            if rate > 0 && !entry.handshakes.try_take(tick, 1, rate, rate) {
+                return Err(IpLimitError::TooManyHandshakes);
+            }
+            if max > 0 && entry.connections >= max {
+                return Err(IpLimitError::TooManyConnections);
+            }
+            entry.connections += 1;
+            Ok(())
+        })
+        .unwrap_or(Ok(()))
+    }
+
+    /// Gives back a connection slot taken by [`IpLimits::try_open`] or
+    /// [`IpLimits::try_acquire`].
+    pub fn release(&self, ip: IpAddr, now: Instant) {
+        self.with_entry(ip, now, |entry, _| {
+            entry.connections = entry.connections.saturating_sub(1);
+        });
+    }
+
+    /// Connections and pending handshakes `ip` holds now.
     #[cfg(test)]
-    pub(crate) fn connections(&self, ip: IpAddr) -> u32 {
-        let table = self
-            .stripe(ip)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        table.get(&ip).map_or(0, |e| e.connections)
+    fn held(&self, ip: IpAddr) -> (u32, u32) {
+        let key = self.key_of(ip);
+        self.lock_stripe(key)
+            .entries
+            .get(&key)
+            .map_or((0, 0), |e| (e.connections, e.pending))
+    }
+
+    /// Entries in the whole table.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.stripes
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entries
+                    .len()
+            })
+            .sum()
     }
 }
 
@@ -354,9 +495,9 @@ mod tests {
         IpLimitsConfig {
             max_connections_per_ip: conns,
             max_handshakes_per_ip: handshakes,
-            trusted_proxies: Vec::new(),
+            max_pending_handshakes_per_ip: 0,
             exempt: Vec::new(),
-            proxy_protocol: false,
+            ..IpLimitsConfig::default()
         }
     }
 
@@ -378,11 +519,11 @@ mod tests {
             "other addresses unaffected"
         );
         limits.release(ip, now);
-        assert_eq!(limits.connections(ip), 1);
+        assert_eq!(limits.held(ip).0, 1);
         assert_eq!(limits.try_acquire(ip, now), Ok(()));
         limits.release(ip, now);
         limits.release(ip, now);
-        assert_eq!(limits.connections(ip), 0);
+        assert_eq!(limits.held(ip).0, 0);
     }
 
     #[test]
@@ -416,11 +557,7 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(limits.try_acquire(ip, now), Ok(()));
         }
-        assert_eq!(
-            limits.connections(ip),
-            0,
-            "nothing held for exempt addresses"
-        );
+        assert_eq!(limits.held(ip).0, 0, "nothing held for exempt addresses");
     }
 
     #[test]
@@ -429,6 +566,116 @@ mod tests {
         assert!(!limits.applies_to("127.0.0.1".parse().expect("ip")));
         assert!(!limits.applies_to("::1".parse().expect("ip")));
         assert!(limits.applies_to("192.0.2.1".parse().expect("ip")));
+    }
+
+    /// The `n`th IPv4 address after `base`.
+    fn nth(base: [u8; 4], n: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from(std::net::Ipv4Addr::from(base)) + n,
+        ))
+    }
+
+    #[test]
+    fn a_table_of_many_live_addresses_is_swept_once_per_doubling() {
+        let limits = IpLimits::new(config(0, 20));
+        let t0 = Instant::now();
+        // Five thousand live entries per stripe on average: every stripe is past SWEEP_AT.
+        let live = 80_000;
+        for n in 0..live {
+            assert_eq!(limits.try_open(nth([10, 0, 0, 0], n), t0), Ok(()));
+        }
+        // Visitors that leave at once keep their spent handshake bucket for a while.
+        for n in 0..1000 {
+            let ip = nth([100, 64, 0, 0], n);
+            assert_eq!(limits.try_acquire(ip, t0), Ok(()));
+            limits.release(ip, t0);
+        }
+        let later = t0 + Duration::from_secs(10);
+        let ip = nth([100, 65, 0, 0], 0);
+        assert_eq!(limits.try_acquire(ip, later), Ok(()));
+        limits.release(ip, later);
+        assert_eq!(
+            limits.len(),
+            live as usize + 1001,
+            "one more handshake does not sweep a table that has not doubled"
+        );
+        let fresh = 100_000;
+        for n in 1..=fresh {
+            let ip = nth([100, 65, 0, 0], n);
+            assert_eq!(limits.try_acquire(ip, later), Ok(()));
+            limits.release(ip, later);
+        }
+        assert_eq!(
+            limits.len(),
+            (live + fresh + 1) as usize,
+            "doubling swept the visitors gone idle, and only them"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_prefix() {
+        let limits = IpLimits::new(config(2, 0));
+        let now = Instant::now();
+        let one: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(limits.try_acquire(one, now), Ok(()));
+        assert_eq!(limits.try_acquire(same_64, now), Ok(()));
+        assert_eq!(
+            limits.try_acquire(same_64, now),
+            Err(IpLimitError::TooManyConnections),
+            "another address of the same /64 is the same client"
+        );
+        assert_eq!(limits.try_acquire(other_64, now), Ok(()));
+        let per_address = IpLimits::new(IpLimitsConfig {
+            ipv6_prefix: 128,
+            ..config(1, 0)
+        });
+        assert_eq!(per_address.try_acquire(one, now), Ok(()));
+        assert_eq!(per_address.try_acquire(same_64, now), Ok(()));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        let v4: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert_eq!(limits.try_acquire(mapped, now), Ok(()));
+        assert_eq!(limits.try_acquire(v4, now), Ok(()));
+        assert_eq!(
+            limits.try_acquire(v4, now),
+            Err(IpLimitError::TooManyConnections),
+            "an IPv4-mapped address is its IPv4 address, not a /64"
+        );
+    }
+
+    #[test]
+    fn pending_handshakes_are_capped_until_their_heads_arrive() {
+        let limits = IpLimits::new(IpLimitsConfig {
+            max_pending_handshakes_per_ip: 2,
+            ..config(3, 0)
+        });
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let now = Instant::now();
+        assert_eq!(limits.try_open(ip, now), Ok(()));
+        assert_eq!(limits.try_open(ip, now), Ok(()));
+        assert_eq!(
+            limits.try_open(ip, now),
+            Err(IpLimitError::TooManyPendingHandshakes)
+        );
+        limits.finish_handshake(ip, now);
+        assert_eq!(limits.held(ip), (2, 1));
+        assert_eq!(limits.try_open(ip, now), Ok(()));
+        assert_eq!(
+            limits.try_open(ip, now),
+            Err(IpLimitError::TooManyConnections),
+            "three connections held, one of them still pending"
+        );
+        for _ in 0..3 {
+            limits.finish_handshake(ip, now);
+            limits.release(ip, now);
+        }
+        assert_eq!(limits.held(ip), (0, 0));
+        assert_eq!(
+            limits.len(),
+            0,
+            "an address that left leaves nothing behind"
+        );
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub(crate) enum RejectReason {
     PerIp,
     /// The source address opens handshakes faster than its allowed rate.
     Rate,
+    /// The source address holds its maximum of connections that have not sent their request
+    /// head yet (429 at accept).
+    PendingHandshakes,
     /// The request head was not a valid WebSocket upgrade (4xx answer).
     HandshakeError,
     /// The request head did not arrive before the handshake deadline.
@@ -23,12 +26,13 @@ pub(crate) enum RejectReason {
 
 impl RejectReason {
     /// How many reasons there are: the length of the counter array.
-    pub(crate) const COUNT: usize = 7;
+    pub(crate) const COUNT: usize = 8;
     /// Every reason, in exposition order.
     pub(crate) const ALL: [Self; Self::COUNT] = [
         Self::Capacity,
         Self::PerIp,
         Self::Rate,
+        Self::PendingHandshakes,
         Self::HandshakeError,
         Self::HandshakeTimeout,
         Self::Origin,
@@ -41,6 +45,7 @@ impl RejectReason {
             Self::Capacity => "capacity",
             Self::PerIp => "per_ip",
             Self::Rate => "rate",
+            Self::PendingHandshakes => "pending_handshakes",
             Self::HandshakeError => "handshake_error",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::Origin => "origin",

@@ -8,6 +8,7 @@ use crate::limits::TokenBucket;
 use crate::metrics::RejectReason;
 use crate::ws;
 
+use super::accept::{ProxyRefusal, reject_reason};
 use super::conn::{Phase, Route};
 use super::{Core, TICK};
 
@@ -36,11 +37,15 @@ impl Core {
     pub(super) fn handle_handshake_read(&mut self, key: ConnKey, data: &[u8]) {
         match self.clients.handle_proxy_header(key, data) {
             Ok(skip) => self.handle_head_bytes(key, data.get(skip..).unwrap_or_default()),
-            Err(_) => {
+            Err(ProxyRefusal::Header(_)) => {
                 self.observe
                     .stats
                     .record_reject(RejectReason::HandshakeError);
                 self.close_now(key);
+            }
+            Err(ProxyRefusal::Limit(error)) => {
+                self.observe.stats.record_reject(reject_reason(error));
+                self.http_error(key, StatusCode::TOO_MANY_REQUESTS, &[]);
             }
         }
     }
@@ -68,6 +73,7 @@ impl Core {
 
     /// The head is complete: route it, then upgrade or refuse.
     fn answer_handshake(&mut self, key: ConnKey) {
+        self.clients.handle_head_complete(key);
         let draining = self.drain_until.is_some();
         let Some(conn) = self.conns.get_mut(key) else {
             return;

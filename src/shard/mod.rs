@@ -185,7 +185,7 @@ impl<D: Driver> Shard<D> {
         registry: Arc<Registry>,
         ip_limits: Arc<IpLimits>,
     ) -> Self {
-        let admin_on_main = self.core.config.admin_listen.is_none();
+        let admin_on_main = self.core.config.admin_listen == crate::config::AdminListen::Public;
         self.core.observe = Observe::new(id, registry, admin_on_main);
         self.core.clients = ClientAddrs::new(ip_limits);
         self

@@ -31,7 +31,7 @@ pub(super) struct Observe {
     last_feed: Tick,
     /// Open WebSocket connections (the connections gauge).
     open: u64,
-    /// The admin routes are served on the main listener (no `admin_listen`).
+    /// The admin routes are served on the main listener (`admin_listen = "public"`).
     admin_on_main: bool,
 }
 
@@ -66,7 +66,7 @@ impl Observe {
         Self::new(
             0,
             Arc::new(Registry::new(1, process)),
-            config.admin_listen.is_none(),
+            config.admin_listen == crate::config::AdminListen::Public,
         )
     }
 
@@ -128,10 +128,11 @@ impl Observe {
     }
 
     /// Writes the whole HTTP answer for an admin path into `out`; `false` when `path` is not
-    /// one, or the admin routes are served on their own listener.
+    /// one, or is served on the admin listener only (every path but the probes `/health` and
+    /// `/ready`, which load balancers send to the main listener).
     pub(super) fn write_admin(&self, path: &str, out: &mut Vec<u8>) -> bool {
-        self.admin_on_main
-            && crate::admin::write_admin_response(&self.registry, &self.health, path, out)
+        (self.admin_on_main || crate::admin::is_probe_path(path))
+            && crate::admin::write_admin_response(&self.registry, None, &self.health, path, out)
     }
 }
 
@@ -148,7 +149,11 @@ mod tests {
 
     #[test]
     fn admin_paths_answer_with_their_content() {
-        let mut observe = Observe::standalone(&Config::default(), "fake");
+        let config = Config {
+            admin_listen: crate::config::AdminListen::Public,
+            ..Config::default()
+        };
+        let mut observe = Observe::standalone(&config, "fake");
         observe.stats.record_message_received();
         observe.publish();
         let metrics = answer(&observe, "/metrics");

@@ -167,15 +167,8 @@ impl Core {
             return;
         };
         let mut actions = std::mem::take(&mut state.actions);
-        let mut channels = state.channels.for_app(app);
-        session.handle_text(
-            config,
-            hub.pusher(),
-            &mut channels,
-            text,
-            Instant::now(),
-            &mut actions,
-        );
+        let mut channels = state.channels.for_app(app, &hub);
+        session.handle_text(config, &mut channels, text, Instant::now(), &mut actions);
         self.run_actions(key, app, &mut actions);
         self.pusher.actions = actions;
     }
@@ -261,6 +254,7 @@ impl Core {
                 Action::Close(code) => {
                     self.start_close(key, code.into(), code.reason());
                 }
+                Action::Refused(limit) => self.observe.stats.record_pusher_refusal(limit),
             }
         }
         self.push_out(key);
@@ -287,12 +281,16 @@ impl Core {
                 continue;
             }
             if let Some(peer) = hub.peer(shard) {
-                peer.send(MeshMessage::Publish {
-                    app,
-                    channel: Arc::clone(&channel),
-                    frame: frame.clone(),
-                    exclude,
-                });
+                // A full lane drops this copy; the receiving shard counts it.
+                let _ = peer.send(
+                    self.pusher.shard,
+                    MeshMessage::Publish {
+                        app,
+                        channel: Arc::clone(&channel),
+                        frame: frame.clone(),
+                        exclude,
+                    },
+                );
             }
         }
         self.pusher.shards = shards;
@@ -300,7 +298,7 @@ impl Core {
     }
 
     /// Queues `frame` on every local subscriber of the channel but `exclude`, whether the
-    /// publish came from this shard or over the mesh; each subscriber reached counts as one
+    /// publish came from this shard or over the mesh; each open subscriber reached counts as one
     /// delivery.
     pub(super) fn deliver_local(
         &mut self,
@@ -316,7 +314,10 @@ impl Core {
             let bytes = frame_bytes(frame);
             let mut delivered = 0;
             for &key in &targets {
-                if Some(key) != skip {
+                // A connection whose close frame is queued takes no more data (RFC 6455 5.5.1):
+                // it is neither sent to nor counted.
+                let open = self.conns.get(key).is_some_and(|c| !c.ws.is_close_sent());
+                if open && Some(key) != skip {
                     self.enqueue(key, bytes.clone());
                     delivered += 1;
                 }

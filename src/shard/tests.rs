@@ -868,7 +868,10 @@ fn admin_paths_answer_plain_gets() {
         ("/ready", "HTTP/1.1 200 "),
         ("/dashboard", "HTTP/1.1 200 "),
     ] {
-        let mut h = Harness::new(Config::default());
+        let mut h = Harness::new(Config {
+            admin_listen: crate::config::AdminListen::Public,
+            ..Config::default()
+        });
         h.shard.core.observe.publish();
         let key = h.accept();
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -876,6 +879,24 @@ fn admin_paths_answer_plain_gets() {
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with(status), "{path}: {text}");
         assert!(h.closed(key));
+    }
+}
+
+#[test]
+fn only_the_probes_are_answered_beside_an_admin_listener() {
+    for (path, status) in [
+        ("/metrics", "HTTP/1.1 404 "),
+        ("/dashboard", "HTTP/1.1 404 "),
+        ("/health", "HTTP/1.1 200 "),
+        ("/ready", "HTTP/1.1 200 "),
+    ] {
+        let mut h = Harness::new(Config::default());
+        h.shard.core.observe.publish();
+        let key = h.accept();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let out = h.read(key, request.as_bytes());
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with(status), "{path}: {text}");
     }
 }
 

@@ -36,7 +36,13 @@ pub struct Server {
 impl Server {
     /// Starts `ringcast serve` on `backend` with two shards and `extra` flags.
     pub fn start(backend: &str, extra: &[&str]) -> Server {
-        let mut child = serve_command(backend, 2)
+        Server::start_with_shards(backend, 2, extra)
+    }
+
+    /// [`Server::start`] with `shards` shards. With one, connections are accepted in the order
+    /// they connected, so a test can rely on earlier sockets being charged first.
+    pub fn start_with_shards(backend: &str, shards: usize, extra: &[&str]) -> Server {
+        let mut child = serve_command(backend, shards)
             .args(["--log-level", "info"])
             .args(extra)
             .env("RINGCAST_APP_ID", APP_ID)
@@ -124,11 +130,16 @@ impl Server {
         get_from(self.addr(), path)
     }
 
+    /// The address of the admin listener (`/metrics`, `/dashboard`), from its log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.log_field("admin").parse().expect("admin address")
+    }
+
     /// The sum of every sample of the metric family `name` whose labels contain `labels`
-    /// (`""` for all samples), read from `/metrics`. Shards publish every 100 ms, so callers
-    /// wait for a count with [`Server::wait_metric`].
+    /// (`""` for all samples), read from `/metrics` on the admin listener. Shards publish
+    /// every 100 ms, so callers wait for a count with [`Server::wait_metric`].
     pub fn metric(&self, name: &str, labels: &str) -> f64 {
-        let text = self.get("/metrics");
+        let text = get_from(self.admin_addr(), "/metrics");
         text.lines()
             .filter(|line| !line.starts_with('#'))
             .filter(|line| {

@@ -120,17 +120,34 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `ringcast serve` on `127.0.0.1:0` with `backend` (`uring` or `epoll`) and `shards` shards,
-/// no colour and no stdin; callers add flags, environment and pipes.
+/// its admin listener on another ephemeral loopback port (logged as `admin=ADDR`), no colour
+/// and no stdin; callers add flags, environment and pipes.
 pub fn serve_command(backend: &str, shards: usize) -> Command {
+    serve_command_under(&[], backend, shards)
+}
+
+/// [`serve_command`] run by `wrapper` (a program and its arguments, such as `prlimit
+/// --nofile=64:64 --`), which must exec the server so that its pid is the server's.
+pub fn serve_command_under(wrapper: &[&str], backend: &str, shards: usize) -> Command {
     // RINGCAST_TEST_BIN runs the suite against another build, a release one for instance.
     let program = std::env::var_os("RINGCAST_TEST_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_ringcast")),
         PathBuf::from,
     );
-    let mut command = Command::new(program);
+    let mut command = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
+        }
+        None => Command::new(program),
+    };
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--backend", backend])
         .args(["--shards", &shards.to_string()])
+        // Admin routes on a port of their own per server, so servers of parallel tests never
+        // meet on the default one; a test's own --admin-listen flag overrides this.
+        .env("RINGCAST_ADMIN_LISTEN", "127.0.0.1:0")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
     command
@@ -140,6 +157,7 @@ pub fn serve_command(backend: &str, shards: usize) -> Command {
 pub struct Server {
     child: Child,
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     log: Receiver<String>,
 }
 
@@ -157,9 +175,15 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut child = serve_command(backend.flag(), shards)
-            .args(extra)
-            .envs(env.iter().copied())
+        let mut command = serve_command(backend.flag(), shards);
+        command.args(extra).envs(env.iter().copied());
+        Server::spawn(command, backend, shards)
+    }
+
+    /// Runs `command` (a [`serve_command`] for `backend` and `shards`, adjusted by the caller)
+    /// and waits until every shard has logged its listener.
+    pub fn spawn(mut command: Command, backend: Backend, shards: usize) -> Server {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -192,6 +216,7 @@ impl Server {
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: None,
             log,
         };
         let mut ports = Vec::new();
@@ -203,6 +228,9 @@ impl Server {
                     ports.len()
                 )
             });
+            if let Some(admin) = parse_addr_field(&line, "admin=") {
+                server.admin = Some(admin);
+            }
             if let Some(port) = parse_listen_port(&line) {
                 // A shard must say which backend it runs, so a silent fallback cannot pass the
                 // io_uring half of the matrix on epoll.
@@ -224,6 +252,12 @@ impl Server {
     /// The address clients connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the admin listener (`/metrics`, `/dashboard`); panics when the server
+    /// runs without one.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("the server logged no admin= address")
     }
 
     /// The server's process id, for signals and /proc.
@@ -251,6 +285,36 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits up to [`READ_TIMEOUT`] for a log line containing `needle` and returns it.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + READ_TIMEOUT;
+        loop {
+            match self.next_log_line(deadline) {
+                Some(line) if line.contains(needle) => return line,
+                Some(_) => {}
+                None => panic!("the server logged no line with {needle:?}"),
+            }
+        }
+    }
+
+    /// How long the server's threads have been running or waiting to run, summed (the first
+    /// two fields of each `/proc/PID/task/TID/schedstat`). A thread that spins adds the whole
+    /// wall time however busy the machine is; one that sleeps adds almost nothing.
+    pub fn cpu_demand(&self) -> Duration {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("tasks");
+        let nanos: u64 = tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .map(|stat| {
+                stat.split_whitespace()
+                    .take(2)
+                    .filter_map(|field| field.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum();
+        Duration::from_nanos(nanos)
     }
 
     /// The next line the server logged, or `None` once it exited or `deadline` passed.
@@ -290,12 +354,17 @@ fn strip_ansi(line: &str) -> String {
 
 /// The port in a log line holding `listen=127.0.0.1:PORT`.
 pub fn parse_listen_port(line: &str) -> Option<u16> {
-    let rest = &line[line.find("listen=")? + "listen=".len()..];
+    parse_addr_field(line, "listen=").map(|a| a.port())
+}
+
+/// The address in a log line holding `FIELD=ADDR` (`field` given with its `=`).
+pub fn parse_addr_field(line: &str, field: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(field)? + field.len()..];
     let addr = rest
         .split_whitespace()
         .next()?
         .trim_matches(|c| c == ',' || c == '"');
-    addr.parse::<SocketAddr>().ok().map(|a| a.port())
+    addr.parse::<SocketAddr>().ok()
 }
 
 /// An HTTP response head: status code and raw header text.
