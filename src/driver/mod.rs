@@ -186,6 +186,20 @@ pub enum Event {
     Wake,
 }
 
+impl Event {
+    /// The connection the event is about; `None` for the listener and the doorbell.
+    fn key(&self) -> Option<ConnKey> {
+        match self {
+            Self::Connected { key, .. }
+            | Self::Recv { key, .. }
+            | Self::RecvStopped { key }
+            | Self::Eof { key }
+            | Self::Sent { key, .. } => Some(*key),
+            Self::Accepted(_) | Self::AcceptError(_) | Self::Wake => None,
+        }
+    }
+}
+
 /// Most frames gathered into one send. Linux's `UIO_MAXIOV` is 1024; 64 frames already cover
 /// far more bytes than one socket send buffer takes in one call.
 pub const MAX_SEND_FRAMES: usize = 64;

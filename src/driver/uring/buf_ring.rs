@@ -62,8 +62,8 @@ impl BufRing {
             tail: 0,
         };
         // SAFETY: the ring memory is valid, page-aligned and lives until `Drop`, which the driver
-        // runs only after the io_uring that holds the registration is gone (field order) and the
-        // kernel finished every op that could pick a buffer.
+        // runs only after `unregister` succeeded and the kernel finished every op that could
+        // hold a buffer.
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 buf_ring.ring.as_ptr() as u64,
@@ -107,6 +107,13 @@ impl BufRing {
             let tail = BufRingEntry::tail(self.ring.as_ptr()).cast_mut();
             AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
         }
+    }
+
+    /// Withdraws the ring from the kernel: from the moment this returns, no receive can pick a
+    /// buffer from it (one that tries completes with ENOBUFS), so the memory may be freed once
+    /// no op holds a buffer it picked before.
+    pub(super) fn unregister(&self, ring: &IoUring) -> io::Result<()> {
+        ring.submitter().unregister_buf_ring(BUF_GROUP)
     }
 
     /// Gives buffer `id` back to the kernel.
