@@ -41,17 +41,24 @@ const CLIENT_THREADS: usize = 4;
 /// Connections per client thread, by kind: 4 x 64 = 256 at any moment.
 const READERS: usize = 40;
 const TRICKLERS: usize = 14;
-const STALLERS: usize = 10;
+const STALLERS: usize = 20;
 
 /// Threads publishing through the HTTP API, each a new connection per request.
-const PUBLISHERS: usize = 2;
+const PUBLISHERS: usize = 4;
 
-/// Channels per API event: the Pusher limit.
-const CHANNELS_PER_EVENT: usize = 100;
+/// Channels per API event: a quarter of the Pusher limit, for more API connections.
+const CHANNELS_PER_EVENT: usize = 25;
+
+/// How the channels of stallers begin, so the publishers can send them large events.
+const STALLER_PREFIX: &str = "stall-";
 
 /// Outbox cap of the server under test: a few dozen published events, and room for the
 /// `/metrics` answer, which goes through an outbox too.
-const MAX_OUTBOX: &str = "32768";
+const MAX_OUTBOX: &str = "16384";
+
+/// The server's handshake deadline: far longer than any answer takes, so that only a request
+/// whose bytes never reached its connection runs into it.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Bound on any one blocking read of a publisher or a connecting client.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,7 +173,7 @@ impl Conn {
             channel,
             buf: Vec::new(),
             phase: Phase::Head,
-            leave_at: now + Duration::from_millis(300 + rng.below(1700)),
+            leave_at: now + Duration::from_millis(100 + rng.below(500)),
             next_ping: now,
             next_read: now,
             confirmed: false,
@@ -369,7 +376,12 @@ fn client_thread(
     let mut serial = 0u64;
     let mut open = |kind: Kind, rng: &mut Rng| loop {
         serial += 1;
-        let channel = format!("own-{id}-{serial}");
+        let prefix = if kind == Kind::Staller {
+            STALLER_PREFIX
+        } else {
+            "own-"
+        };
+        let channel = format!("{prefix}{id}-{serial}");
         match Conn::open(addr, kind, channel, rng) {
             Ok(conn) => return conn,
             // The listen backlog overflowed under churn: try again, it is not crosstalk.
@@ -405,7 +417,7 @@ fn client_thread(
                         if !conn.send_text(&json!({ "event": "pusher:ping", "data": {} })) {
                             conn.server_closed(&tally, "reset");
                         }
-                        conn.next_ping = now + Duration::from_millis(10);
+                        conn.next_ping = now + Duration::from_millis(5);
                     } else if !conn.confirmed {
                         // Reads only until subscribed, then never again.
                         busy |= conn.step(usize::MAX, &tally, &channels);
@@ -470,25 +482,31 @@ fn publisher_thread(
     tally: Arc<Tally>,
     channels: Channels,
 ) {
-    let data = "x".repeat(400);
+    // Stallers get large events, so that they become slow consumers within a second however
+    // slowly the loaded machine publishes; the others small ones.
+    let small = "x".repeat(200);
+    let large = "y".repeat(4000);
     while !stop.load(Ordering::Relaxed) {
-        let mut current: Vec<String> = channels
+        let (stallers, others): (Vec<String>, Vec<String>) = channels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .cloned()
-            .collect();
-        current.sort();
-        if current.is_empty() {
+            .partition(|channel| channel.starts_with(STALLER_PREFIX));
+        if stallers.is_empty() && others.is_empty() {
             thread::sleep(Duration::from_millis(5));
             continue;
         }
-        for batch in current.chunks(CHANNELS_PER_EVENT) {
-            publish(addr, batch, &data, &tally);
+        for batch in stallers.chunks(CHANNELS_PER_EVENT) {
+            publish(addr, batch, &large, &tally);
+        }
+        for batch in others.chunks(CHANNELS_PER_EVENT) {
+            publish(addr, batch, &small, &tally);
         }
     }
 }
 
+/// The server's `/metrics` answer, head included.
 fn metrics_text(addr: SocketAddr) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect for /metrics");
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
@@ -503,14 +521,8 @@ fn metrics_text(addr: SocketAddr) -> String {
 /// A counter's value in the server's `/metrics`, summed over the series whose labels contain
 /// `labels`.
 fn metric(addr: SocketAddr, family: &str, labels: &str) -> f64 {
-    let mut stream = TcpStream::connect(addr).expect("connect for /metrics");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("request /metrics");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text.lines()
+    metrics_text(addr)
+        .lines()
         .filter(|line| line.starts_with(family) && line.contains(labels))
         .filter(|line| line[family.len()..].starts_with([' ', '{']))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
@@ -520,6 +532,7 @@ fn metric(addr: SocketAddr, family: &str, labels: &str) -> f64 {
 fn no_crosstalk(backend: Backend) {
     let _heavy = heavy_lock();
     raise_nofile_limit();
+    let handshake_timeout = format!("{}s", HANDSHAKE_TIMEOUT.as_secs());
     let server = Server::start_with_env(
         backend,
         2,
@@ -528,7 +541,7 @@ fn no_crosstalk(backend: Backend) {
             MAX_OUTBOX,
             // The outbox cap may not be below the largest message.
             "--max-message-size",
-            "16384",
+            "8192",
             "--ping-interval",
             "500ms",
             "--pong-timeout",
@@ -540,11 +553,11 @@ fn no_crosstalk(backend: Backend) {
             "--write-stall-timeout",
             "1s",
             "--handshake-timeout",
-            "5s",
-            // Two small receive buffers per shard: receives run dry and are re-armed all the
+            &handshake_timeout,
+            // Few small receive buffers per shard: receives run dry and are re-armed all the
             // time, in the same loop turns as closes.
             "--recv-buffers",
-            "2",
+            "8",
             "--recv-buffer-size",
             "1024",
         ],
@@ -578,11 +591,24 @@ fn no_crosstalk(backend: Backend) {
     for thread in threads {
         thread.join().expect("client thread");
     }
+    // Every client sent its whole request head at once, so a handshake that times out is one
+    // whose bytes some other connection's receive took. Requests sent up to the end of the run
+    // have timed out by now if they were lost.
+    thread::sleep(HANDSHAKE_TIMEOUT + Duration::from_millis(300));
+    let lost = metric(
+        addr,
+        "ringcast_connections_rejected_total",
+        "reason=\"handshake_timeout\"",
+    );
 
     let crosstalk = tally.crosstalk.lock().unwrap_or_else(|p| p.into_inner());
     assert!(
         crosstalk.is_empty(),
         "bytes reached the wrong client: {crosstalk:#?}"
+    );
+    assert_eq!(
+        lost, 0.0,
+        "request heads were lost: {lost} handshakes timed out"
     );
     let own = tally.own_events.load(Ordering::Relaxed);
     let closes = tally.server_closes.load(Ordering::Relaxed);
@@ -591,7 +617,6 @@ fn no_crosstalk(backend: Backend) {
         tally.subscribed.load(Ordering::Relaxed),
         tally.publishes.load(Ordering::Relaxed),
     );
-    eprintln!("{}", metrics_text(addr));
     assert!(own > 0, "no published event reached its subscriber");
     // The server did close connections under load, for each reason the clients provoke.
     assert!(metric(addr, "ringcast_slow_consumer_closes_total", "") > 0.0);
