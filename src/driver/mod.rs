@@ -230,7 +230,9 @@ pub trait Driver {
     fn send(&mut self, key: ConnKey, frames: &mut Vec<Bytes>);
 
     /// Closes the socket; no further event is reported for `key`. Buffers of a send still in
-    /// flight stay alive until the kernel is done with them.
+    /// flight stay alive until the kernel is done with them, and the descriptor number is not
+    /// freed while a queued submission names it, so nothing queued for `key` can reach a
+    /// socket that later gets the same number.
     fn close(&mut self, key: ConnKey);
 
     /// Submits what was queued and blocks until at least one event is ready or `timeout`

@@ -294,10 +294,14 @@ impl UringDriver {
     }
 
     fn insert_slot(&mut self, key: ConnKey, socket: OwnedFd) {
-        *slot_mut(&mut self.slots, key.slot) = Slot {
-            socket: Some(socket),
-            generation: key.generation,
-        };
+        let slot = slot_mut(&mut self.slots, key.slot);
+        // A slot is only reused after `close`; should a socket still be there, it is retired
+        // like a closed one rather than closed under entries that may name it.
+        if let Some(old) = slot.socket.replace(socket) {
+            sys::shutdown(old.as_raw_fd());
+            self.closing.push(old);
+        }
+        slot.generation = key.generation;
     }
 
     fn handle_cqe(&mut self, cqe: &cqueue::Entry) -> Option<Event> {
