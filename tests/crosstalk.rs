@@ -28,8 +28,11 @@ use ringcast::pusher::auth::sign;
 use ringcast::ws::{self, OpCode};
 use serde_json::{Value, json};
 
+/// The development app the server is started with: its id,
 const APP_ID: &str = "5150";
+/// its key, which clients connect to (`/app/{APP_KEY}`),
 const APP_KEY: &str = "crosstalk-key";
+/// and its secret, which API requests are signed with.
 const APP_SECRET: &str = "crosstalk-secret";
 
 /// How long the clients and publishers run against one server.
@@ -38,9 +41,11 @@ const RUN: Duration = Duration::from_secs(8);
 /// Client threads, each driving its share of the connections over non-blocking sockets.
 const CLIENT_THREADS: usize = 4;
 
-/// Connections per client thread, by kind: 4 x 64 = 256 at any moment.
+/// Readers per client thread; with the others, 4 x 74 = 296 connections at any moment.
 const READERS: usize = 40;
+/// Tricklers per client thread.
 const TRICKLERS: usize = 14;
+/// Stallers per client thread.
 const STALLERS: usize = 20;
 
 /// Threads publishing through the HTTP API, each a new connection per request.
@@ -60,7 +65,7 @@ const MAX_OUTBOX: &str = "16384";
 /// whose bytes never reached its connection runs into it.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Bound on any one blocking read of a publisher or a connecting client.
+/// Bound on any one blocking read of a publisher.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest server frame a client accepts: published events are far smaller.
@@ -74,7 +79,8 @@ enum Kind {
     /// Reads a little at a time and never answers pings: closed with 4201, then at the close
     /// deadline while its backlog is still draining; or closed as a slow consumer.
     Trickler,
-    /// Never reads and keeps sending pings into a tiny receive buffer: a slow consumer.
+    /// Stops reading once subscribed, with a tiny receive window, and keeps sending
+    /// `pusher:ping`: a slow consumer whose receives run dry and are re-armed all the time.
     Staller,
 }
 
@@ -94,6 +100,7 @@ struct Tally {
 }
 
 impl Tally {
+    /// Records one thing that must never happen (the first twenty are kept).
     fn crosstalk(&self, what: String) {
         let mut list = self.crosstalk.lock().unwrap_or_else(|p| p.into_inner());
         if list.len() < 20 {
@@ -109,6 +116,7 @@ type Channels = Arc<Mutex<HashSet<String>>>;
 struct Rng(u64);
 
 impl Rng {
+    /// A number below `n`.
     fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -148,6 +156,7 @@ struct Conn {
 }
 
 impl Conn {
+    /// Connects and sends the upgrade request; the rest happens in [`Conn::step`].
     fn open(addr: SocketAddr, kind: Kind, channel: String, rng: &mut Rng) -> io::Result<Conn> {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
         if kind == Kind::Staller {
@@ -223,6 +232,8 @@ impl Conn {
         true
     }
 
+    /// The server ended the connection (close frame, end of stream or reset); before the 101
+    /// that means the request never reached its connection.
     fn server_closed(&mut self, tally: &Tally, how: &str) {
         if self.phase == Phase::Done {
             return;
@@ -237,6 +248,7 @@ impl Conn {
         self.phase = Phase::Done;
     }
 
+    /// Checks and acts on what is buffered: the 101 head, then whole frames.
     fn parse(&mut self, tally: &Tally, channels: &Channels) {
         if self.phase == Phase::Head {
             let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -290,6 +302,8 @@ impl Conn {
         Ok(Some((first & 0x0f, payload)))
     }
 
+    /// One server frame: a close ends the connection, a text frame must be a Pusher message
+    /// meant for this connection.
     fn handle_frame(&mut self, opcode: u8, payload: &[u8], tally: &Tally, channels: &Channels) {
         match opcode {
             0x1 => {}
@@ -335,6 +349,7 @@ impl Conn {
         }
     }
 
+    /// Records crosstalk with what the buffer held, and gives the connection up.
     fn fail(&mut self, tally: &Tally, what: &str) {
         let shown: String = String::from_utf8_lossy(&self.buf[..self.buf.len().min(160)]).into();
         tally.crosstalk(format!(
@@ -344,6 +359,8 @@ impl Conn {
         self.phase = Phase::Done;
     }
 
+    /// The client hangs up (a reader with a close frame), and its channel is no longer
+    /// published to.
     fn leave(&mut self, channels: &Channels) {
         channels
             .lock()
@@ -384,7 +401,7 @@ fn client_thread(
         let channel = format!("{prefix}{id}-{serial}");
         match Conn::open(addr, kind, channel, rng) {
             Ok(conn) => return conn,
-            // The listen backlog overflowed under churn: try again, it is not crosstalk.
+            // A connect that failed under churn (a full listen backlog): not crosstalk.
             Err(_) => thread::sleep(Duration::from_millis(5)),
         }
     };
@@ -422,6 +439,7 @@ fn client_thread(
                         // Reads only until subscribed, then never again.
                         busy |= conn.step(usize::MAX, &tally, &channels);
                     }
+                    // Cut off long before this, unless publishing is very slow.
                     if now >= conn.leave_at + Duration::from_secs(5) {
                         conn.leave(&channels);
                     }
@@ -476,6 +494,7 @@ fn publish(addr: SocketAddr, channels: &[String], data: &str, tally: &Tally) {
     }
 }
 
+/// One publisher: publishes to every subscribed channel, round after round, until stopped.
 fn publisher_thread(
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -529,6 +548,7 @@ fn metric(addr: SocketAddr, family: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// The whole run against one server on `backend`.
 fn no_crosstalk(backend: Backend) {
     let _heavy = heavy_lock();
     raise_nofile_limit();
