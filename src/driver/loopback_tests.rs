@@ -279,10 +279,11 @@ fn duplicate_at_or_above(socket: &OwnedFd, at: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// A connection's receive and send are queued, then it is closed in the same loop turn, and a
-/// new socket takes the lowest free descriptor number before the driver submits: the queued
-/// operations must still act on the closed connection's socket, never on the new one.
-fn queued_ops_never_reach_a_reused_descriptor(driver: &mut impl Driver) {
+/// A connection's receive (and, with `send`, a send) are queued, then it is closed in the same
+/// loop turn, and a new socket takes the lowest free descriptor number before the driver
+/// submits: the queued operations must still act on the closed connection's socket, never on
+/// the new one.
+fn queued_ops_never_reach_a_reused_descriptor(driver: &mut impl Driver, send: bool) {
     let (ours, _ours_peer) = UnixStream::pair().expect("pair");
     let number = ours.as_raw_fd();
     let key = ConnKey {
@@ -293,10 +294,10 @@ fn queued_ops_never_reach_a_reused_descriptor(driver: &mut impl Driver) {
     // land on the number the close frees.
     let (newcomer, newcomer_peer) = UnixStream::pair().expect("pair");
     driver.register(key, OwnedFd::from(ours)).expect("register");
-    driver.send(
-        key,
-        &mut vec![Bytes::from_static(b"frames of the closed connection")],
-    );
+    if send {
+        let frame = Bytes::from_static(b"frames of the closed connection");
+        driver.send(key, &mut vec![frame]);
+    }
     driver.close(key);
     let newcomer = UnixStream::from(duplicate_at_or_above(&OwnedFd::from(newcomer), number));
     (&newcomer_peer)
@@ -326,11 +327,14 @@ fn queued_ops_never_reach_a_reused_descriptor(driver: &mut impl Driver) {
 
 #[test]
 fn epoll_queued_ops_never_reach_a_reused_descriptor() {
-    queued_ops_never_reach_a_reused_descriptor(&mut EpollDriver::new(4096).expect("epoll driver"));
+    for send in [true, false] {
+        let mut driver = EpollDriver::new(4096).expect("epoll driver");
+        queued_ops_never_reach_a_reused_descriptor(&mut driver, send);
+    }
 }
 
 #[test]
-fn uring_queued_ops_never_reach_a_reused_descriptor() {
+fn uring_queued_send_never_reaches_a_reused_descriptor() {
     let config = UringConfig {
         recv_buffers: 4,
         recv_buffer_size: 4096,
@@ -338,5 +342,17 @@ fn uring_queued_ops_never_reach_a_reused_descriptor() {
     let Some(mut driver) = uring_or_skip(config) else {
         return;
     };
-    queued_ops_never_reach_a_reused_descriptor(&mut driver);
+    queued_ops_never_reach_a_reused_descriptor(&mut driver, true);
+}
+
+#[test]
+fn uring_queued_receive_never_takes_a_reused_descriptors_bytes() {
+    let config = UringConfig {
+        recv_buffers: 4,
+        recv_buffer_size: 4096,
+    };
+    let Some(mut driver) = uring_or_skip(config) else {
+        return;
+    };
+    queued_ops_never_reach_a_reused_descriptor(&mut driver, false);
 }
