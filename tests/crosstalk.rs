@@ -36,7 +36,7 @@ const APP_KEY: &str = "crosstalk-key";
 const APP_SECRET: &str = "crosstalk-secret";
 
 /// How long the clients and publishers run against one server.
-const RUN: Duration = Duration::from_secs(8);
+const RUN: Duration = Duration::from_secs(14);
 
 /// Client threads, each driving its share of the connections over non-blocking sockets.
 const CLIENT_THREADS: usize = 4;
