@@ -307,6 +307,11 @@ impl Driver for EpollDriver {
     fn poll_event(&mut self) -> Option<Event> {
         loop {
             if let Some(event) = self.pending.pop_front() {
+                // A send completes inside `send`; its event waits here and is dropped if the
+                // connection was closed before the shard polled it.
+                if event.key().is_some_and(|key| self.live_fd(key).is_none()) {
+                    continue;
+                }
                 return Some(event);
             }
             if let Some((key, turns_left)) = self.reading {

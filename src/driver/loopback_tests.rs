@@ -3,7 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -208,7 +209,7 @@ fn uring_adopts_a_connecting_socket() {
 }
 
 fn closed_connection_reports_nothing_more(driver: &mut impl Driver) {
-    let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+    let (a, b) = UnixStream::pair().expect("pair");
     let key = ConnKey {
         slot: 0,
         generation: 1,
@@ -266,4 +267,92 @@ fn uring_stops_accepting() {
         return;
     };
     stops_accepting(&mut driver);
+}
+
+/// `socket` duplicated onto the lowest free descriptor number at or above `at`: the number
+/// `accept` would hand a new client once `at` is free, as Linux always picks the lowest.
+fn duplicate_at_or_above(socket: &OwnedFd, at: RawFd) -> OwnedFd {
+    // SAFETY: F_DUPFD_CLOEXEC only reads its arguments and returns a new descriptor or -1.
+    let fd = unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_DUPFD_CLOEXEC, at) };
+    assert!(fd >= 0, "fcntl: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` was just returned by fcntl, so it is open and owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A connection's receive (and, with `send`, a send) are queued, then it is closed in the same
+/// loop turn, and a new socket takes the lowest free descriptor number before the driver
+/// submits: the queued operations must still act on the closed connection's socket, never on
+/// the new one.
+fn queued_ops_never_reach_a_reused_descriptor(driver: &mut impl Driver, send: bool) {
+    let (ours, _ours_peer) = UnixStream::pair().expect("pair");
+    let number = ours.as_raw_fd();
+    let key = ConnKey {
+        slot: 0,
+        generation: 1,
+    };
+    // The new client's socket exists before the close, so that only the duplicate below can
+    // land on the number the close frees.
+    let (newcomer, newcomer_peer) = UnixStream::pair().expect("pair");
+    driver.register(key, OwnedFd::from(ours)).expect("register");
+    if send {
+        let frame = Bytes::from_static(b"frames of the closed connection");
+        driver.send(key, &mut vec![frame]);
+    }
+    driver.close(key);
+    let newcomer = UnixStream::from(duplicate_at_or_above(&OwnedFd::from(newcomer), number));
+    (&newcomer_peer)
+        .write_all(b"bytes of the new client")
+        .expect("write to the new client");
+    for _ in 0..5 {
+        driver.wait(Duration::from_millis(10)).expect("wait");
+        if let Some(event) = driver.poll_event() {
+            panic!("event after close: {event:?}");
+        }
+    }
+
+    newcomer_peer.set_nonblocking(true).expect("non-blocking");
+    let mut buf = [0; 64];
+    let stray = (&newcomer_peer).read(&mut buf);
+    assert!(
+        matches!(&stray, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the new client received {stray:?}: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    newcomer.set_nonblocking(true).expect("non-blocking");
+    let n = (&newcomer)
+        .read(&mut buf)
+        .expect("the new client's bytes wait in its socket");
+    assert_eq!(&buf[..n], b"bytes of the new client");
+}
+
+#[test]
+fn epoll_queued_ops_never_reach_a_reused_descriptor() {
+    for send in [true, false] {
+        let mut driver = EpollDriver::new(4096).expect("epoll driver");
+        queued_ops_never_reach_a_reused_descriptor(&mut driver, send);
+    }
+}
+
+#[test]
+fn uring_queued_send_never_reaches_a_reused_descriptor() {
+    let config = UringConfig {
+        recv_buffers: 4,
+        recv_buffer_size: 4096,
+    };
+    let Some(mut driver) = uring_or_skip(config) else {
+        return;
+    };
+    queued_ops_never_reach_a_reused_descriptor(&mut driver, true);
+}
+
+#[test]
+fn uring_queued_receive_never_takes_a_reused_descriptors_bytes() {
+    let config = UringConfig {
+        recv_buffers: 4,
+        recv_buffer_size: 4096,
+    };
+    let Some(mut driver) = uring_or_skip(config) else {
+        return;
+    };
+    queued_ops_never_reach_a_reused_descriptor(&mut driver, false);
 }

@@ -186,6 +186,20 @@ pub enum Event {
     Wake,
 }
 
+impl Event {
+    /// The connection the event is about; `None` for the listener and the doorbell.
+    fn key(&self) -> Option<ConnKey> {
+        match self {
+            Self::Connected { key, .. }
+            | Self::Recv { key, .. }
+            | Self::RecvStopped { key }
+            | Self::Eof { key }
+            | Self::Sent { key, .. } => Some(*key),
+            Self::Accepted(_) | Self::AcceptError(_) | Self::Wake => None,
+        }
+    }
+}
+
 /// Most frames gathered into one send. Linux's `UIO_MAXIOV` is 1024; 64 frames already cover
 /// far more bytes than one socket send buffer takes in one call.
 pub const MAX_SEND_FRAMES: usize = 64;
@@ -216,7 +230,9 @@ pub trait Driver {
     fn send(&mut self, key: ConnKey, frames: &mut Vec<Bytes>);
 
     /// Closes the socket; no further event is reported for `key`. Buffers of a send still in
-    /// flight stay alive until the kernel is done with them.
+    /// flight stay alive until the kernel is done with them, and the descriptor number is not
+    /// freed while a queued submission names it, so nothing queued for `key` can reach a
+    /// socket that later gets the same number.
     fn close(&mut self, key: ConnKey);
 
     /// Submits what was queued and blocks until at least one event is ready or `timeout`

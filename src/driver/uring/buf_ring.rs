@@ -17,7 +17,7 @@ pub(super) const BUF_GROUP: u16 = 0;
 /// until a completion names it, then to the driver until [`BufRing::recycle`].
 pub(super) struct BufRing {
     /// INVARIANT: page-aligned allocation of `entries` descriptors made with `ring_layout`,
-    /// registered with the kernel as group [`BUF_GROUP`] for the life of the io_uring.
+    /// registered with the kernel as group [`BUF_GROUP`] from `new` until `unregister`.
     ring: NonNull<BufRingEntry>,
     ring_layout: Layout,
     /// INVARIANT: allocation of `entries * buf_size` bytes made with `data_layout`, never
@@ -28,6 +28,8 @@ pub(super) struct BufRing {
     buf_size: u32,
     /// Our copy of the ring tail; the kernel reads the published one.
     tail: u16,
+    /// Whether the kernel still knows the ring (until [`BufRing::unregister`]).
+    registered: bool,
 }
 
 impl BufRing {
@@ -60,10 +62,11 @@ impl BufRing {
             entries,
             buf_size,
             tail: 0,
+            registered: false,
         };
         // SAFETY: the ring memory is valid, page-aligned and lives until `Drop`, which the driver
-        // runs only after the io_uring that holds the registration is gone (field order) and the
-        // kernel finished every op that could pick a buffer.
+        // runs only after `unregister` succeeded and the kernel finished every op that could
+        // hold a buffer.
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 buf_ring.ring.as_ptr() as u64,
@@ -72,6 +75,7 @@ impl BufRing {
                 0,
             )?;
         }
+        buf_ring.registered = true;
         for id in 0..entries {
             buf_ring.push(id);
         }
@@ -107,6 +111,17 @@ impl BufRing {
             let tail = BufRingEntry::tail(self.ring.as_ptr()).cast_mut();
             AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
         }
+    }
+
+    /// Withdraws the ring from the kernel: from the moment this returns, no receive can pick a
+    /// buffer from it (one that tries completes with ENOBUFS), so the memory may be freed once
+    /// no op holds a buffer it picked before.
+    pub(super) fn unregister(&mut self, ring: &IoUring) -> io::Result<()> {
+        if self.registered {
+            ring.submitter().unregister_buf_ring(BUF_GROUP)?;
+            self.registered = false;
+        }
+        Ok(())
     }
 
     /// Gives buffer `id` back to the kernel.

@@ -2,6 +2,16 @@
 //! provided-buffer ring shared by every connection of the shard, gathered `sendmsg` of
 //! reference-counted frames, one timeout per wheel tick, and a multishot poll on the shard's
 //! eventfd doorbell. Submissions are batched: nothing is submitted until [`Driver::wait`].
+//!
+//! Every submission names its socket by descriptor number, and the kernel looks the number up
+//! only when it consumes the entry at submit time. All shards share the process's descriptor
+//! table and Linux hands out the lowest free number, so a descriptor closed while an entry that
+//! names it still waits to be submitted could be reused by another shard's accept, and the
+//! entry would then send one connection's frames to an unrelated client or receive its bytes.
+//! So a closed connection's socket is shut down at once but its descriptor is closed only once
+//! the submission queue and the backlog are empty, right after the submit that carried its
+//! last entries ([`UringDriver::release_closed`]). No entry uses `IOSQE_ASYNC` or links, so
+//! every entry is looked up while `io_uring_enter` consumes it.
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,7 +24,9 @@ use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use super::sys::{self, Waker};
-use super::{ConnKey, Driver, Event, MAX_SEND_FRAMES, OpKind, RecvBuf, UserData, slot_mut};
+use super::{
+    ConnKey, Driver, Event, MAX_SEND_FRAMES, MAX_SLOTS, OpKind, RecvBuf, UserData, slot_mut,
+};
 use buf_ring::{BUF_GROUP, BufRing};
 pub use probe::{Unavailable, probe};
 
@@ -69,14 +81,42 @@ struct Slot {
     generation: u32,
 }
 
+/// Why [`Driver::send`] reported a send as failed without submitting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendRefused {
+    /// Every send slot `user_data` can address is held by a send in flight.
+    SlotsExhausted,
+}
+
+impl std::fmt::Display for SendRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SlotsExhausted => write!(
+                f,
+                "every one of the {MAX_SLOTS} send slots user_data can address is in flight"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SendRefused {}
+
 /// The io_uring [`Driver`].
 pub struct UringDriver {
-    /// Dropped first: closing the ring ends the kernel's use of the registered buffer ring.
+    /// Its registered buffer ring is unregistered in `Drop` before `bufs` is freed.
     ring: IoUring,
+    /// Freed in `Drop` only once the kernel can no longer pick from it (see there).
     bufs: std::mem::ManuallyDrop<BufRing>,
     slots: Vec<Slot>,
-    /// INVARIANT: an op is in here from its submission until its completion.
+    /// INVARIANT: an op is in here from its submission until its completion, at an index below
+    /// `send_slots`, so that the index survives the 24 bits `user_data` keeps for it.
     sends: slab::Slab<Box<SendOp>>,
+    /// Most sends in flight at once: [`MAX_SLOTS`]; a send beyond it fails with
+    /// [`SendRefused::SlotsExhausted`] instead of aliasing another send's `user_data`.
+    send_slots: usize,
+    /// Sockets of closed connections, already shut down, whose descriptor numbers a queued
+    /// submission may still name; closed by [`UringDriver::release_closed`].
+    closing: Vec<OwnedFd>,
     /// Finished ops kept for reuse, boxed because `sends` needs them boxed (stable addresses).
     #[allow(clippy::vec_box)] // moving boxes between `sends` and here must not move the op
     spare_sends: Vec<Box<SendOp>>,
@@ -106,6 +146,8 @@ impl UringDriver {
             bufs: std::mem::ManuallyDrop::new(bufs),
             slots: Vec::new(),
             sends: slab::Slab::new(),
+            send_slots: MAX_SLOTS as usize,
+            closing: Vec::new(),
             spare_sends: Vec::new(),
             listener: None,
             accept_armed: false,
@@ -161,14 +203,25 @@ impl UringDriver {
         }
     }
 
+    /// Closes the descriptors of closed connections once no submission that could name them
+    /// is left unsubmitted: the submission queue and the backlog are both empty, so the kernel
+    /// has looked every entry's descriptor up already and holds the socket itself.
+    fn release_closed(&mut self) {
+        if !self.closing.is_empty() && self.backlog.is_empty() && self.ring.submission().is_empty()
+        {
+            self.closing.clear();
+        }
+    }
+
     /// Ends every op for teardown: shuts every socket down, waits (bounded by DROP_DRAIN) for
     /// the final completions, and cancels what the shutdowns did not end. Returns how many
     /// `io_uring_enter` waits it took; `in_flight` is what is left.
     fn drain(&mut self) -> u32 {
-        self.listener = None;
+        self.closing.extend(self.listener.take());
         for slot in &mut self.slots {
             if let Some(socket) = slot.socket.take() {
                 sys::shutdown(socket.as_raw_fd());
+                self.closing.push(socket);
             }
         }
         self.flush_backlog();
@@ -202,6 +255,7 @@ impl UringDriver {
                 cancelled = true;
             }
         }
+        self.release_closed();
         waits
     }
 
@@ -240,10 +294,14 @@ impl UringDriver {
     }
 
     fn insert_slot(&mut self, key: ConnKey, socket: OwnedFd) {
-        *slot_mut(&mut self.slots, key.slot) = Slot {
-            socket: Some(socket),
-            generation: key.generation,
-        };
+        let slot = slot_mut(&mut self.slots, key.slot);
+        // A slot is only reused after `close`; should a socket still be there, it is retired
+        // like a closed one rather than closed under entries that may name it.
+        if let Some(old) = slot.socket.replace(socket) {
+            sys::shutdown(old.as_raw_fd());
+            self.closing.push(old);
+        }
+        slot.generation = key.generation;
     }
 
     fn handle_cqe(&mut self, cqe: &cqueue::Entry) -> Option<Event> {
@@ -383,8 +441,9 @@ impl Driver for UringDriver {
         if let Some(listener) = self.listener.take() {
             // The multishot accept holds its own reference to the socket, so closing the
             // descriptor alone would keep accepting. Shutting a listening socket down fails the
-            // pending accept; the cancel covers kernels where it would not, and is submitted
-            // now because it names the descriptor, which is closed when this block ends.
+            // pending accept; the cancel covers kernels where it would not. The cancel names
+            // the descriptor, so the descriptor is closed like a connection's: after the submit
+            // that carries it.
             let entry =
                 opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(listener.as_raw_fd())).all())
                     .build()
@@ -393,6 +452,8 @@ impl Driver for UringDriver {
             self.flush_backlog();
             let _ = self.ring.submit();
             sys::shutdown(listener.as_raw_fd());
+            self.closing.push(listener);
+            self.release_closed();
         }
         self.accept_retry_at = None;
     }
@@ -422,6 +483,15 @@ impl Driver for UringDriver {
             frames.clear();
             return;
         };
+        if self.sends.vacant_key() >= self.send_slots {
+            frames.clear();
+            let refused = io::Error::other(SendRefused::SlotsExhausted);
+            self.pending.push_back(Event::Sent {
+                key,
+                result: Err(refused),
+            });
+            return;
+        }
         let mut op = self.spare_sends.pop().unwrap_or_else(|| {
             Box::new(SendOp {
                 key,
@@ -457,8 +527,11 @@ impl Driver for UringDriver {
             .and_then(|s| s.socket.take())
         {
             // Shutting down ends the multishot receive (it completes with end of stream), which
-            // holds its own reference to the socket; the descriptor can then be closed at once.
+            // holds its own reference to the socket, and fails a send already submitted. The
+            // descriptor stays open until entries queued this turn that name it (a send from
+            // the flush, a re-armed receive) are submitted: see the module documentation.
             sys::shutdown(socket.as_raw_fd());
+            self.closing.push(socket);
         }
     }
 
@@ -498,6 +571,7 @@ impl Driver for UringDriver {
                 ) => {}
             Err(e) => return Err(e),
         }
+        self.release_closed();
         self.reap();
         Ok(())
     }
@@ -505,6 +579,9 @@ impl Driver for UringDriver {
     fn poll_event(&mut self) -> Option<Event> {
         loop {
             if let Some(event) = self.pending.pop_front() {
+                if event.key().is_some_and(|key| self.live_fd(key).is_none()) {
+                    continue;
+                }
                 return Some(event);
             }
             let cqe = self.cqes.pop_front()?;
@@ -541,12 +618,20 @@ impl Drop for UringDriver {
         // kernel time in one uninterruptible `io_uring_enter` with 19,000 sockets, far past
         // DROP_DRAIN.
         self.drain();
-        if self.in_flight == 0 {
-            // SAFETY: no op is left that could use the buffers, and `bufs` is not used again.
+        // The kernel picks receive buffers from the registered ring whenever a receive runs,
+        // until the ring is unregistered, and the ring field is only closed after this body.
+        // So the buffer ring is unregistered first: from then on no receive, not even one this
+        // driver failed to count, can pick a buffer. The memory is freed only when that
+        // succeeded and no op is left that may hold a buffer it picked before.
+        let unregistered = self.bufs.unregister(&self.ring);
+        if self.in_flight == 0 && unregistered.is_ok() {
+            // SAFETY: the kernel no longer knows the buffer ring and no op is left that could
+            // hold one of its buffers; `bufs` is not used again.
             unsafe { std::mem::ManuallyDrop::drop(&mut self.bufs) };
         } else {
             tracing::warn!(
                 ops = self.in_flight,
+                unregistered = unregistered.is_ok(),
                 "io_uring ops outlived the shard; leaking buffers"
             );
             std::mem::forget(std::mem::take(&mut self.sends));
@@ -556,6 +641,7 @@ impl Drop for UringDriver {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
     use std::os::unix::net::UnixStream;
 
     use super::*;
@@ -597,6 +683,105 @@ mod tests {
         assert!(
             waits < 10,
             "teardown took {waits} waits for {PAIRS} sockets"
+        );
+    }
+
+    fn small_driver() -> Option<UringDriver> {
+        if let Err(why) = probe() {
+            eprintln!("skipping io_uring test: {why}");
+            return None;
+        }
+        let config = UringConfig {
+            recv_buffers: 4,
+            recv_buffer_size: 4096,
+        };
+        Some(UringDriver::new(config).expect("io_uring driver"))
+    }
+
+    /// Events until `want` says stop or a few waits pass.
+    fn events_until(driver: &mut UringDriver, mut want: impl FnMut(&Event) -> bool) -> Vec<Event> {
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            driver.wait(Duration::from_millis(10)).expect("wait");
+            while let Some(event) = driver.poll_event() {
+                let stop = want(&event);
+                seen.push(event);
+                if stop {
+                    return seen;
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn a_send_beyond_the_addressable_slots_fails_instead_of_aliasing() {
+        let Some(mut driver) = small_driver() else {
+            return;
+        };
+        // One slot stands for the 2^24 that user_data can address.
+        driver.send_slots = 1;
+        let mut peers = Vec::new();
+        let keys = [0, 1].map(|slot| {
+            let (ours, theirs) = UnixStream::pair().expect("socket pair");
+            let key = ConnKey {
+                slot,
+                generation: 1,
+            };
+            driver.register(key, OwnedFd::from(ours)).expect("register");
+            peers.push(theirs);
+            key
+        });
+        driver.send(keys[0], &mut vec![Bytes::from_static(b"first")]);
+        driver.send(keys[1], &mut vec![Bytes::from_static(b"second")]);
+        let events = events_until(&mut driver, |_| false);
+        let sent: Vec<_> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Sent { key, result } => Some((*key, result)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 2, "{events:?}");
+        let (first, second) = (
+            sent.iter().find(|s| s.0 == keys[0]),
+            sent.iter().find(|s| s.0 == keys[1]),
+        );
+        assert_eq!(first.and_then(|s| s.1.as_ref().ok()), Some(&5));
+        let refused = second
+            .and_then(|s| s.1.as_ref().err())
+            .expect("the second send fails");
+        let why = refused
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<SendRefused>());
+        assert_eq!(why, Some(&SendRefused::SlotsExhausted));
+        // The slot is free again once the first send completed.
+        driver.send(keys[1], &mut vec![Bytes::from_static(b"second")]);
+        let events = events_until(&mut driver, |event| matches!(event, Event::Sent { .. }));
+        assert!(
+            matches!(events.last(), Some(Event::Sent { key, result: Ok(6) }) if *key == keys[1]),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn an_unregistered_buffer_ring_is_never_written() {
+        let Some(mut driver) = small_driver() else {
+            return;
+        };
+        let (ours, theirs) = UnixStream::pair().expect("socket pair");
+        let key = ConnKey {
+            slot: 0,
+            generation: 1,
+        };
+        driver.register(key, OwnedFd::from(ours)).expect("register");
+        driver.wait(Duration::ZERO).expect("wait");
+        driver.bufs.unregister(&driver.ring).expect("unregister");
+        (&theirs).write_all(b"after").expect("write");
+        let events = events_until(&mut driver, |event| !matches!(event, Event::Wake));
+        assert!(
+            matches!(events.last(), Some(Event::RecvStopped { key: k }) if *k == key),
+            "a receive after unregistering found a buffer: {events:?}"
         );
     }
 }
