@@ -534,10 +534,14 @@ fn metrics_text(addr: SocketAddr) -> String {
         .expect("request /metrics");
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "/metrics on the admin listener {addr} answered: {text:.200}"
+    );
     text
 }
 
-/// A counter's value in the server's `/metrics`, summed over the series whose labels contain
+/// A counter's value in the admin listener's `/metrics`, summed over the series whose labels contain
 /// `labels`.
 fn metric(addr: SocketAddr, family: &str, labels: &str) -> f64 {
     metrics_text(addr)
@@ -588,6 +592,7 @@ fn no_crosstalk(backend: Backend) {
         ],
     );
     let addr = server.addr();
+    let admin = server.admin_addr();
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let channels: Channels = Arc::default();
@@ -616,7 +621,7 @@ fn no_crosstalk(backend: Backend) {
     // have timed out by now if they were lost.
     thread::sleep(HANDSHAKE_TIMEOUT + Duration::from_millis(300));
     let lost = metric(
-        addr,
+        admin,
         "ringcast_connections_rejected_total",
         "reason=\"handshake_timeout\"",
     );
@@ -639,10 +644,10 @@ fn no_crosstalk(backend: Backend) {
     );
     assert!(own > 0, "no published event reached its subscriber");
     // The server did close connections under load, for each reason the clients provoke.
-    assert!(metric(addr, "ringcast_slow_consumer_closes_total", "") > 0.0);
+    assert!(metric(admin, "ringcast_slow_consumer_closes_total", "") > 0.0);
     assert!(
         metric(
-            addr,
+            admin,
             "ringcast_disconnects_total",
             "reason=\"pong_timeout\""
         ) > 0.0
