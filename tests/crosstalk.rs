@@ -57,8 +57,7 @@ const CHANNELS_PER_EVENT: usize = 25;
 /// How the channels of stallers begin, so the publishers can send them large events.
 const STALLER_PREFIX: &str = "stall-";
 
-/// Outbox cap of the server under test: a few dozen published events, and room for the
-/// `/metrics` answer, which goes through an outbox too.
+/// Outbox cap of the server under test: a few dozen published events.
 const MAX_OUTBOX: &str = "16384";
 
 /// The server's handshake deadline: far longer than any answer takes, so that only a request
