@@ -97,6 +97,14 @@ pub struct Config {
     /// Where `/metrics`, `/health`, `/ready` and the dashboard are served instead of the main
     /// listener; `None`: on the main listener.
     pub admin_listen: Option<SocketAddr>,
+    /// The broker joining this instance to a cluster; `None`: standalone, nothing extra runs.
+    pub broker: Option<crate::cluster::BrokerUrl>,
+    /// Prefix of every broker subject, so several clusters can share a broker.
+    pub broker_prefix: String,
+    /// Refuse to start when the broker cannot be reached at start (else start degraded).
+    pub broker_required: bool,
+    /// Most publishes queued from the shards to the broker bridge; more are dropped and counted.
+    pub broker_queue_capacity: usize,
     /// The Pusher apps served (`[[apps]]`); empty means one development app.
     pub apps: Vec<crate::pusher::AppConfig>,
     /// Credentials for the development app (`RINGCAST_APP_ID`, `_KEY`, `_SECRET`); the ones

@@ -108,6 +108,13 @@ impl Settings {
             mesh_queue_capacity: self.mesh_queue_capacity.unwrap_or(1024),
             mesh_turn_budget: self.mesh_turn_budget.unwrap_or(256),
             admin_listen: self.admin_listen,
+            broker: self.broker,
+            broker_prefix: self
+                .broker_prefix
+                .unwrap_or_else(|| crate::cluster::DEFAULT_PREFIX.to_owned()),
+            broker_required: self.broker_required.unwrap_or(false),
+            // Four bursts of a thousand events while the broker is slow to answer.
+            broker_queue_capacity: self.broker_queue_capacity.unwrap_or(4096),
             apps: self.apps.unwrap_or_default(),
             dev_app: self.dev_app,
         };
@@ -281,6 +288,21 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         return invalid(
             "apps",
             format!("{e}; fix the [[apps]] sections of the file"),
+        );
+    }
+    if let Some(reason) = crate::cluster::prefix_problem(&config.broker_prefix) {
+        return invalid("broker_prefix", reason);
+    }
+    if config.broker_queue_capacity == 0 {
+        return invalid(
+            "broker_queue_capacity",
+            "0 would drop every publish to the broker; set 1 or more (default 4096)".to_owned(),
+        );
+    }
+    if config.broker_required && config.broker.is_none() {
+        return invalid(
+            "broker_required",
+            "is set but no broker is; set --broker URL or leave broker_required out".to_owned(),
         );
     }
     Ok(())

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::duration::{self, parse_duration};
 use super::{Backend, ConfigError, LogFormat};
+use crate::cluster::BrokerUrl;
 use crate::limits::OutboxPolicy;
 use crate::pusher::AppConfig;
 use crate::pusher::apps::DevCredentials;
@@ -319,6 +320,39 @@ settings_table! {
             value_parser = parse_text::<SocketAddr>,
         )]
         pub admin_listen: Option<SocketAddr>,
+        /// Broker that joins this instance to a cluster: redis://HOST:PORT[/DB] or
+        /// nats://HOST:PORT; without one the instance is standalone.
+        #[arg(
+            long,
+            env = "RINGCAST_BROKER",
+            value_name = "URL",
+            value_parser = BrokerUrl::from_str,
+        )]
+        pub broker: Option<BrokerUrl>,
+        /// Prefix of every broker subject, so several clusters can share one broker
+        /// [default: ringcast].
+        #[arg(long, env = "RINGCAST_BROKER_PREFIX", value_name = "PREFIX")]
+        pub broker_prefix: Option<String>,
+        /// Refuse to start when the broker is unreachable at start, instead of starting
+        /// degraded and retrying: true or false [default: false].
+        #[arg(
+            long,
+            env = "RINGCAST_BROKER_REQUIRED",
+            value_name = "BOOL",
+            num_args = 0..=1,
+            default_missing_value = "true",
+            value_parser = parse_text::<bool>,
+        )]
+        pub broker_required: Option<bool>,
+        /// Most publishes queued from the shards to the broker bridge before they are dropped
+        /// (counted in ringcast_broker_dropped_total{reason="full"}) [default: 4096].
+        #[arg(
+            long,
+            env = "RINGCAST_BROKER_QUEUE_CAPACITY",
+            value_name = "N",
+            value_parser = parse_count::<usize>,
+        )]
+        pub broker_queue_capacity: Option<usize>,
         /// The `[log]` table.
         #[command(flatten)]
         pub log: LogSettings,

@@ -232,7 +232,7 @@ impl Core {
                         .channel(channel)
                         .map(|c| c.name.clone());
                     if let Some(name) = name {
-                        self.publish(app, name, frame, exclude, true);
+                        self.publish_everywhere(app, name, frame, exclude);
                     }
                 }
                 Action::SignIn { user_id } => {
@@ -295,6 +295,22 @@ impl Core {
         }
         self.pusher.shards = shards;
         self.deliver_local(app, &channel, frame, exclude);
+    }
+
+    /// Publishes a client or API event as [`Core::publish`] does and, in a cluster, hands it
+    /// to the bridge for the other instances (presence events stay local: each instance keeps
+    /// its own roster).
+    pub(super) fn publish_everywhere(
+        &mut self,
+        app: AppIndex,
+        channel: Arc<str>,
+        frame: Frame,
+        exclude: Option<SocketId>,
+    ) {
+        if let Some(bridge) = self.pusher.hub.bridge() {
+            bridge.publish(app, Arc::clone(&channel), frame.clone(), exclude);
+        }
+        self.publish(app, channel, frame, exclude, true);
     }
 
     /// Queues `frame` on every local subscriber of the channel but `exclude`, whether the

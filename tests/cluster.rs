@@ -1,0 +1,701 @@
+//! Cluster mode against real brokers: `redis-server` and `nats-server` run as child processes on
+//! free loopback ports, and two ringcast instances join through each with `--broker`. A publish
+//! on one instance must reach subscribers on the other, exclusion by socket id must hold across
+//! instances, an instance without subscribers of a channel must receive nothing for it, and a
+//! broker outage must leave local delivery alone and heal once the broker is back.
+
+#[allow(
+    dead_code,
+    reason = "the shared harness serves several suites; this one uses part of it"
+)]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, Server, uring_available};
+use md5::{Digest, Md5};
+use ringcast::pusher::auth::sign;
+use ringcast::ws::{self, OpCode};
+use serde_json::{Value, json};
+
+const APP_ID: &str = "7001";
+const APP_KEY: &str = "cluster-key";
+const APP_SECRET: &str = "cluster-secret";
+
+/// Read timeout of every client socket: a missing delivery fails the test instead of hanging.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a test waits for a state it expects (a subscription reaching the broker, a
+/// reconnection); only a bound on a hang, generous for a loaded machine.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Which broker a test runs against.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Redis,
+    Nats,
+}
+
+/// A broker child process on a fixed loopback port, killed when dropped.
+struct Broker {
+    kind: Kind,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+impl Broker {
+    fn start(kind: Kind) -> Broker {
+        let mut broker = Broker {
+            kind,
+            port: free_port(),
+            child: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn url(&self) -> String {
+        match self.kind {
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            Kind::Nats => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let (program, args): (&str, Vec<&str>) = match self.kind {
+            Kind::Redis => (
+                "redis-server",
+                vec![
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+            ),
+            Kind::Nats => ("nats-server", vec!["-a", "127.0.0.1", "-p", &port]),
+        };
+        let child = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {program} ({e}); install it with `make system-deps`")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + SETTLE;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{program} did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A ringcast instance joined to `broker` (any URL), with the test app.
+fn instance(backend: Backend, broker: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--broker", broker, "--broker-prefix", "test"];
+    args.extend_from_slice(extra);
+    Server::start_with_env(
+        backend,
+        2,
+        &args,
+        &[
+            ("RINGCAST_APP_ID", APP_ID),
+            ("RINGCAST_APP_KEY", APP_KEY),
+            ("RINGCAST_APP_SECRET", APP_SECRET),
+            ("RINGCAST_MAX_HANDSHAKES_PER_IP", "0"),
+        ],
+    )
+}
+
+/// The backends this machine runs; io_uring only where the kernel offers it.
+fn backends() -> Vec<Backend> {
+    let mut list = vec![Backend::Epoll];
+    if uring_available() {
+        list.push(Backend::Uring);
+    }
+    list
+}
+
+/// `GET path` on the instance; the body.
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// One sample of `/metrics`, `name{labels}` (labels as written, `""` for none); 0 when absent.
+fn metric(addr: SocketAddr, name: &str, labels: &str) -> f64 {
+    let series = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    get(addr, "/metrics")
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits until `check` holds, polling; panics with `what` after [`SETTLE`].
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One hand-driven Pusher connection.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    socket_id: String,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("timeout");
+        let request = format!(
+            "GET /app/{APP_KEY}?protocol=7&client=test HTTP/1.1\r\nHost: x\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).expect("upgrade");
+        let mut client = Client {
+            stream,
+            buf: Vec::new(),
+            socket_id: String::new(),
+        };
+        while !client.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            client.fill();
+        }
+        let end = client
+            .buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(0)
+            + 4;
+        assert!(client.buf.starts_with(b"HTTP/1.1 101"), "no upgrade");
+        client.buf.drain(..end);
+        let established = client.next_event();
+        assert_eq!(established["event"], "pusher:connection_established");
+        let data: Value = serde_json::from_str(established["data"].as_str().unwrap_or("{}"))
+            .expect("established data");
+        client.socket_id = data["socket_id"].as_str().unwrap_or_default().to_owned();
+        client
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "server closed the connection");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// The next frame: opcode and payload.
+    fn frame(&mut self) -> (u8, Vec<u8>) {
+        while self.buf.len() < 2 {
+            self.fill();
+        }
+        let (len, header) = match self.buf[1] & 0x7f {
+            126 => {
+                while self.buf.len() < 4 {
+                    self.fill();
+                }
+                (
+                    usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]])),
+                    4,
+                )
+            }
+            127 => panic!("unexpectedly large frame"),
+            n => (usize::from(n), 2),
+        };
+        while self.buf.len() < header + len {
+            self.fill();
+        }
+        let opcode = self.buf[0] & 0x0f;
+        let payload: Vec<u8> = self.buf.drain(..header + len).skip(header).collect();
+        (opcode, payload)
+    }
+
+    /// The next Pusher message that is not `pusher:ping`.
+    fn next_event(&mut self) -> Value {
+        loop {
+            let (opcode, payload) = self.frame();
+            match opcode {
+                0x1 => {
+                    let message: Value = serde_json::from_slice(&payload).expect("json message");
+                    if message["event"] != "pusher:ping" {
+                        return message;
+                    }
+                }
+                0x8 => panic!("closed: {payload:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The close code the server sends next, skipping other frames.
+    fn close_code(&mut self) -> u16 {
+        loop {
+            let (opcode, payload) = self.frame();
+            if opcode == 0x8 {
+                return payload
+                    .get(..2)
+                    .map_or(0, |code| u16::from_be_bytes([code[0], code[1]]));
+            }
+        }
+    }
+
+    fn send(&mut self, message: &Value) {
+        let mut frame = Vec::new();
+        let text = message.to_string();
+        ws::encode_masked_frame(
+            &mut frame,
+            true,
+            OpCode::Text,
+            text.as_bytes(),
+            [7, 1, 3, 9],
+        );
+        self.stream.write_all(&frame).expect("send");
+    }
+
+    fn subscribe(&mut self, channel: &str) {
+        let mut data = json!({ "channel": channel });
+        if channel.starts_with("private-") {
+            let signed = format!("{}:{channel}", self.socket_id);
+            data["auth"] = json!(format!("{APP_KEY}:{}", sign(APP_SECRET, &[&signed])));
+        }
+        self.send(&json!({ "event": "pusher:subscribe", "data": data }));
+        let answer = self.next_event();
+        assert_eq!(
+            answer["event"], "pusher_internal:subscription_succeeded",
+            "{answer}"
+        );
+    }
+
+    fn sign_in(&mut self, user_id: &str) {
+        let user_data = json!({ "id": user_id }).to_string();
+        let signed = format!("{}::user::{user_data}", self.socket_id);
+        let auth = format!("{APP_KEY}:{}", sign(APP_SECRET, &[&signed]));
+        self.send(&json!({
+            "event": "pusher:signin",
+            "data": { "auth": auth, "user_data": user_data },
+        }));
+        let answer = self.next_event();
+        assert_eq!(answer["event"], "pusher:signin_success", "{answer}");
+    }
+
+    /// Whether bytes arrive within `wait`.
+    fn has_data_within(&mut self, wait: Duration) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut byte = [0u8; 1];
+        let ready = self.stream.peek(&mut byte).is_ok_and(|n| n > 0);
+        self.stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("timeout");
+        ready
+    }
+
+    /// The next event's name and data, asserting it is on `channel`.
+    fn expect_event(&mut self, channel: &str) -> (String, String) {
+        let message = self.next_event();
+        assert_eq!(message["channel"], channel, "{message}");
+        (
+            message["event"].as_str().unwrap_or_default().to_owned(),
+            message["data"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+}
+
+/// A signed HTTP API request; returns the status code.
+fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string();
+    let md5: String = Md5::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("auth_key", APP_KEY),
+        ("auth_timestamp", &now),
+        ("auth_version", "1.0"),
+    ];
+    if !body.is_empty() {
+        params.push(("body_md5", &md5));
+    }
+    params.sort();
+    let joined: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let joined = joined.join("&");
+    let signature = sign(APP_SECRET, &[&format!("{method}\n{path}\n{joined}")]);
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    let request = format!(
+        "{method} {path}?{joined}&auth_signature={signature} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Publishes `data` as event `e` on `channel` through the API of `addr`, excluding `socket_id`.
+fn publish(addr: SocketAddr, channel: &str, data: &str, socket_id: Option<&str>) {
+    let mut body = json!({ "name": "e", "channel": channel, "data": data });
+    if let Some(id) = socket_id {
+        body["socket_id"] = json!(id);
+    }
+    let status = api(
+        addr,
+        "POST",
+        &format!("/apps/{APP_ID}/events"),
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "publish on {addr}");
+}
+
+/// Broker subjects the instance subscribes to.
+fn subscriptions(addr: SocketAddr) -> f64 {
+    metric(addr, "ringcast_broker_subscriptions", "")
+}
+
+/// Waits until the instance holds `n` broker subscriptions (the app's user subject is one).
+fn wait_subscriptions(addr: SocketAddr, n: f64) {
+    wait_for(&format!("{n} broker subscriptions on {addr}"), || {
+        subscriptions(addr) == n
+    });
+}
+
+/// API and client events published on one instance reach the other's subscribers, and a
+/// socket id excludes its connection whichever instance the API call came to.
+fn crosses_instances(kind: Kind, backend: Backend) {
+    let broker = Broker::start(kind);
+    let a = instance(backend, &broker.url(), &[]);
+    let b = instance(backend, &broker.url(), &[]);
+    let channel = "private-room";
+    let mut on_a = Client::connect(a.addr());
+    let mut on_b = Client::connect(b.addr());
+    on_a.subscribe(channel);
+    on_b.subscribe(channel);
+    wait_subscriptions(a.addr(), 2.0);
+    wait_subscriptions(b.addr(), 2.0);
+
+    publish(a.addr(), channel, "from-api-on-a", None);
+    assert_eq!(on_b.expect_event(channel).1, "from-api-on-a");
+    assert_eq!(on_a.expect_event(channel).1, "from-api-on-a");
+
+    on_a.send(&json!({ "event": "client-typing", "channel": channel, "data": {"n": 1} }));
+    let (event, data) = on_b.expect_event(channel);
+    assert_eq!(
+        (event.as_str(), data.as_str()),
+        ("client-typing", r#"{"n":1}"#)
+    );
+
+    // Excluded on another instance than the one the API call came to: on_b misses the first
+    // event and gets the second; on_a gets both (and not the client event it sent itself).
+    publish(a.addr(), channel, "not-for-b", Some(&on_b.socket_id));
+    publish(a.addr(), channel, "after", None);
+    assert_eq!(on_b.expect_event(channel).1, "after");
+    assert_eq!(on_a.expect_event(channel).1, "not-for-b");
+    assert_eq!(on_a.expect_event(channel).1, "after");
+    publish(b.addr(), channel, "not-for-a", Some(&on_a.socket_id));
+    publish(b.addr(), channel, "last", None);
+    assert_eq!(on_a.expect_event(channel).1, "last");
+    assert_eq!(on_b.expect_event(channel).1, "not-for-a");
+    assert_eq!(on_b.expect_event(channel).1, "last");
+    assert!(
+        metric(
+            a.addr(),
+            "ringcast_broker_messages_total",
+            r#"direction="out""#
+        ) >= 4.0
+    );
+    assert!(
+        metric(
+            b.addr(),
+            "ringcast_broker_messages_total",
+            r#"direction="in""#
+        ) >= 4.0
+    );
+}
+
+#[test]
+fn redis_api_and_client_events_cross_instances() {
+    for backend in backends() {
+        crosses_instances(Kind::Redis, backend);
+    }
+}
+
+#[test]
+fn nats_api_and_client_events_cross_instances() {
+    for backend in backends() {
+        crosses_instances(Kind::Nats, backend);
+    }
+}
+
+/// An instance subscribes to a channel's subject only while it has subscribers of it: with
+/// none it receives nothing of the channel's publishes.
+fn routes_by_interest(kind: Kind) {
+    let broker = Broker::start(kind);
+    let a = instance(Backend::Epoll, &broker.url(), &[]);
+    let b = instance(Backend::Epoll, &broker.url(), &[]);
+    wait_subscriptions(a.addr(), 1.0);
+    let mut on_b = Client::connect(b.addr());
+    on_b.subscribe("news");
+    wait_subscriptions(b.addr(), 2.0);
+    let received = |addr| metric(addr, "ringcast_broker_messages_total", r#"direction="in""#);
+    let a_before = received(a.addr());
+    for n in 0..5 {
+        publish(a.addr(), "news", &n.to_string(), None);
+        assert_eq!(on_b.expect_event("news").1, n.to_string());
+    }
+    publish(b.addr(), "news", "from-b", None);
+    assert_eq!(on_b.expect_event("news").1, "from-b");
+    assert_eq!(
+        received(a.addr()),
+        a_before,
+        "an instance without subscribers of the channel received its publishes"
+    );
+    assert_eq!(subscriptions(a.addr()), 1.0, "only the user subject");
+
+    // The last subscriber leaves: the subject is dropped and publishes stop arriving. The
+    // probe, published after, arrives through the broker in order behind anything before it.
+    drop(on_b);
+    wait_subscriptions(b.addr(), 1.0);
+    let mut probe = Client::connect(b.addr());
+    probe.subscribe("probe");
+    wait_subscriptions(b.addr(), 2.0);
+    let b_before = received(b.addr());
+    publish(a.addr(), "news", "nobody", None);
+    publish(a.addr(), "probe", "sent-after", None);
+    assert_eq!(probe.expect_event("probe").1, "sent-after");
+    assert_eq!(
+        received(b.addr()),
+        b_before + 1.0,
+        "only the probe arrived after the unsubscribe"
+    );
+}
+
+#[test]
+fn redis_routes_by_interest() {
+    routes_by_interest(Kind::Redis);
+}
+
+#[test]
+fn nats_routes_by_interest() {
+    routes_by_interest(Kind::Nats);
+}
+
+/// `terminate_connections` on one instance closes the user's connections on the other.
+fn terminates_across_instances(kind: Kind) {
+    let broker = Broker::start(kind);
+    let a = instance(Backend::Epoll, &broker.url(), &[]);
+    let b = instance(Backend::Epoll, &broker.url(), &[]);
+    wait_subscriptions(a.addr(), 1.0);
+    wait_subscriptions(b.addr(), 1.0);
+    let mut on_b = Client::connect(b.addr());
+    on_b.sign_in("u-1");
+    let status = api(
+        a.addr(),
+        "POST",
+        &format!("/apps/{APP_ID}/users/u-1/terminate_connections"),
+        "{}",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(on_b.close_code(), 4009);
+}
+
+#[test]
+fn redis_terminates_connections_across_instances() {
+    terminates_across_instances(Kind::Redis);
+}
+
+#[test]
+fn nats_terminates_connections_across_instances() {
+    terminates_across_instances(Kind::Nats);
+}
+
+/// The JSON of `/health`.
+fn health(addr: SocketAddr) -> Value {
+    serde_json::from_str(&get(addr, "/health")).unwrap_or(Value::Null)
+}
+
+/// The broker goes away: local delivery goes on, `/health` says degraded with the reason and
+/// the metric reads 0; the broker comes back on the same port: cross-instance delivery resumes.
+fn survives_a_broker_restart(kind: Kind) {
+    let mut broker = Broker::start(kind);
+    let a = instance(Backend::Epoll, &broker.url(), &[]);
+    let b = instance(Backend::Epoll, &broker.url(), &[]);
+    let mut on_a = Client::connect(a.addr());
+    let mut on_b = Client::connect(b.addr());
+    on_a.subscribe("live");
+    on_b.subscribe("live");
+    wait_subscriptions(b.addr(), 2.0);
+    publish(a.addr(), "live", "before", None);
+    assert_eq!(on_b.expect_event("live").1, "before");
+    assert_eq!(on_a.expect_event("live").1, "before");
+    assert_eq!(metric(a.addr(), "ringcast_broker_up", ""), 1.0);
+    assert_eq!(health(a.addr())["status"], "ok");
+
+    broker.kill();
+    wait_for("the broker marked down", || {
+        metric(a.addr(), "ringcast_broker_up", "") == 0.0
+    });
+    let report = health(a.addr());
+    assert_eq!(report["status"], "degraded", "{report}");
+    assert_eq!(report["reasons"], json!(["broker"]), "{report}");
+    assert_eq!(report["broker"]["up"], false);
+    assert_ne!(report["broker"]["reason"], "", "{report}");
+    publish(a.addr(), "live", "local-only", None);
+    assert_eq!(on_a.expect_event("live").1, "local-only");
+
+    broker.spawn();
+    for addr in [a.addr(), b.addr()] {
+        wait_for("the broker back up", || {
+            metric(addr, "ringcast_broker_up", "") == 1.0
+                && metric(addr, "ringcast_broker_reconnects_total", "") >= 1.0
+        });
+    }
+    wait_subscriptions(b.addr(), 2.0);
+    assert_eq!(health(a.addr())["status"], "ok");
+    // The first publishes after the restart may go out before the other instance's
+    // subscription is back on the broker; delivery resumes within the wait.
+    let deadline = Instant::now() + SETTLE;
+    for n in 0.. {
+        let data = format!("after-{n}");
+        publish(a.addr(), "live", &data, None);
+        assert_eq!(on_a.expect_event("live").1, data, "local delivery");
+        if on_b.has_data_within(Duration::from_millis(300)) {
+            let (_, got) = on_b.expect_event("live");
+            assert!(got.starts_with("after-"), "{got}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no delivery across instances after the restart"
+        );
+    }
+}
+
+#[test]
+fn redis_broker_restart_degrades_and_heals() {
+    survives_a_broker_restart(Kind::Redis);
+}
+
+#[test]
+fn nats_broker_restart_degrades_and_heals() {
+    survives_a_broker_restart(Kind::Nats);
+}
+
+/// No broker listens: the instance starts degraded and serves local clients; with
+/// `--broker-required` it exits non-zero naming the broker.
+fn unreachable_at_start(kind: Kind) {
+    let port = free_port();
+    let url = match kind {
+        Kind::Redis => format!("redis://127.0.0.1:{port}"),
+        Kind::Nats => format!("nats://127.0.0.1:{port}"),
+    };
+    let a = instance(Backend::Epoll, &url, &[]);
+    wait_for("the broker reported unreachable", || {
+        health(a.addr())["broker"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty() && r != "connecting")
+    });
+    let report = health(a.addr());
+    assert_eq!(report["status"], "degraded", "{report}");
+    assert_eq!(metric(a.addr(), "ringcast_broker_up", ""), 0.0);
+    let mut local = Client::connect(a.addr());
+    local.subscribe("solo");
+    publish(a.addr(), "solo", "served", None);
+    assert_eq!(local.expect_event("solo").1, "served");
+    assert!(
+        metric(
+            a.addr(),
+            "ringcast_broker_dropped_total",
+            r#"reason="down""#
+        ) >= 1.0,
+        "the publish the broker could not take is counted"
+    );
+
+    let output = common::serve_command("epoll", 1)
+        .args(["--broker", &url, "--broker-required"])
+        .output()
+        .expect("run ringcast");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "started without its broker");
+    let said = format!("{stdout}{stderr}");
+    assert!(
+        said.contains("unreachable") && said.contains("--broker-required"),
+        "{said}"
+    );
+}
+
+#[test]
+fn redis_unreachable_at_start() {
+    unreachable_at_start(Kind::Redis);
+}
+
+#[test]
+fn nats_unreachable_at_start() {
+    unreachable_at_start(Kind::Nats);
+}
