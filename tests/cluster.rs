@@ -699,3 +699,102 @@ fn redis_unreachable_at_start() {
 fn nats_unreachable_at_start() {
     unreachable_at_start(Kind::Nats);
 }
+
+/// One command to Redis over RESP; the first line of the answer.
+fn redis_command(port: u16, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(command.as_bytes()).expect("send to redis");
+    let mut answer = [0u8; 256];
+    let n = stream.read(&mut answer).expect("redis answer");
+    String::from_utf8_lossy(&answer[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every broker family moves under what it counts, and the bridge's queue limit
+/// (`--broker-queue-capacity 1`) drops and counts once crossed: Redis is paused, so the bridge
+/// waits on its first `PUBLISH` while a batch of ten events arrives behind it.
+#[test]
+fn redis_broker_families_move_and_the_queue_limit_drops() {
+    let broker = Broker::start(Kind::Redis);
+    let a = instance(
+        Backend::Epoll,
+        &broker.url(),
+        &["--broker-queue-capacity", "1"],
+    );
+    let b = instance(Backend::Epoll, &broker.url(), &[]);
+    let mut on_b = Client::connect(b.addr());
+    on_b.subscribe("metrics");
+    wait_subscriptions(b.addr(), 2.0);
+    assert_eq!(metric(b.addr(), "ringcast_broker_up", ""), 1.0);
+    publish(a.addr(), "metrics", "counted", None);
+    assert_eq!(on_b.expect_event("metrics").1, "counted");
+    assert!(
+        metric(
+            a.addr(),
+            "ringcast_broker_messages_total",
+            r#"direction="out""#
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            b.addr(),
+            "ringcast_broker_messages_total",
+            r#"direction="in""#
+        ) >= 1.0
+    );
+
+    let subject = format!("test:{APP_ID}:metrics");
+    assert_eq!(
+        redis_command(broker.port, &["PUBLISH", &subject, "not ours"]),
+        ":1"
+    );
+    wait_for("the foreign message counted", || {
+        metric(
+            b.addr(),
+            "ringcast_broker_dropped_total",
+            r#"reason="invalid""#,
+        ) >= 1.0
+    });
+
+    assert_eq!(
+        redis_command(broker.port, &["CLIENT", "PAUSE", "3000", "ALL"]),
+        "+OK"
+    );
+    let batch: Vec<Value> = (0..10)
+        .map(|n| json!({ "name": "e", "channel": "metrics", "data": n.to_string() }))
+        .collect();
+    let body = json!({ "batch": batch }).to_string();
+    let status = api(
+        a.addr(),
+        "POST",
+        &format!("/apps/{APP_ID}/batch_events"),
+        &body,
+    );
+    assert_eq!(status, 200);
+    wait_for("drops past the queue's capacity", || {
+        metric(
+            a.addr(),
+            "ringcast_broker_dropped_total",
+            r#"reason="full""#,
+        ) >= 1.0
+    });
+    let dropped = metric(
+        a.addr(),
+        "ringcast_broker_dropped_total",
+        r#"reason="full""#,
+    );
+    assert!(
+        dropped <= 9.0,
+        "the first publish and one queued are kept: {dropped}"
+    );
+}
