@@ -88,15 +88,19 @@ impl Broker {
             ),
             Kind::Nats => ("nats-server", vec!["-a", "127.0.0.1", "-p", &port]),
         };
-        let child = Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {program} ({e}); install it with `make system-deps`")
-            });
+        // Debian installs nats-server in /usr/sbin, which a non-root PATH may leave out.
+        let child = [program.to_owned(), format!("/usr/sbin/{program}")]
+            .iter()
+            .find_map(|path| {
+                Command::new(path)
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("cannot run {program}; install it with `make system-deps`"));
         self.child = Some(child);
         let deadline = Instant::now() + SETTLE;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -462,20 +466,38 @@ fn crosses_instances(kind: Kind, backend: Backend) {
     assert_eq!(on_a.expect_event(channel).1, "last");
     assert_eq!(on_b.expect_event(channel).1, "not-for-a");
     assert_eq!(on_b.expect_event(channel).1, "last");
-    assert!(
+    wait_for("messages counted out", || {
         metric(
             a.addr(),
             "ringcast_broker_messages_total",
-            r#"direction="out""#
+            r#"direction="out""#,
         ) >= 4.0
-    );
-    assert!(
+    });
+    wait_for("messages counted in", || {
         metric(
             b.addr(),
             "ringcast_broker_messages_total",
-            r#"direction="in""#
+            r#"direction="in""#,
         ) >= 4.0
-    );
+    });
+
+    // One publishing instance's events on one channel arrive in the order it published them.
+    let batch: Vec<Value> = (0..10)
+        .map(|n| json!({ "name": "e", "channel": channel, "data": n.to_string() }))
+        .collect();
+    let body = json!({ "batch": batch }).to_string();
+    for _ in 0..3 {
+        let status = api(
+            a.addr(),
+            "POST",
+            &format!("/apps/{APP_ID}/batch_events"),
+            &body,
+        );
+        assert_eq!(status, 200);
+    }
+    let order: Vec<String> = (0..30).map(|_| on_b.expect_event(channel).1).collect();
+    let sent: Vec<String> = (0..30).map(|n| (n % 10).to_string()).collect();
+    assert_eq!(order, sent);
 }
 
 #[test]
@@ -667,14 +689,13 @@ fn unreachable_at_start(kind: Kind) {
     local.subscribe("solo");
     publish(a.addr(), "solo", "served", None);
     assert_eq!(local.expect_event("solo").1, "served");
-    assert!(
+    wait_for("the publish the broker could not take counted", || {
         metric(
             a.addr(),
             "ringcast_broker_dropped_total",
-            r#"reason="down""#
-        ) >= 1.0,
-        "the publish the broker could not take is counted"
-    );
+            r#"reason="down""#,
+        ) >= 1.0
+    });
 
     let output = common::serve_command("epoll", 1)
         .args(["--broker", &url, "--broker-required"])
@@ -738,20 +759,20 @@ fn redis_broker_families_move_and_the_queue_limit_drops() {
     assert_eq!(metric(b.addr(), "ringcast_broker_up", ""), 1.0);
     publish(a.addr(), "metrics", "counted", None);
     assert_eq!(on_b.expect_event("metrics").1, "counted");
-    assert!(
+    wait_for("messages counted out", || {
         metric(
             a.addr(),
             "ringcast_broker_messages_total",
-            r#"direction="out""#
+            r#"direction="out""#,
         ) >= 1.0
-    );
-    assert!(
+    });
+    wait_for("messages counted in", || {
         metric(
             b.addr(),
             "ringcast_broker_messages_total",
-            r#"direction="in""#
+            r#"direction="in""#,
         ) >= 1.0
-    );
+    });
 
     let subject = format!("test:{APP_ID}:metrics");
     assert_eq!(
@@ -797,4 +818,120 @@ fn redis_broker_families_move_and_the_queue_limit_drops() {
         dropped <= 9.0,
         "the first publish and one queued are kept: {dropped}"
     );
+}
+
+/// A ringcast instance on a port another instance already listens on (SO_REUSEPORT), with its
+/// admin routes on a port of its own; killed when dropped.
+struct SharedPort {
+    child: Child,
+}
+
+impl SharedPort {
+    fn start(port: u16, broker: &str, admin: SocketAddr) -> SharedPort {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+            .args(["serve", "--backend", "epoll", "--shards", "2"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &admin.to_string()])
+            .args(["--broker", broker, "--broker-prefix", "test"])
+            .envs([
+                ("RINGCAST_APP_ID", APP_ID),
+                ("RINGCAST_APP_KEY", APP_KEY),
+                ("RINGCAST_APP_SECRET", APP_SECRET),
+                ("RINGCAST_MAX_HANDSHAKES_PER_IP", "0"),
+                ("NO_COLOR", "1"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringcast");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("[ringcast shared port] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + SETTLE;
+        let mut listening = 0;
+        while listening < 2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .expect("the second instance's listen lines");
+            if line.contains("shard listening") {
+                listening += 1;
+            }
+        }
+        SharedPort { child }
+    }
+}
+
+impl Drop for SharedPort {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The instance part of a socket id (`{instance * 1000 + shard}.{n}`).
+fn instance_of(socket_id: &str) -> u64 {
+    socket_id
+        .split('.')
+        .next()
+        .and_then(|high| high.parse::<u64>().ok())
+        .map_or(0, |high| high / 1000)
+}
+
+/// Two processes on one SO_REUSEPORT port: the kernel spreads clients and API calls over both,
+/// and every client gets every event whichever process took the publish.
+#[test]
+fn redis_instances_sharing_one_port_deliver_to_every_client() {
+    let broker = Broker::start(Kind::Redis);
+    let admin_a = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin_b = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let a = instance(
+        Backend::Epoll,
+        &broker.url(),
+        &["--admin-listen", &admin_a.to_string()],
+    );
+    let _b = SharedPort::start(a.addr().port(), &broker.url(), admin_b);
+    // Clients until both processes hold one (told apart by the instance in their socket id).
+    let mut clients: Vec<Client> = Vec::new();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let client = Client::connect(a.addr());
+        clients.push(client);
+        let mut instances: Vec<u64> = clients.iter().map(|c| instance_of(&c.socket_id)).collect();
+        instances.sort_unstable();
+        instances.dedup();
+        if instances.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kernel never gave the second process a client"
+        );
+    }
+    for client in &mut clients {
+        client.subscribe("shared");
+    }
+    wait_subscriptions(admin_a, 2.0);
+    wait_subscriptions(admin_b, 2.0);
+    for n in 0..6 {
+        publish(a.addr(), "shared", &n.to_string(), None);
+    }
+    // Each publish lands on either process, and events from different publishing instances
+    // have no order between them: every client gets each event once.
+    for client in &mut clients {
+        let mut got: Vec<String> = (0..6).map(|_| client.expect_event("shared").1).collect();
+        got.sort();
+        let sent: Vec<String> = (0..6).map(|n: i32| n.to_string()).collect();
+        assert_eq!(got, sent, "client {}", client.socket_id);
+    }
 }
