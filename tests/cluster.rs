@@ -325,6 +325,49 @@ impl Client {
         );
     }
 
+    /// Joins a presence channel as `user_id`; the user ids of `subscription_succeeded`.
+    fn join(&mut self, channel: &str, user_id: &str) -> Vec<String> {
+        let channel_data = json!({ "user_id": user_id, "user_info": { "n": user_id } }).to_string();
+        let signed = format!("{}:{channel}:{channel_data}", self.socket_id);
+        let auth = format!("{APP_KEY}:{}", sign(APP_SECRET, &[&signed]));
+        self.send(&json!({
+            "event": "pusher:subscribe",
+            "data": { "channel": channel, "auth": auth, "channel_data": channel_data },
+        }));
+        let answer = self.next_event();
+        assert_eq!(
+            answer["event"], "pusher_internal:subscription_succeeded",
+            "{answer}"
+        );
+        let data: Value =
+            serde_json::from_str(answer["data"].as_str().unwrap_or("{}")).expect("data");
+        let mut ids: Vec<String> = data["presence"]["ids"]
+            .as_array()
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// The next event, asserting it is a presence change (`member_added`/`_removed`) of
+    /// `user_id` on `channel`.
+    fn expect_member(&mut self, channel: &str, event: &str, user_id: &str) {
+        let message = self.next_event();
+        assert_eq!(message["channel"], channel, "{message}");
+        assert_eq!(
+            message["event"],
+            format!("pusher_internal:{event}"),
+            "{message}"
+        );
+        let data: Value =
+            serde_json::from_str(message["data"].as_str().unwrap_or("{}")).expect("data");
+        assert_eq!(data["user_id"], user_id, "{message}");
+    }
+
     fn sign_in(&mut self, user_id: &str) {
         let user_data = json!({ "id": user_id }).to_string();
         let signed = format!("{}::user::{user_data}", self.socket_id);
@@ -355,6 +398,12 @@ impl Client {
     fn expect_event(&mut self, channel: &str) -> (String, String) {
         let message = self.next_event();
         assert_eq!(message["channel"], channel, "{message}");
+        assert!(
+            !message["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("pusher_internal:")),
+            "unexpected {message}"
+        );
         (
             message["event"].as_str().unwrap_or_default().to_owned(),
             message["data"].as_str().unwrap_or_default().to_owned(),
@@ -364,6 +413,17 @@ impl Client {
 
 /// A signed HTTP API request; returns the status code.
 fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
+    api_with(addr, method, path, &[], body).0
+}
+
+/// A signed HTTP API request with query parameters; returns the status code and JSON body.
+fn api_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -380,6 +440,7 @@ fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
     if !body.is_empty() {
         params.push(("body_md5", &md5));
     }
+    params.extend_from_slice(query);
     params.sort();
     let joined: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let joined = joined.join("&");
@@ -396,10 +457,15 @@ fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
     stream.write_all(request.as_bytes()).expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
-    response
+    let status = response
         .get(9..12)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let json = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
 }
 
 /// Publishes `data` as event `e` on `channel` through the API of `addr`, excluding `socket_id`.
@@ -518,8 +584,10 @@ fn nats_api_and_client_events_cross_instances() {
 /// none it receives nothing of the channel's publishes.
 fn routes_by_interest(kind: Kind) {
     let broker = Broker::start(kind);
-    let a = instance(Backend::Epoll, &broker.url(), &[]);
-    let b = instance(Backend::Epoll, &broker.url(), &[]);
+    // No presence lease renewal during the test: only channel messages move the counters.
+    let quiet = ["--presence-lease", "3600s"];
+    let a = instance(Backend::Epoll, &broker.url(), &quiet);
+    let b = instance(Backend::Epoll, &broker.url(), &quiet);
     wait_subscriptions(a.addr(), 1.0);
     let mut on_b = Client::connect(b.addr());
     on_b.subscribe("news");
@@ -934,4 +1002,136 @@ fn redis_instances_sharing_one_port_deliver_to_every_client() {
         let sent: Vec<String> = (0..6).map(|n: i32| n.to_string()).collect();
         assert_eq!(got, sent, "client {}", client.socket_id);
     }
+}
+
+/// Subscriptions of a channel on one instance, from the HTTP API.
+fn local_subscriptions(addr: SocketAddr, channel: &str) -> u64 {
+    let (_, body) = api_with(
+        addr,
+        "GET",
+        &format!("/apps/{APP_ID}/channels/{channel}"),
+        &[("info", "subscription_count")],
+        "",
+    );
+    body["subscription_count"].as_u64().unwrap_or(0)
+}
+
+/// The users of a presence channel as one instance answers.
+fn users(addr: SocketAddr, channel: &str) -> Vec<String> {
+    let (_, body) = api_with(
+        addr,
+        "GET",
+        &format!("/apps/{APP_ID}/channels/{channel}/users"),
+        &[],
+        "",
+    );
+    let mut ids: Vec<String> = body["users"]
+        .as_array()
+        .map(|users| {
+            users
+                .iter()
+                .filter_map(|u| u["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Presence spans instances: a user is added once wherever its first connection joins, stays
+/// while any instance holds it, is removed once when its last connection anywhere leaves, and
+/// when the instance holding it dies the survivors remove it once the lease runs out.
+fn presence_spans_instances(kind: Kind, backend: Backend) {
+    let broker = Broker::start(kind);
+    let lease = ["--presence-lease", "2s"];
+    let a = instance(backend, &broker.url(), &lease);
+    let mut b = Some(instance(backend, &broker.url(), &lease));
+    let b_addr = b.as_ref().map(Server::addr).expect("b");
+    let room = "presence-room";
+    let marker = |addr: SocketAddr, text: &str| publish(addr, room, text, None);
+
+    let mut a1 = Client::connect(a.addr());
+    assert_eq!(a1.join(room, "u1"), ["u1"]);
+    wait_subscriptions(a.addr(), 2.0);
+    let mut b1 = Client::connect(b_addr);
+    let seen = b1.join(room, "u2").contains(&"u1".to_owned());
+    a1.expect_member(room, "member_added", "u2");
+    // A's members reach B when B starts listening on the channel: after the subscription was
+    // answered (then as member_added), or, when they win the race with it, in its roster, with
+    // possibly a member_added as well (as between two shards of one instance).
+    marker(a.addr(), "m0");
+    let mut added = 0;
+    loop {
+        let message = b1.next_event();
+        if message["event"] == "e" {
+            assert_eq!(message["data"], "m0");
+            break;
+        }
+        assert_eq!(
+            message["event"], "pusher_internal:member_added",
+            "{message}"
+        );
+        assert!(
+            message["data"]
+                .as_str()
+                .is_some_and(|d| d.contains("\"u1\"")),
+            "{message}"
+        );
+        added += 1;
+    }
+    assert!(
+        added == 1 || (seen && added == 0),
+        "u1 in the roster: {seen}, member_added {added} times"
+    );
+    assert_eq!(a1.expect_event(room).1, "m0");
+    wait_for("both users listed on both instances", || {
+        users(a.addr(), room) == ["u1", "u2"] && users(b_addr, room) == ["u1", "u2"]
+    });
+
+    // A second connection of u2, on the other instance: no member_added anywhere.
+    let mut a2 = Client::connect(a.addr());
+    assert_eq!(a2.join(room, "u2"), ["u1", "u2"]);
+    marker(a.addr(), "m1");
+    assert_eq!(a1.expect_event(room).1, "m1", "u2 added twice");
+    assert_eq!(b1.expect_event(room).1, "m1", "u2 added twice");
+    assert_eq!(a2.expect_event(room).1, "m1");
+    // It leaves again: u2 is still on B, so no member_removed either.
+    drop(a2);
+    wait_for("the second connection gone", || {
+        local_subscriptions(a.addr(), room) == 1
+    });
+    marker(a.addr(), "m2");
+    assert_eq!(a1.expect_event(room).1, "m2", "u2 removed while on B");
+    assert_eq!(b1.expect_event(room).1, "m2", "u2 removed while on B");
+
+    // A user only on A comes and goes: B's subscriber sees both, once.
+    let mut a3 = Client::connect(a.addr());
+    a3.join(room, "u3");
+    a1.expect_member(room, "member_added", "u3");
+    b1.expect_member(room, "member_added", "u3");
+    drop(a3);
+    a1.expect_member(room, "member_removed", "u3");
+    b1.expect_member(room, "member_removed", "u3");
+
+    // B dies without a word: after the lease A removes u2, once.
+    drop(b.take());
+    a1.expect_member(room, "member_removed", "u2");
+    marker(a.addr(), "m3");
+    assert_eq!(a1.expect_event(room).1, "m3", "u2 removed twice");
+    assert_eq!(users(a.addr(), room), ["u1"]);
+}
+
+#[test]
+fn redis_presence_spans_instances() {
+    presence_spans_instances(Kind::Redis, Backend::Epoll);
+}
+
+#[test]
+fn nats_presence_spans_instances() {
+    let backend = if uring_available() {
+        Backend::Uring
+    } else {
+        Backend::Epoll
+    };
+    presence_spans_instances(Kind::Nats, backend);
 }

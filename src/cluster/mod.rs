@@ -23,6 +23,7 @@
 //! on, the broker.
 
 mod nats;
+mod presence;
 mod redis;
 mod url;
 mod wire;
@@ -41,6 +42,7 @@ use crate::config::Config;
 use crate::mesh::MeshMessage;
 use crate::pusher::{AppIndex, ChannelKind, Frame, SocketId};
 use crate::shard::hub::Hub;
+use presence::{Announce, Presence};
 use wire::{Subjects, WireMessage};
 
 /// The subject prefix when none is configured.
@@ -254,10 +256,15 @@ pub(crate) struct Bridge {
     status: Arc<BrokerStatus>,
 }
 
-/// Channels whose local interest may have changed, and the bridge's wake-up.
+/// A user of a presence channel of an app.
+type PresenceKey = (AppIndex, Box<str>, Box<str>);
+
+/// Channels whose local interest may have changed, presence members whose local connections
+/// may have, and the bridge's wake-up.
 #[derive(Debug, Default)]
 struct Interest {
     changed: Mutex<HashSet<(AppIndex, Box<str>)>>,
+    presence: Mutex<HashSet<PresenceKey>>,
     wake: Notify,
 }
 
@@ -287,6 +294,20 @@ impl Bridge {
     fn send(&self, command: Command) {
         if self.commands.try_send(command).is_err() {
             BrokerStatus::count(&self.status.dropped_full);
+        }
+    }
+
+    /// A local connection of the user joined or left the presence channel: the bridge checks
+    /// whether the other instances must hear of it (the user's first or last one here).
+    pub(crate) fn presence_changed(&self, app: AppIndex, channel: &str, user_id: &str) {
+        let inserted = self
+            .interest
+            .presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((app, channel.into(), user_id.into()));
+        if inserted {
+            self.interest.wake.notify_one();
         }
     }
 
@@ -336,6 +357,7 @@ pub(crate) fn start(
                 .unwrap_or_default(),
         ),
         lane: hub.shards(),
+        lease: config.presence_lease,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -416,6 +438,8 @@ struct Context {
     origin: u64,
     /// The mesh lane the bridge sends on (the one after the shards').
     lane: usize,
+    /// How long another instance's presence members stay without word from it.
+    lease: Duration,
 }
 
 /// The bridge's life: connect (retrying with jittered backoff while the broker is down,
@@ -429,6 +453,7 @@ async fn run<L: Link>(
 ) {
     let mut first = Some(first);
     let mut attempt: u32 = 0;
+    let mut presence = Presence::new(context.lease);
     loop {
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, L::connect(url, &context.status))
             .await
@@ -440,7 +465,7 @@ async fn run<L: Link>(
                 }
                 attempt = 0;
                 context.status.mark_up();
-                let lost = serve(&mut link, &context, &mut inbox).await;
+                let lost = serve(&mut link, &context, &mut inbox, &mut presence).await;
                 context.status.mark_down(&lost);
                 context.status.subscriptions.store(0, Ordering::Relaxed);
             }
@@ -479,13 +504,21 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Serves one connection until it is lost; returns why.
-async fn serve<L: Link>(link: &mut L, context: &Context, inbox: &mut Inbox) -> String {
+async fn serve<L: Link>(
+    link: &mut L,
+    context: &Context,
+    inbox: &mut Inbox,
+    presence: &mut Presence,
+) -> String {
     let mut subscribed: HashSet<String> = HashSet::new();
-    if let Err(lost) = subscribe_all(link, context, &mut subscribed).await {
+    if let Err(lost) = subscribe_all(link, context, &mut subscribed, presence).await {
         return lost;
     }
     let mut sweep = tokio::time::interval(INTEREST_SWEEP);
+    let renew = context.lease / 3;
+    let mut lease = tokio::time::interval_at(tokio::time::Instant::now() + renew, renew);
     let mut shards = Vec::new();
+    let mut replies = Vec::new();
     loop {
         let changed: Vec<(AppIndex, Box<str>)> = inbox
             .interest
@@ -495,13 +528,44 @@ async fn serve<L: Link>(link: &mut L, context: &Context, inbox: &mut Inbox) -> S
             .drain()
             .collect();
         for (app, channel) in changed {
-            if let Err(lost) = reconcile(link, context, &mut subscribed, app, &channel).await {
+            let reconciled =
+                reconcile(link, context, &mut subscribed, presence, app, &channel).await;
+            if let Err(lost) = reconciled {
+                return lost;
+            }
+        }
+        let members: Vec<PresenceKey> = inbox
+            .interest
+            .presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        for (app, channel, user_id) in members {
+            if let Some(announce) = presence.local_changed(&context.hub, app, &channel, &user_id) {
+                replies.extend(announcement(context, L::SUBJECTS, app, &channel, announce));
+            }
+        }
+        for (subject, body) in replies.drain(..) {
+            if let Err(lost) = publish_counted(link, context, &subject, body).await {
                 return lost;
             }
         }
         tokio::select! {
             () = inbox.interest.wake.notified() => {}
             _ = sweep.tick() => {}
+            _ = lease.tick() => {
+                for app in context.hub.apps().iter() {
+                    let message = WireMessage::Lease {
+                        origin: context.origin,
+                        app: app.id.clone(),
+                    };
+                    replies.push((L::SUBJECTS.users(&context.prefix, &app.id), message.encode()));
+                }
+                for (app, channel, frame) in presence.expire(&context.hub, Instant::now()) {
+                    deliver_local(context, app, &channel, frame, &mut shards);
+                }
+            }
             command = inbox.commands.recv() => {
                 let Some(command) = command else {
                     return "the process is stopping".to_owned();
@@ -509,19 +573,17 @@ async fn serve<L: Link>(link: &mut L, context: &Context, inbox: &mut Inbox) -> S
                 let Some((subject, body)) = outgoing(context, L::SUBJECTS, command) else {
                     continue;
                 };
-                match link.publish(&subject, body).await {
-                    Ok(true) => BrokerStatus::count(&context.status.messages_out),
-                    Ok(false) => BrokerStatus::count(&context.status.dropped_down),
-                    Err(lost) => {
-                        BrokerStatus::count(&context.status.dropped_down);
-                        return lost;
-                    }
+                if let Err(lost) = publish_counted(link, context, &subject, body).await {
+                    return lost;
                 }
             }
             message = link.next() => match message {
                 Ok(bytes) => {
                     BrokerStatus::count(&context.status.messages_in);
-                    deliver(context, &bytes, &mut shards);
+                    let mut answer = |message: WireMessage| {
+                        replies.extend(outgoing_wire(context, L::SUBJECTS, &message));
+                    };
+                    deliver(context, presence, &bytes, &mut shards, &mut answer);
                 }
                 Err(lost) => return lost,
             },
@@ -529,14 +591,98 @@ async fn serve<L: Link>(link: &mut L, context: &Context, inbox: &mut Inbox) -> S
     }
 }
 
-/// Subscribes to every app's user subject and every channel with local subscribers.
+/// Publishes one message and counts it (out, or dropped while the broker is down); the error
+/// is why the connection is gone.
+async fn publish_counted<L: Link>(
+    link: &mut L,
+    context: &Context,
+    subject: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    match link.publish(subject, body).await {
+        Ok(true) => BrokerStatus::count(&context.status.messages_out),
+        Ok(false) => BrokerStatus::count(&context.status.dropped_down),
+        Err(lost) => {
+            BrokerStatus::count(&context.status.dropped_down);
+            return Err(lost);
+        }
+    }
+    Ok(())
+}
+
+/// The subject and bytes of an announcement of this instance's own member.
+fn announcement(
+    context: &Context,
+    subjects: Subjects,
+    app: AppIndex,
+    channel: &str,
+    announce: Announce,
+) -> Option<(String, Vec<u8>)> {
+    let app = context.hub.apps().app(app)?.id.clone();
+    let message = match announce {
+        Announce::Join(member) => WireMessage::PresenceJoin {
+            origin: context.origin,
+            app,
+            channel: channel.to_owned(),
+            member,
+        },
+        Announce::Leave(user_id) => WireMessage::PresenceLeave {
+            origin: context.origin,
+            app,
+            channel: channel.to_owned(),
+            user_id: user_id.into(),
+        },
+    };
+    outgoing_wire(context, subjects, &message)
+}
+
+/// The subject a presence message of this instance goes to, and its bytes.
+fn outgoing_wire(
+    context: &Context,
+    subjects: Subjects,
+    message: &WireMessage,
+) -> Option<(String, Vec<u8>)> {
+    let subject = match message {
+        WireMessage::PresenceJoin { app, channel, .. }
+        | WireMessage::PresenceLeave { app, channel, .. }
+        | WireMessage::PresenceSync { app, channel, .. }
+        | WireMessage::PresenceState { app, channel, .. }
+        | WireMessage::Publish { app, channel, .. } => {
+            subjects.channel(&context.prefix, app, channel)
+        }
+        WireMessage::TerminateUser { app, .. } | WireMessage::Lease { app, .. } => {
+            subjects.users(&context.prefix, app)
+        }
+    };
+    Some((subject, message.encode()))
+}
+
+/// This instance's members of a presence channel, as the `PresenceState` to publish.
+fn state_of(context: &Context, presence: &Presence, app: AppIndex, channel: &str) -> WireMessage {
+    WireMessage::PresenceState {
+        origin: context.origin,
+        app: context
+            .hub
+            .apps()
+            .app(app)
+            .map(|a| a.id.clone())
+            .unwrap_or_default(),
+        channel: channel.to_owned(),
+        members: presence.local_members(&context.hub, app, channel),
+    }
+}
+
+/// Subscribes to every app's user subject and every channel with local subscribers; for each
+/// presence channel asks for the other instances' members and tells them this one's.
 async fn subscribe_all<L: Link>(
     link: &mut L,
     context: &Context,
     subscribed: &mut HashSet<String>,
+    presence: &Presence,
 ) -> Result<(), String> {
     let hub = &context.hub;
     let mut wanted = Vec::new();
+    let mut presence_channels = Vec::new();
     for (index, app) in hub.apps().iter().enumerate() {
         wanted.push(L::SUBJECTS.users(&context.prefix, &app.id));
         let Ok(index) = u16::try_from(index) else {
@@ -544,6 +690,9 @@ async fn subscribe_all<L: Link>(
         };
         for (channel, _) in hub.occupied(AppIndex(index), "") {
             wanted.push(L::SUBJECTS.channel(&context.prefix, &app.id, &channel));
+            if ChannelKind::of(&channel).is_presence() {
+                presence_channels.push((AppIndex(index), channel));
+            }
         }
     }
     for subject in wanted {
@@ -552,14 +701,41 @@ async fn subscribe_all<L: Link>(
             context.status.subscriptions.fetch_add(1, Ordering::Relaxed);
         }
     }
+    for (app, channel) in presence_channels {
+        for message in [
+            sync_of(context, app, &channel),
+            state_of(context, presence, app, &channel),
+        ] {
+            if let Some((subject, body)) = outgoing_wire(context, L::SUBJECTS, &message) {
+                publish_counted(link, context, &subject, body).await?;
+            }
+        }
+    }
     Ok(())
 }
 
+/// The request for the other instances' members of a presence channel.
+fn sync_of(context: &Context, app: AppIndex, channel: &str) -> WireMessage {
+    WireMessage::PresenceSync {
+        origin: context.origin,
+        app: context
+            .hub
+            .apps()
+            .app(app)
+            .map(|a| a.id.clone())
+            .unwrap_or_default(),
+        channel: channel.to_owned(),
+    }
+}
+
 /// Makes the subscription to one channel's subject match whether the process has subscribers.
+/// A presence channel newly listened to asks for the other instances' members; one no longer
+/// listened to drops them, as their leaves will not arrive.
 async fn reconcile<L: Link>(
     link: &mut L,
     context: &Context,
     subscribed: &mut HashSet<String>,
+    presence: &mut Presence,
     app: AppIndex,
     channel: &str,
 ) -> Result<(), String> {
@@ -568,13 +744,23 @@ async fn reconcile<L: Link>(
     };
     let wanted = context.hub.stats(app, channel).subscription_count > 0;
     let subject = L::SUBJECTS.channel(&context.prefix, &config.id, channel);
+    let is_presence = ChannelKind::of(channel).is_presence();
     if wanted && !subscribed.contains(&subject) {
         link.subscribe(&subject).await?;
         subscribed.insert(subject);
         context.status.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if is_presence
+            && let Some((subject, body)) =
+                outgoing_wire(context, L::SUBJECTS, &sync_of(context, app, channel))
+        {
+            publish_counted(link, context, &subject, body).await?;
+        }
     } else if !wanted && subscribed.remove(&subject) {
         link.unsubscribe(&subject).await?;
         context.status.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        if is_presence {
+            presence.forget_remote(&context.hub, app, channel);
+        }
     }
     Ok(())
 }
@@ -612,8 +798,53 @@ fn outgoing(context: &Context, subjects: Subjects, command: Command) -> Option<(
     }
 }
 
-/// Hands a message from another instance to the shards it concerns, on the bridge's lane.
-fn deliver(context: &Context, bytes: &[u8], shards: &mut Vec<usize>) {
+/// Sends a frame to every local shard with subscribers of the channel, on the bridge's lane.
+fn deliver_local(
+    context: &Context,
+    app: AppIndex,
+    channel: &str,
+    frame: Frame,
+    shards: &mut Vec<usize>,
+) {
+    deliver_excluding(context, app, channel.into(), frame, None, shards);
+}
+
+/// [`deliver_local`] with a connection that must not get the frame.
+fn deliver_excluding(
+    context: &Context,
+    app: AppIndex,
+    channel: Arc<str>,
+    frame: Frame,
+    exclude: Option<SocketId>,
+    shards: &mut Vec<usize>,
+) {
+    let hub = &context.hub;
+    hub.interested_shards(app, &channel, shards);
+    for &shard in shards.iter() {
+        if let Some(peer) = hub.peer(shard) {
+            // A full lane drops this copy; the receiving shard counts it.
+            let _ = peer.send(
+                context.lane,
+                MeshMessage::Publish {
+                    app,
+                    channel: Arc::clone(&channel),
+                    frame: frame.clone(),
+                    exclude,
+                },
+            );
+        }
+    }
+}
+
+/// Acts on a message from another instance: its publishes and presence frames go to the shards
+/// they concern on the bridge's lane; what this instance must answer goes to `answer`.
+fn deliver(
+    context: &Context,
+    presence: &mut Presence,
+    bytes: &[u8],
+    shards: &mut Vec<usize>,
+    answer: &mut impl FnMut(WireMessage),
+) {
     let message = match WireMessage::decode(bytes) {
         Ok(message) => message,
         Err(error) => {
@@ -628,10 +859,23 @@ fn deliver(context: &Context, bytes: &[u8], shards: &mut Vec<usize>) {
             return;
         }
     };
-    if message.origin() == context.origin {
+    let origin = message.origin();
+    if origin == context.origin {
         return;
     }
     let hub = &context.hub;
+    let index = |app: &str| hub.apps().by_id(app).map(|(index, _)| index);
+    let about_presence = !matches!(
+        message,
+        WireMessage::Publish { .. } | WireMessage::TerminateUser { .. }
+    );
+    if about_presence && presence.heard(origin, Instant::now()) {
+        // Unknown until now (new, or taken for dead): it may have dropped this instance's
+        // members meanwhile, so it hears them all again.
+        for (app, channel) in presence.announced_channels() {
+            answer(state_of(context, presence, app, &channel));
+        }
+    }
     match message {
         WireMessage::Publish {
             app,
@@ -640,31 +884,16 @@ fn deliver(context: &Context, bytes: &[u8], shards: &mut Vec<usize>) {
             frame,
             ..
         } => {
-            let Some((app, _)) = hub.apps().by_id(&app) else {
+            let Some(app) = index(&app) else {
                 return;
             };
             if ChannelKind::of(&channel).cache {
                 hub.cache_publish(app, &channel, &frame, Instant::now());
             }
-            hub.interested_shards(app, &channel, shards);
-            let channel: Arc<str> = channel.into();
-            for &shard in shards.iter() {
-                if let Some(peer) = hub.peer(shard) {
-                    // A full lane drops this copy; the receiving shard counts it.
-                    let _ = peer.send(
-                        context.lane,
-                        MeshMessage::Publish {
-                            app,
-                            channel: Arc::clone(&channel),
-                            frame: frame.clone(),
-                            exclude,
-                        },
-                    );
-                }
-            }
+            deliver_excluding(context, app, channel.into(), frame, exclude, shards);
         }
         WireMessage::TerminateUser { app, user_id, .. } => {
-            let Some((app, _)) = hub.apps().by_id(&app) else {
+            let Some(app) = index(&app) else {
                 return;
             };
             let user_id: Arc<str> = user_id.into();
@@ -678,6 +907,51 @@ fn deliver(context: &Context, bytes: &[u8], shards: &mut Vec<usize>) {
                         },
                     );
                 }
+            }
+        }
+        WireMessage::Lease { .. } => {}
+        WireMessage::PresenceJoin {
+            app,
+            channel,
+            member,
+            ..
+        } => {
+            let Some(app) = index(&app) else {
+                return;
+            };
+            if let Some(frame) = presence.remote_join(hub, origin, app, &channel, &member) {
+                deliver_local(context, app, &channel, frame, shards);
+            }
+        }
+        WireMessage::PresenceLeave {
+            app,
+            channel,
+            user_id,
+            ..
+        } => {
+            let Some(app) = index(&app) else {
+                return;
+            };
+            if let Some(frame) = presence.remote_leave(hub, origin, app, &channel, &user_id) {
+                deliver_local(context, app, &channel, frame, shards);
+            }
+        }
+        WireMessage::PresenceSync { app, channel, .. } => {
+            if let Some(app) = index(&app) {
+                answer(state_of(context, presence, app, &channel));
+            }
+        }
+        WireMessage::PresenceState {
+            app,
+            channel,
+            members,
+            ..
+        } => {
+            let Some(app) = index(&app) else {
+                return;
+            };
+            for frame in presence.remote_state(hub, origin, app, &channel, &members) {
+                deliver_local(context, app, &channel, frame, shards);
             }
         }
     }

@@ -18,6 +18,21 @@ const KIND_PUBLISH: u8 = 1;
 /// Kind byte of `terminate_connections` for a user.
 const KIND_TERMINATE_USER: u8 = 2;
 
+/// Kind byte of a user's first connection on an instance joining a presence channel.
+const KIND_PRESENCE_JOIN: u8 = 3;
+
+/// Kind byte of a user's last connection on an instance leaving a presence channel.
+const KIND_PRESENCE_LEAVE: u8 = 4;
+
+/// Kind byte of an instance asking the others for their members of a presence channel.
+const KIND_PRESENCE_SYNC: u8 = 5;
+
+/// Kind byte of an instance's whole member list of a presence channel.
+const KIND_PRESENCE_STATE: u8 = 6;
+
+/// Kind byte of an instance renewing the lease on its presence members.
+const KIND_LEASE: u8 = 7;
+
 /// The subject every instance listens on for an app's user-wide messages; no channel can be
 /// named so (a name starting with `#` is refused unless it is `#server-to-user-...`).
 const USERS_SUBJECT: &str = "#users";
@@ -47,6 +62,64 @@ pub(crate) enum WireMessage {
         /// The user.
         user_id: String,
     },
+    /// The origin now holds the user on the presence channel (its first connection there).
+    PresenceJoin {
+        /// The instance holding the user.
+        origin: u64,
+        /// The app's id.
+        app: String,
+        /// The presence channel.
+        channel: String,
+        /// The member.
+        member: Member,
+    },
+    /// The origin no longer holds the user on the presence channel.
+    PresenceLeave {
+        /// The instance that held the user.
+        origin: u64,
+        /// The app's id.
+        app: String,
+        /// The presence channel.
+        channel: String,
+        /// The user.
+        user_id: String,
+    },
+    /// The origin started listening on the presence channel and asks for everyone's members.
+    PresenceSync {
+        /// The asking instance.
+        origin: u64,
+        /// The app's id.
+        app: String,
+        /// The presence channel.
+        channel: String,
+    },
+    /// Every member the origin holds on the presence channel, replacing what it said before.
+    PresenceState {
+        /// The instance holding them.
+        origin: u64,
+        /// The app's id.
+        app: String,
+        /// The presence channel.
+        channel: String,
+        /// The members.
+        members: Vec<Member>,
+    },
+    /// The origin is alive: its presence members stay for another lease.
+    Lease {
+        /// The instance renewing.
+        origin: u64,
+        /// The app's id (the lease travels on each app's user subject).
+        app: String,
+    },
+}
+
+/// A presence member as it travels: the user id and its `user_info` JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    /// The user id.
+    pub(crate) user_id: String,
+    /// The `user_info` object, raw JSON.
+    pub(crate) user_info: Option<String>,
 }
 
 /// Why bytes from the broker were not a message.
@@ -71,7 +144,13 @@ impl WireMessage {
     /// The instance that sent it.
     pub(crate) fn origin(&self) -> u64 {
         match self {
-            Self::Publish { origin, .. } | Self::TerminateUser { origin, .. } => *origin,
+            Self::Publish { origin, .. }
+            | Self::TerminateUser { origin, .. }
+            | Self::PresenceJoin { origin, .. }
+            | Self::PresenceLeave { origin, .. }
+            | Self::PresenceSync { origin, .. }
+            | Self::PresenceState { origin, .. }
+            | Self::Lease { origin, .. } => *origin,
         }
     }
 
@@ -107,6 +186,47 @@ impl WireMessage {
                 head(&mut out, KIND_TERMINATE_USER, *origin, app);
                 out.extend_from_slice(user_id.as_bytes());
             }
+            Self::PresenceJoin {
+                origin,
+                app,
+                channel,
+                member,
+            } => {
+                head(&mut out, KIND_PRESENCE_JOIN, *origin, app);
+                name(&mut out, channel);
+                encode_member(&mut out, member);
+            }
+            Self::PresenceLeave {
+                origin,
+                app,
+                channel,
+                user_id,
+            } => {
+                head(&mut out, KIND_PRESENCE_LEAVE, *origin, app);
+                name(&mut out, channel);
+                name(&mut out, user_id);
+            }
+            Self::PresenceSync {
+                origin,
+                app,
+                channel,
+            } => {
+                head(&mut out, KIND_PRESENCE_SYNC, *origin, app);
+                name(&mut out, channel);
+            }
+            Self::PresenceState {
+                origin,
+                app,
+                channel,
+                members,
+            } => {
+                head(&mut out, KIND_PRESENCE_STATE, *origin, app);
+                name(&mut out, channel);
+                for member in members {
+                    encode_member(&mut out, member);
+                }
+            }
+            Self::Lease { origin, app } => head(&mut out, KIND_LEASE, *origin, app),
         }
         out
     }
@@ -152,6 +272,37 @@ impl WireMessage {
                     .map_err(|_| WireError::Malformed)?
                     .to_owned(),
             }),
+            KIND_PRESENCE_JOIN => Ok(Self::PresenceJoin {
+                origin,
+                app,
+                channel: r.name()?,
+                member: r.member()?,
+            }),
+            KIND_PRESENCE_LEAVE => Ok(Self::PresenceLeave {
+                origin,
+                app,
+                channel: r.name()?,
+                user_id: r.name()?,
+            }),
+            KIND_PRESENCE_SYNC => Ok(Self::PresenceSync {
+                origin,
+                app,
+                channel: r.name()?,
+            }),
+            KIND_PRESENCE_STATE => {
+                let channel = r.name()?;
+                let mut members = Vec::new();
+                while !r.0.is_empty() {
+                    members.push(r.member()?);
+                }
+                Ok(Self::PresenceState {
+                    origin,
+                    app,
+                    channel,
+                    members,
+                })
+            }
+            KIND_LEASE => Ok(Self::Lease { origin, app }),
             _ => Err(WireError::Malformed),
         }
     }
@@ -171,6 +322,19 @@ fn name(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(bytes);
 }
 
+/// A member: its user id as a name, then its `user_info` as a flag and a four-byte length.
+fn encode_member(out: &mut Vec<u8>, member: &Member) {
+    name(out, &member.user_id);
+    match &member.user_info {
+        Some(info) => {
+            out.push(1);
+            out.extend_from_slice(&u32::try_from(info.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(info.as_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -182,6 +346,22 @@ impl<'a> Reader<'a> {
 
     fn byte(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
+    }
+
+    fn member(&mut self) -> Result<Member, WireError> {
+        let user_id = self.name()?;
+        let user_info = match self.byte()? {
+            0 => None,
+            1 => {
+                let len = self.take(4)?;
+                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+                let info = self.take(usize::try_from(len).map_err(|_| WireError::Malformed)?)?;
+                let info = std::str::from_utf8(info).map_err(|_| WireError::Malformed)?;
+                Some(info.to_owned())
+            }
+            _ => return Err(WireError::Malformed),
+        };
+        Ok(Member { user_id, user_info })
     }
 
     fn name(&mut self) -> Result<String, WireError> {
@@ -262,6 +442,45 @@ mod tests {
                 origin: 5,
                 app: "1".into(),
                 user_id: "user ü".into(),
+            },
+            WireMessage::PresenceJoin {
+                origin: 6,
+                app: "1".into(),
+                channel: "presence-r".into(),
+                member: Member {
+                    user_id: "u".into(),
+                    user_info: Some("{\"n\":1}".into()),
+                },
+            },
+            WireMessage::PresenceLeave {
+                origin: 7,
+                app: "1".into(),
+                channel: "presence-r".into(),
+                user_id: "u".into(),
+            },
+            WireMessage::PresenceSync {
+                origin: 8,
+                app: "1".into(),
+                channel: "presence-r".into(),
+            },
+            WireMessage::PresenceState {
+                origin: 9,
+                app: "1".into(),
+                channel: "presence-r".into(),
+                members: vec![
+                    Member {
+                        user_id: "a".into(),
+                        user_info: None,
+                    },
+                    Member {
+                        user_id: "b".into(),
+                        user_info: Some("{}".into()),
+                    },
+                ],
+            },
+            WireMessage::Lease {
+                origin: 10,
+                app: "1".into(),
             },
         ];
         for message in messages {

@@ -105,6 +105,8 @@ pub struct Config {
     pub broker_required: bool,
     /// Most publishes queued from the shards to the broker bridge; more are dropped and counted.
     pub broker_queue_capacity: usize,
+    /// How long another instance's presence members stay without word from it (cluster mode).
+    pub presence_lease: Duration,
     /// The Pusher apps served (`[[apps]]`); empty means one development app.
     pub apps: Vec<crate::pusher::AppConfig>,
     /// Credentials for the development app (`RINGCAST_APP_ID`, `_KEY`, `_SECRET`); the ones

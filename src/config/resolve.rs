@@ -115,6 +115,9 @@ impl Settings {
             broker_required: self.broker_required.unwrap_or(false),
             // Four bursts of a thousand events while the broker is slow to answer.
             broker_queue_capacity: self.broker_queue_capacity.unwrap_or(4096),
+            // Three renewals per lease: one lost renewal never expires a live instance, and a
+            // dead one's members go within 15 s.
+            presence_lease: self.presence_lease.unwrap_or(Duration::from_secs(15)),
             apps: self.apps.unwrap_or_default(),
             dev_app: self.dev_app,
         };
@@ -292,6 +295,16 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if let Some(reason) = crate::cluster::prefix_problem(&config.broker_prefix) {
         return invalid("broker_prefix", reason);
+    }
+    if config.presence_lease < Duration::from_millis(300) {
+        return invalid(
+            "presence_lease",
+            format!(
+                "{:?} is shorter than 300ms, which the renewals (a third of it) need to cross a \
+                 busy broker; try 15s",
+                config.presence_lease
+            ),
+        );
     }
     if config.broker_queue_capacity == 0 {
         return invalid(

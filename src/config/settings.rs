@@ -353,6 +353,17 @@ settings_table! {
             value_parser = parse_count::<usize>,
         )]
         pub broker_queue_capacity: Option<usize>,
+        /// How long another instance's presence members stay without word from it before
+        /// they are removed (member_removed); each instance renews every third of it
+        /// [default: 15s].
+        #[arg(
+            long,
+            env = "RINGCAST_PRESENCE_LEASE",
+            value_name = "DURATION",
+            value_parser = parse_duration,
+        )]
+        #[serde(deserialize_with = "duration::deserialize_option")]
+        pub presence_lease: Option<Duration>,
         /// The `[log]` table.
         #[command(flatten)]
         pub log: LogSettings,

@@ -429,6 +429,39 @@ impl Hub {
         last.then(|| protocol::member_removed(channel, user_id))
     }
 
+    /// A user present on another instance of the cluster joins the channel's roster, counted
+    /// as one connection per instance holding it; the `member_added` to deliver locally when
+    /// the user was not present here.
+    pub(crate) fn join_presence_remote(
+        &self,
+        app: AppIndex,
+        channel: &str,
+        member: &PresenceMember,
+    ) -> Option<Frame> {
+        let (index, stripe) = self.stripe(app, channel)?;
+        let first = {
+            let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
+            self.entry(index, &mut stripe, channel)
+                .roster
+                .get_or_insert_with(PresenceRoster::default)
+                .handle_join(member)
+        };
+        first.then(|| protocol::member_added(channel, member))
+    }
+
+    /// The user's connections in the channel's roster (remote instances holding it counted
+    /// once each) and its `user_info`, when present.
+    pub(crate) fn presence_member(
+        &self,
+        app: AppIndex,
+        channel: &str,
+        user_id: &str,
+    ) -> Option<(u32, Option<std::sync::Arc<str>>)> {
+        let (_, stripe) = self.stripe(app, channel)?;
+        let stripe = stripe.read().unwrap_or_else(|e| e.into_inner());
+        stripe.get(channel)?.roster.as_ref()?.member(user_id)
+    }
+
     /// Remembers the last event of a cache channel.
     pub(crate) fn cache_publish(&self, app: AppIndex, channel: &str, frame: &Frame, now: Instant) {
         let Some(caches) = self.caches.get(usize::from(app.0)) else {

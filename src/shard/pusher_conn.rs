@@ -200,6 +200,9 @@ impl Core {
                     if let Some(join) = hub.join_presence(app, &channel_name, &member) {
                         self.out
                             .extend_from_slice(join.subscription_succeeded.as_bytes());
+                        if let Some(bridge) = hub.bridge() {
+                            bridge.presence_changed(app, &channel_name, &member.user_id);
+                        }
                         if let Some(added) = join.member_added {
                             self.publish(app, channel_name.into(), added, Some(me), false);
                         }
@@ -211,10 +214,14 @@ impl Core {
                         .channels
                         .channel(channel)
                         .map(|c| c.name.clone());
-                    if let Some(name) = name
-                        && let Some(removed) = hub.leave_presence(app, &name, &user_id)
-                    {
-                        self.publish(app, name, removed, Some(me), false);
+                    if let Some(name) = name {
+                        let removed = hub.leave_presence(app, &name, &user_id);
+                        if let Some(bridge) = hub.bridge() {
+                            bridge.presence_changed(app, &name, &user_id);
+                        }
+                        if let Some(removed) = removed {
+                            self.publish(app, name, removed, Some(me), false);
+                        }
                     }
                 }
                 Action::ReplayCache { channel_name, .. } => {
