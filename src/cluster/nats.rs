@@ -12,9 +12,10 @@ use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::BrokerStatus;
+use super::bridge::{CONNECT_TIMEOUT, Link, backoff};
 use super::url::BrokerUrl;
 use super::wire::Subjects;
-use super::{BrokerStatus, CONNECT_TIMEOUT, Link, backoff};
 
 /// Messages received but not yet read by the bridge, over all subjects; a full queue holds the
 /// subscriptions' readers back, and the NATS client's own limits apply behind them.

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 
+use super::BrokerStatus;
+use super::bridge::Link;
 use super::url::BrokerUrl;
 use super::wire::Subjects;
-use super::{BrokerStatus, Link};
 
 /// A connected Redis link.
 pub(super) struct RedisLink {
