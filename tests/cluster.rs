@@ -809,7 +809,9 @@ fn redis_command(port: u16, args: &[&str]) -> String {
         .to_owned()
 }
 
-/// Every broker family moves under what it counts, and the bridge's queue limit
+/// Every broker family moves under what it counts (`ringcast_broker_up`, `_messages_total`,
+/// `_dropped_total` for each reason, `_reconnects_total`, `_subscriptions`), and the bridge's
+/// queue limit
 /// (`--broker-queue-capacity 1`) drops and counts once crossed: Redis is paused, so the bridge
 /// waits on its first `PUBLISH` while a batch of ten events arrives behind it.
 #[test]
@@ -886,6 +888,28 @@ fn redis_broker_families_move_and_the_queue_limit_drops() {
         dropped <= 9.0,
         "the first publish and one queued are kept: {dropped}"
     );
+
+    // The broker goes: up reads 0 and what is published meanwhile counts as dropped (down);
+    // it comes back: up reads 1 and the reconnect epoch moves.
+    let mut broker = broker;
+    broker.kill();
+    wait_for("the broker marked down", || {
+        metric(b.addr(), "ringcast_broker_up", "") == 0.0
+    });
+    publish(b.addr(), "metrics", "while-down", None);
+    assert_eq!(on_b.expect_event("metrics").1, "while-down");
+    wait_for("the publish counted as dropped", || {
+        metric(
+            b.addr(),
+            "ringcast_broker_dropped_total",
+            r#"reason="down""#,
+        ) >= 1.0
+    });
+    broker.spawn();
+    wait_for("the broker back", || {
+        metric(b.addr(), "ringcast_broker_up", "") == 1.0
+            && metric(b.addr(), "ringcast_broker_reconnects_total", "") >= 1.0
+    });
 }
 
 /// A ringcast instance on a port another instance already listens on (SO_REUSEPORT), with its
