@@ -811,9 +811,8 @@ fn redis_command(port: u16, args: &[&str]) -> String {
 
 /// Every broker family moves under what it counts (`ringcast_broker_up`, `_messages_total`,
 /// `_dropped_total` for each reason, `_reconnects_total`, `_subscriptions`), and the bridge's
-/// queue limit
-/// (`--broker-queue-capacity 1`) drops and counts once crossed: Redis is paused, so the bridge
-/// waits on its first `PUBLISH` while a batch of ten events arrives behind it.
+/// queue limit (`--broker-queue-capacity 1`) drops and counts once crossed: Redis is paused, so
+/// the bridge waits on its first `PUBLISH` while a batch of ten events arrives behind it.
 #[test]
 fn redis_broker_families_move_and_the_queue_limit_drops() {
     let broker = Broker::start(Kind::Redis);
