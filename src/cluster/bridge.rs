@@ -114,6 +114,11 @@ pub(super) async fn run<L: Link>(
                 },
             }
         }
+        // Other instances' leases run out while the broker is down, as they would with it up.
+        let mut shards = Vec::new();
+        for (app, channel, frame) in presence.expire(&context.hub, Instant::now()) {
+            deliver_local(&context, app, &channel, frame, &mut shards);
+        }
     }
 }
 
@@ -206,7 +211,7 @@ async fn serve<L: Link>(
                 Ok(bytes) => {
                     BrokerStatus::count(&context.status.messages_in);
                     let mut answer = |message: WireMessage| {
-                        replies.extend(outgoing_wire(context, L::SUBJECTS, &message));
+                        replies.push(addressed(context, L::SUBJECTS, &message));
                     };
                     deliver(context, presence, &bytes, &mut shards, &mut answer);
                 }
@@ -258,15 +263,11 @@ fn announcement(
             user_id: user_id.into(),
         },
     };
-    outgoing_wire(context, subjects, &message)
+    Some(addressed(context, subjects, &message))
 }
 
-/// The subject a presence message of this instance goes to, and its bytes.
-fn outgoing_wire(
-    context: &Context,
-    subjects: Subjects,
-    message: &WireMessage,
-) -> Option<(String, Vec<u8>)> {
+/// The subject a message of this instance goes to, and its bytes.
+fn addressed(context: &Context, subjects: Subjects, message: &WireMessage) -> (String, Vec<u8>) {
     let subject = match message {
         WireMessage::PresenceJoin { app, channel, .. }
         | WireMessage::PresenceLeave { app, channel, .. }
@@ -279,7 +280,7 @@ fn outgoing_wire(
             subjects.users(&context.prefix, app)
         }
     };
-    Some((subject, message.encode()))
+    (subject, message.encode())
 }
 
 /// This instance's members of a presence channel, as the `PresenceState` to publish.
@@ -331,9 +332,8 @@ async fn subscribe_all<L: Link>(
             sync_of(context, app, &channel),
             state_of(context, presence, app, &channel),
         ] {
-            if let Some((subject, body)) = outgoing_wire(context, L::SUBJECTS, &message) {
-                publish_counted(link, context, &subject, body).await?;
-            }
+            let (subject, body) = addressed(context, L::SUBJECTS, &message);
+            publish_counted(link, context, &subject, body).await?;
         }
     }
     Ok(())
@@ -374,10 +374,8 @@ async fn reconcile<L: Link>(
         link.subscribe(&subject).await?;
         subscribed.insert(subject);
         context.status.subscriptions.fetch_add(1, Ordering::Relaxed);
-        if is_presence
-            && let Some((subject, body)) =
-                outgoing_wire(context, L::SUBJECTS, &sync_of(context, app, channel))
-        {
+        if is_presence {
+            let (subject, body) = addressed(context, L::SUBJECTS, &sync_of(context, app, channel));
             publish_counted(link, context, &subject, body).await?;
         }
     } else if !wanted && subscribed.remove(&subject) {
@@ -393,34 +391,26 @@ async fn reconcile<L: Link>(
 /// The subject and bytes of a shard's command.
 fn outgoing(context: &Context, subjects: Subjects, command: Command) -> Option<(String, Vec<u8>)> {
     let apps = context.hub.apps();
-    match command {
+    let message = match command {
         Command::Publish {
             app,
             channel,
             frame,
             exclude,
-        } => {
-            let app = &apps.app(app)?.id;
-            let subject = subjects.channel(&context.prefix, app, &channel);
-            let message = WireMessage::Publish {
-                origin: context.origin,
-                app: app.clone(),
-                channel: channel.to_string(),
-                exclude,
-                frame,
-            };
-            Some((subject, message.encode()))
-        }
-        Command::TerminateUser { app, user_id } => {
-            let app = &apps.app(app)?.id;
-            let message = WireMessage::TerminateUser {
-                origin: context.origin,
-                app: app.clone(),
-                user_id: user_id.to_string(),
-            };
-            Some((subjects.users(&context.prefix, app), message.encode()))
-        }
-    }
+        } => WireMessage::Publish {
+            origin: context.origin,
+            app: apps.app(app)?.id.clone(),
+            channel: channel.to_string(),
+            exclude,
+            frame,
+        },
+        Command::TerminateUser { app, user_id } => WireMessage::TerminateUser {
+            origin: context.origin,
+            app: apps.app(app)?.id.clone(),
+            user_id: user_id.to_string(),
+        },
+    };
+    Some(addressed(context, subjects, &message))
 }
 
 /// Sends a frame to every local shard with subscribers of the channel, on the bridge's lane.
