@@ -520,6 +520,18 @@ fn bad_broker_settings_are_refused_with_the_reason() {
     };
     let error = required.resolve().unwrap_err().to_string();
     assert!(error.contains("broker_required"), "{error}");
+    let short = Settings {
+        presence_lease: Some(Duration::from_millis(100)),
+        ..Settings::default()
+    };
+    let error = short.resolve().unwrap_err().to_string();
+    assert!(error.contains("presence_lease"), "{error}");
+    let empty = Settings {
+        broker_queue_capacity: Some(0),
+        ..Settings::default()
+    };
+    let error = empty.resolve().unwrap_err().to_string();
+    assert!(error.contains("broker_queue_capacity"), "{error}");
     for prefix in ["", "a b", "a.b", "a:b", "*"] {
         let layer = Settings {
             broker_prefix: Some(prefix.to_owned()),
