@@ -582,12 +582,12 @@ fn nats_api_and_client_events_cross_instances() {
 
 /// An instance subscribes to a channel's subject only while it has subscribers of it: with
 /// none it receives nothing of the channel's publishes.
-fn routes_by_interest(kind: Kind) {
+fn routes_by_interest(kind: Kind, backend: Backend) {
     let broker = Broker::start(kind);
     // No presence lease renewal during the test: only channel messages move the counters.
     let quiet = ["--presence-lease", "3600s"];
-    let a = instance(Backend::Epoll, &broker.url(), &quiet);
-    let b = instance(Backend::Epoll, &broker.url(), &quiet);
+    let a = instance(backend, &broker.url(), &quiet);
+    let b = instance(backend, &broker.url(), &quiet);
     wait_subscriptions(a.addr(), 1.0);
     let mut on_b = Client::connect(b.addr());
     on_b.subscribe("news");
@@ -627,19 +627,23 @@ fn routes_by_interest(kind: Kind) {
 
 #[test]
 fn redis_routes_by_interest() {
-    routes_by_interest(Kind::Redis);
+    for backend in backends() {
+        routes_by_interest(Kind::Redis, backend);
+    }
 }
 
 #[test]
 fn nats_routes_by_interest() {
-    routes_by_interest(Kind::Nats);
+    for backend in backends() {
+        routes_by_interest(Kind::Nats, backend);
+    }
 }
 
 /// `terminate_connections` on one instance closes the user's connections on the other.
-fn terminates_across_instances(kind: Kind) {
+fn terminates_across_instances(kind: Kind, backend: Backend) {
     let broker = Broker::start(kind);
-    let a = instance(Backend::Epoll, &broker.url(), &[]);
-    let b = instance(Backend::Epoll, &broker.url(), &[]);
+    let a = instance(backend, &broker.url(), &[]);
+    let b = instance(backend, &broker.url(), &[]);
     wait_subscriptions(a.addr(), 1.0);
     wait_subscriptions(b.addr(), 1.0);
     let mut on_b = Client::connect(b.addr());
@@ -656,12 +660,16 @@ fn terminates_across_instances(kind: Kind) {
 
 #[test]
 fn redis_terminates_connections_across_instances() {
-    terminates_across_instances(Kind::Redis);
+    for backend in backends() {
+        terminates_across_instances(Kind::Redis, backend);
+    }
 }
 
 #[test]
 fn nats_terminates_connections_across_instances() {
-    terminates_across_instances(Kind::Nats);
+    for backend in backends() {
+        terminates_across_instances(Kind::Nats, backend);
+    }
 }
 
 /// The JSON of `/health`.
