@@ -1,8 +1,11 @@
 //! Cluster mode against real brokers: `redis-server` and `nats-server` run as child processes on
 //! free loopback ports, and two ringcast instances join through each with `--broker`. A publish
-//! on one instance must reach subscribers on the other, exclusion by socket id must hold across
-//! instances, an instance without subscribers of a channel must receive nothing for it, and a
-//! broker outage must leave local delivery alone and heal once the broker is back.
+//! on one instance must reach subscribers on the other, exclusion by socket id and
+//! `terminate_connections` must hold across instances, an instance without subscribers of a
+//! channel must receive nothing for it, presence must count a user once across instances and
+//! drop a dead instance's members after the lease, and a broker outage must leave local delivery
+//! alone and heal once the broker is back. A missing broker binary fails the suite with the
+//! command that installs it.
 
 #[allow(
     dead_code,
