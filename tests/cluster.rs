@@ -1169,3 +1169,30 @@ fn nats_presence_spans_instances() {
     };
     presence_spans_instances(Kind::Nats, backend);
 }
+
+/// The names of a process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's tasks")
+        .filter_map(|task| {
+            let path = task.ok()?.path().join("comm");
+            Some(std::fs::read_to_string(path).ok()?.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Without `--broker` nothing of cluster mode runs; with one, exactly one bridge thread does.
+#[test]
+fn the_bridge_thread_runs_only_with_a_broker() {
+    let standalone = Server::start_with_env(Backend::Epoll, 2, &[], &[]);
+    let names = thread_names(standalone.pid());
+    assert!(
+        !names.iter().any(|n| n == "cluster-bridge"),
+        "standalone threads: {names:?}"
+    );
+    let broker = Broker::start(Kind::Redis);
+    let joined = instance(Backend::Epoll, &broker.url(), &[]);
+    let names = thread_names(joined.pid());
+    let bridges = names.iter().filter(|n| *n == "cluster-bridge").count();
+    assert_eq!(bridges, 1, "threads with a broker: {names:?}");
+}
