@@ -162,6 +162,7 @@ mod tests {
                 capacity: 1000,
                 capacity_configured: 1000,
             },
+            broker: None,
         }
     }
 

@@ -80,6 +80,8 @@ pub(crate) struct HealthSnapshot {
     pub capacity_configured: u64,
     /// Each shard, by id.
     pub shards: Vec<ShardHealth>,
+    /// The cluster broker, when one is configured.
+    pub broker: Option<crate::cluster::BrokerSnapshot>,
 }
 
 impl HealthSnapshot {
@@ -103,6 +105,7 @@ impl HealthSnapshot {
             capacity: snapshot.process.capacity,
             capacity_configured: snapshot.process.capacity_configured,
             shards,
+            broker: snapshot.broker.clone(),
         }
     }
 
@@ -151,6 +154,9 @@ pub(crate) enum DegradedReason {
     Full,
     /// A shard is not listening (starting, or its listener failed).
     ShardNotListening,
+    /// The cluster broker is unreachable: local clients are served, other instances' publishes
+    /// do not arrive. Still 200: the instance serves its own clients fully.
+    Broker,
 }
 
 impl DegradedReason {
@@ -161,6 +167,7 @@ impl DegradedReason {
             Self::Load => "load",
             Self::Full => "full",
             Self::ShardNotListening => "shard_not_listening",
+            Self::Broker => "broker",
         }
     }
 }
@@ -196,6 +203,9 @@ pub(crate) fn assess(snapshot: &HealthSnapshot, config: &HealthConfig) -> Assess
     }
     if snapshot.shards.iter().any(|shard| !shard.listening) {
         reasons.push(DegradedReason::ShardNotListening);
+    }
+    if snapshot.broker.as_ref().is_some_and(|broker| !broker.up) {
+        reasons.push(DegradedReason::Broker);
     }
 
     let status = if failed {
@@ -234,7 +244,7 @@ pub(crate) fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) 
             })
         })
         .collect();
-    let body = json!({
+    let mut body = json!({
         "status": assessment.status.as_str(),
         "reasons": assessment.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         "connections": snapshot.connections,
@@ -242,6 +252,14 @@ pub(crate) fn health_response(snapshot: &HealthSnapshot, config: &HealthConfig) 
         "capacity_configured": snapshot.capacity_configured,
         "shards": shards,
     });
+    if let Some(broker) = &snapshot.broker {
+        body["broker"] = json!({
+            "url": broker.url,
+            "up": broker.up,
+            "reason": broker.reason,
+            "reconnects": broker.reconnects,
+        });
+    }
     let code = if assessment.unavailable { 503 } else { 200 };
     (code, body.to_string().into_bytes())
 }
@@ -291,7 +309,42 @@ mod tests {
             capacity: 100,
             capacity_configured: 100,
             shards: vec![shard(0, 10, 1), shard(1, 20, 2)],
+            broker: None,
         }
+    }
+
+    /// A broker that is down degrades the instance but keeps it in rotation, and says why.
+    #[test]
+    fn a_broker_down_is_degraded_with_the_reason() {
+        let broker = crate::cluster::BrokerSnapshot {
+            url: "redis://r:6379".into(),
+            up: false,
+            reason: "connection refused".into(),
+            ..Default::default()
+        };
+        let down = HealthSnapshot {
+            broker: Some(broker.clone()),
+            ..healthy()
+        };
+        let (code, bytes) = health_response(&down, &HealthConfig::default());
+        let json = body(&bytes);
+        assert_eq!(code, 200, "{json}");
+        assert_eq!(json["status"], "degraded");
+        assert_eq!(json["reasons"], json!(["broker"]));
+        assert_eq!(json["broker"]["reason"], "connection refused");
+        assert_eq!(json["broker"]["up"], false);
+        let up = HealthSnapshot {
+            broker: Some(crate::cluster::BrokerSnapshot {
+                up: true,
+                reason: String::new(),
+                ..broker
+            }),
+            ..healthy()
+        };
+        let json = body(&health_response(&up, &HealthConfig::default()).1);
+        assert_eq!(json["status"], "ok", "{json}");
+        assert_eq!(json["broker"]["up"], true);
+        assert!(body(&health_response(&healthy(), &HealthConfig::default()).1)["broker"].is_null());
     }
 
     fn body(bytes: &[u8]) -> Value {
@@ -514,6 +567,7 @@ mod tests {
                 capacity: 10,
                 capacity_configured: 50,
             },
+            broker: None,
         };
         let health = HealthSnapshot::from_metrics(&metrics);
         assert_eq!(health.connections, 4);

@@ -10,6 +10,7 @@
 
 mod admin;
 pub mod check;
+pub mod cluster;
 pub mod config;
 mod dashboard;
 // The syscall and io_uring edges need unsafe; every block there carries a `// SAFETY:` line.

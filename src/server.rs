@@ -86,6 +86,8 @@ pub enum ServeError {
     Interrupted,
     /// The Pusher apps (configured or development) are not usable.
     Apps(crate::pusher::apps::AppsError),
+    /// Cluster mode could not start (`--broker-required` and the broker is unreachable).
+    Cluster(crate::cluster::ClusterError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -115,6 +117,7 @@ impl std::fmt::Display for ServeError {
             ),
             Self::Interrupted => write!(f, "second signal during drain: exited without waiting"),
             Self::Apps(e) => write!(f, "the Pusher apps are not usable: {e}"),
+            Self::Cluster(e) => write!(f, "{e}"),
         }
     }
 }
@@ -198,6 +201,9 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             capacity_configured: configured,
         },
     ));
+    if let Some(broker) = crate::cluster::start(&config, &hub).map_err(ServeError::Cluster)? {
+        registry.set_broker(broker);
+    }
     let ip_limits = Arc::new(IpLimits::new(config.ip_limits.clone()));
     start_admin(&config, &registry)?;
     let cpus = sys::allowed_cpus().unwrap_or_default();
@@ -436,8 +442,10 @@ fn serve<D: Driver>(
     control: &mpsc::Sender<Control>,
 ) -> io::Result<Result<(), ShardError>> {
     let backend = driver.backend();
-    // One data lane per shard: every shard may publish to every other.
-    let mesh = MeshConfig::for_config(&shared.config, shared.hub.shards());
+    // One data lane per shard: every shard may publish to every other; in a cluster one more,
+    // after the shards', for the broker bridge's deliveries.
+    let lanes = shared.hub.shards() + usize::from(shared.hub.bridge().is_some());
+    let mesh = MeshConfig::for_config(&shared.config, lanes);
     let (mailbox_tx, mailbox) = Mailbox::new(driver.waker(), &mesh);
     let Shared {
         config,

@@ -102,6 +102,16 @@ pub struct Config {
     pub admin_request_timeout: Duration,
     /// Dashboard feeds the admin listener streams at once; more are answered 503.
     pub admin_max_feeds: usize,
+    /// The broker joining this instance to a cluster; `None`: standalone, nothing extra runs.
+    pub broker: Option<crate::cluster::BrokerUrl>,
+    /// Prefix of every broker subject, so several clusters can share a broker.
+    pub broker_prefix: String,
+    /// Refuse to start when the broker cannot be reached at start (else start degraded).
+    pub broker_required: bool,
+    /// Most publishes queued from the shards to the broker bridge; more are dropped and counted.
+    pub broker_queue_capacity: usize,
+    /// How long another instance's presence members stay without word from it (cluster mode).
+    pub presence_lease: Duration,
     /// The Pusher apps served (`[[apps]]`); empty means one development app.
     pub apps: Vec<crate::pusher::AppConfig>,
     /// Credentials for the development app (`RINGCAST_APP_ID`, `_KEY`, `_SECRET`); the ones

@@ -121,6 +121,16 @@ impl Settings {
             // A few operators watching; the rest of the 64 admin connections stay for scrapes
             // and probes.
             admin_max_feeds: self.admin_max_feeds.unwrap_or(8),
+            broker: self.broker,
+            broker_prefix: self
+                .broker_prefix
+                .unwrap_or_else(|| crate::cluster::DEFAULT_PREFIX.to_owned()),
+            broker_required: self.broker_required.unwrap_or(false),
+            // Four bursts of a thousand events while the broker is slow to answer.
+            broker_queue_capacity: self.broker_queue_capacity.unwrap_or(4096),
+            // Three renewals per lease: one lost renewal never expires a live instance, and a
+            // dead one's members go within 15 s.
+            presence_lease: self.presence_lease.unwrap_or(Duration::from_secs(15)),
             apps: self.apps.unwrap_or_default(),
             dev_app: self.dev_app,
         };
@@ -305,6 +315,31 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         return invalid(
             "apps",
             format!("{e}; fix the [[apps]] sections of the file"),
+        );
+    }
+    if let Some(reason) = crate::cluster::prefix_problem(&config.broker_prefix) {
+        return invalid("broker_prefix", reason);
+    }
+    if config.presence_lease < Duration::from_millis(300) {
+        return invalid(
+            "presence_lease",
+            format!(
+                "{:?} is shorter than 300ms, which the renewals (a third of it) need to cross a \
+                 busy broker; try 15s",
+                config.presence_lease
+            ),
+        );
+    }
+    if config.broker_queue_capacity == 0 {
+        return invalid(
+            "broker_queue_capacity",
+            "0 would drop every publish to the broker; set 1 or more (default 4096)".to_owned(),
+        );
+    }
+    if config.broker_required && config.broker.is_none() {
+        return invalid(
+            "broker_required",
+            "is set but no broker is; set --broker URL or leave broker_required out".to_owned(),
         );
     }
     Ok(())

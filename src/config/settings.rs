@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::duration::{self, parse_duration};
 use super::{AdminListen, Backend, ConfigError, LogFormat};
+use crate::cluster::BrokerUrl;
 use crate::limits::OutboxPolicy;
 use crate::pusher::AppConfig;
 use crate::pusher::apps::DevCredentials;
@@ -354,6 +355,50 @@ settings_table! {
             value_parser = parse_count::<usize>,
         )]
         pub admin_max_feeds: Option<usize>,
+        /// Broker that joins this instance to a cluster: redis://HOST:PORT[/DB] or
+        /// nats://HOST:PORT; without one the instance is standalone.
+        #[arg(
+            long,
+            env = "RINGCAST_BROKER",
+            value_name = "URL",
+            value_parser = BrokerUrl::from_str,
+        )]
+        pub broker: Option<BrokerUrl>,
+        /// Prefix of every broker subject, so several clusters can share one broker
+        /// [default: ringcast].
+        #[arg(long, env = "RINGCAST_BROKER_PREFIX", value_name = "PREFIX")]
+        pub broker_prefix: Option<String>,
+        /// Refuse to start when the broker is unreachable at start, instead of starting
+        /// degraded and retrying: true or false [default: false].
+        #[arg(
+            long,
+            env = "RINGCAST_BROKER_REQUIRED",
+            value_name = "BOOL",
+            num_args = 0..=1,
+            default_missing_value = "true",
+            value_parser = parse_text::<bool>,
+        )]
+        pub broker_required: Option<bool>,
+        /// Most publishes queued from the shards to the broker bridge before they are dropped
+        /// (counted in ringcast_broker_dropped_total{reason="full"}) [default: 4096].
+        #[arg(
+            long,
+            env = "RINGCAST_BROKER_QUEUE_CAPACITY",
+            value_name = "N",
+            value_parser = parse_count::<usize>,
+        )]
+        pub broker_queue_capacity: Option<usize>,
+        /// How long another instance's presence members stay without word from it before
+        /// they are removed (member_removed); each instance renews every third of it
+        /// [default: 15s].
+        #[arg(
+            long,
+            env = "RINGCAST_PRESENCE_LEASE",
+            value_name = "DURATION",
+            value_parser = parse_duration,
+        )]
+        #[serde(deserialize_with = "duration::deserialize_option")]
+        pub presence_lease: Option<Duration>,
         /// The `[log]` table.
         #[command(flatten)]
         pub log: LogSettings,

@@ -504,3 +504,67 @@ fn admin_and_per_ip_keys_reach_the_config() {
     let message = error_of(file("admin_request_timeout = \"0s\"").resolve());
     assert!(message.contains("admin_request_timeout"), "{message}");
 }
+
+#[test]
+fn broker_settings_from_flags_env_and_file() {
+    let env = [
+        ("RINGCAST_BROKER", "nats://127.0.0.1:4223"),
+        ("RINGCAST_BROKER_PREFIX", "blue"),
+        ("RINGCAST_BROKER_REQUIRED", "true"),
+    ]
+    .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+    let (layer, warnings) = Settings::from_env(env).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let (config, _) = layer.resolve().unwrap();
+    let broker = config.broker.expect("a broker");
+    assert_eq!((broker.host.as_str(), broker.port), ("127.0.0.1", 4223));
+    assert_eq!(config.broker_prefix, "blue");
+    assert!(config.broker_required);
+    let (config, _) = file("broker = \"redis://h/2\"").resolve().unwrap();
+    assert_eq!(config.broker.map(|b| b.port), Some(6379));
+    assert_eq!(config.broker_prefix, "ringcast");
+    assert!(!config.broker_required);
+    let none = Config::default();
+    assert!(none.broker.is_none(), "standalone unless a broker is set");
+}
+
+#[test]
+fn bad_broker_settings_are_refused_with_the_reason() {
+    let env =
+        [("RINGCAST_BROKER", "http://h")].map(|(k, v)| (OsString::from(k), OsString::from(v)));
+    let error = Settings::from_env(env).unwrap_err().to_string();
+    assert!(
+        error.contains("RINGCAST_BROKER") && error.contains("scheme"),
+        "{error}"
+    );
+    let error = Settings::from_toml("broker = \"redis://h:0\"", Path::new("t"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("invalid port"), "{error}");
+    let required = Settings {
+        broker_required: Some(true),
+        ..Settings::default()
+    };
+    let error = required.resolve().unwrap_err().to_string();
+    assert!(error.contains("broker_required"), "{error}");
+    let short = Settings {
+        presence_lease: Some(Duration::from_millis(100)),
+        ..Settings::default()
+    };
+    let error = short.resolve().unwrap_err().to_string();
+    assert!(error.contains("presence_lease"), "{error}");
+    let empty = Settings {
+        broker_queue_capacity: Some(0),
+        ..Settings::default()
+    };
+    let error = empty.resolve().unwrap_err().to_string();
+    assert!(error.contains("broker_queue_capacity"), "{error}");
+    for prefix in ["", "a b", "a.b", "a:b", "*"] {
+        let layer = Settings {
+            broker_prefix: Some(prefix.to_owned()),
+            ..Settings::default()
+        };
+        let error = layer.resolve().unwrap_err().to_string();
+        assert!(error.contains("broker_prefix"), "{prefix:?}: {error}");
+    }
+}

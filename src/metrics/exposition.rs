@@ -300,6 +300,66 @@ pub(crate) fn encode(snapshot: &MetricsSnapshot, out: &mut String) {
         heartbeat,
         Unit::Micros,
     );
+    if let Some(broker) = &snapshot.broker {
+        encode_broker(&mut w, broker);
+    }
+}
+
+/// The cluster bridge's families, written only when a broker is configured.
+fn encode_broker(w: &mut Writer<'_>, broker: &crate::cluster::BrokerSnapshot) {
+    w.family(
+        "ringcast_broker_up",
+        GAUGE,
+        "1 while the cluster broker is connected, 0 while it is unreachable.",
+    );
+    w.sample("ringcast_broker_up", &[], f64::from(u8::from(broker.up)));
+    w.family(
+        "ringcast_broker_messages_total",
+        COUNTER,
+        "Messages received from (in) and published to (out) the cluster broker.",
+    );
+    for (direction, value) in [("in", broker.messages_in), ("out", broker.messages_out)] {
+        w.sample(
+            "ringcast_broker_messages_total",
+            &[("direction", direction)],
+            value as f64,
+        );
+    }
+    w.family(
+        "ringcast_broker_dropped_total",
+        COUNTER,
+        "Messages not carried between instances: the bridge's queue was full, the broker was \
+         down, or a received message was not ours to read.",
+    );
+    for (reason, value) in [
+        ("full", broker.dropped_full),
+        ("down", broker.dropped_down),
+        ("invalid", broker.dropped_invalid),
+    ] {
+        w.sample(
+            "ringcast_broker_dropped_total",
+            &[("reason", reason)],
+            value as f64,
+        );
+    }
+    w.counter(
+        (
+            "ringcast_broker_reconnects_total",
+            "Connections to the broker after the first: the reconnect epoch.",
+        ),
+        broker.reconnects,
+    );
+    w.family(
+        "ringcast_broker_subscriptions",
+        GAUGE,
+        "Broker subjects this instance subscribes to: one per channel with local subscribers, \
+         plus one per app for user-wide messages.",
+    );
+    w.sample(
+        "ringcast_broker_subscriptions",
+        &[],
+        broker.subscriptions as f64,
+    );
 }
 
 const COUNTER: &str = "counter";
@@ -633,6 +693,18 @@ mod tests {
                 capacity: 1000,
                 capacity_configured: 5000,
             },
+            broker: Some(crate::cluster::BrokerSnapshot {
+                url: "nats://n:4222".into(),
+                up: true,
+                reason: String::new(),
+                messages_in: 11,
+                messages_out: 12,
+                dropped_full: 13,
+                dropped_down: 14,
+                dropped_invalid: 15,
+                reconnects: 16,
+                subscriptions: 17,
+            }),
         }
     }
 
@@ -646,7 +718,15 @@ mod tests {
     fn exposition_parses_back_with_the_recorded_values() {
         let text = encoded(&snapshot());
         let series = validate(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
-        let expected: [(&str, f64); 23] = [
+        let expected: [(&str, f64); 31] = [
+            ("ringcast_broker_up{}", 1.0),
+            (r#"ringcast_broker_messages_total{direction="in"}"#, 11.0),
+            (r#"ringcast_broker_messages_total{direction="out"}"#, 12.0),
+            (r#"ringcast_broker_dropped_total{reason="full"}"#, 13.0),
+            (r#"ringcast_broker_dropped_total{reason="down"}"#, 14.0),
+            (r#"ringcast_broker_dropped_total{reason="invalid"}"#, 15.0),
+            ("ringcast_broker_reconnects_total{}", 16.0),
+            ("ringcast_broker_subscriptions{}", 17.0),
             (r#"ringcast_build_info{version="1.2.3"}"#, 1.0),
             (r#"ringcast_driver_info{driver="io_uring"}"#, 1.0),
             ("process_start_time_seconds{}", 1.5),
@@ -733,6 +813,7 @@ mod tests {
             taken_at: SystemTime::UNIX_EPOCH,
             shards: vec![ShardStats::new()],
             process: snapshot().process,
+            broker: None,
         };
         let text = encoded(&snapshot);
         let series = validate(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
@@ -740,6 +821,10 @@ mod tests {
         assert_eq!(
             series.get("ringcast_heartbeat_rtt_seconds_count{}"),
             Some(&0.0)
+        );
+        assert!(
+            !text.contains("ringcast_broker_"),
+            "no broker families without a broker"
         );
     }
 

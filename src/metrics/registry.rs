@@ -71,6 +71,8 @@ pub(crate) struct ProcessInfo {
 pub(crate) struct Registry {
     shards: Box<[ShardSlot]>,
     process: ProcessInfo,
+    /// The broker bridge's state, in a cluster.
+    broker: std::sync::OnceLock<std::sync::Arc<crate::cluster::BrokerStatus>>,
 }
 
 impl Registry {
@@ -79,7 +81,13 @@ impl Registry {
         Self {
             shards: (0..shards).map(|_| ShardSlot::default()).collect(),
             process,
+            broker: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports the broker bridge's state from now on.
+    pub(crate) fn set_broker(&self, status: std::sync::Arc<crate::cluster::BrokerStatus>) {
+        let _ = self.broker.set(status);
     }
 
     /// The slot shard `id` publishes to; `None` past the number of shards.
@@ -94,6 +102,7 @@ impl Registry {
             taken_at,
             shards: self.shards.iter().map(ShardSlot::read).collect(),
             process: self.process.clone(),
+            broker: self.broker.get().map(|status| status.snapshot()),
         }
     }
 }
@@ -107,6 +116,8 @@ pub(crate) struct MetricsSnapshot {
     pub shards: Vec<ShardStats>,
     /// The process facts.
     pub process: ProcessInfo,
+    /// The broker bridge, in a cluster.
+    pub broker: Option<crate::cluster::BrokerSnapshot>,
 }
 
 impl MetricsSnapshot {

@@ -40,6 +40,34 @@ impl Frame {
     pub fn text(&self) -> &str {
         std::str::from_utf8(self.payload()).unwrap_or_default()
     }
+
+    /// A frame received whole from another instance of a cluster, checked to be what this
+    /// module builds (one final, unmasked text frame whose header length is the payload's, with
+    /// a UTF-8 payload), so bytes from a broker never reach a client as anything else.
+    pub fn from_wire(bytes: &[u8]) -> Option<Self> {
+        let (&first, rest) = bytes.split_first()?;
+        let (&second, rest) = rest.split_first()?;
+        if first != 0x81 || second & 0x80 != 0 {
+            return None;
+        }
+        let (length, payload) = match second & 0x7f {
+            126 => {
+                let (len, payload) = rest.split_at_checked(2)?;
+                (u64::from(u16::from_be_bytes([len[0], len[1]])), payload)
+            }
+            127 => {
+                let (len, payload) = rest.split_at_checked(8)?;
+                (u64::from_be_bytes(len.try_into().ok()?), payload)
+            }
+            short => (u64::from(short), rest),
+        };
+        if u64::try_from(payload.len()).ok()? != length
+            || simdutf8::basic::from_utf8(payload).is_err()
+        {
+            return None;
+        }
+        Some(Self(Arc::from(bytes)))
+    }
 }
 
 impl std::fmt::Debug for Frame {
@@ -105,6 +133,28 @@ pub fn encode_event_frame(event: &str, channel: &str, data: &str, user_id: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_read_back_from_the_wire_and_anything_else_is_refused() {
+        for size in [3, 200, 70_000] {
+            let frame = encode_event_frame("e", "c", &"x".repeat(size), None);
+            assert_eq!(Frame::from_wire(frame.as_bytes()), Some(frame.clone()));
+            let bytes = frame.as_bytes();
+            assert_eq!(Frame::from_wire(&bytes[..bytes.len() - 1]), None, "short");
+        }
+        let refused: &[&[u8]] = &[
+            b"",
+            b"\x81",
+            b"\x82\x01a",
+            b"\x01\x01a",
+            b"\x81\x81abcda",
+            b"\x81\x02a",
+            b"\x81\x01\xff",
+        ];
+        for bytes in refused {
+            assert_eq!(Frame::from_wire(bytes), None, "{bytes:?}");
+        }
+    }
 
     #[test]
     fn header_sizes_follow_rfc_6455() {

@@ -102,6 +102,13 @@ impl PresenceRoster {
         true
     }
 
+    /// The user's connections counted here and its `user_info`, when present.
+    pub fn member(&self, user_id: &str) -> Option<(u32, Option<Arc<str>>)> {
+        self.members
+            .get(user_id)
+            .map(|m| (m.connections, m.user_info.clone()))
+    }
+
     /// Distinct users present.
     pub fn user_count(&self) -> usize {
         self.members.len()

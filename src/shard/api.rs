@@ -109,7 +109,7 @@ impl Core {
                 for event in &events {
                     for channel in &event.channels {
                         let frame = event.frame(channel);
-                        self.publish(app, channel.as_str().into(), frame, event.exclude, true);
+                        self.publish_everywhere(app, channel.as_str().into(), frame, event.exclude);
                     }
                 }
                 if batch {
@@ -165,6 +165,9 @@ impl Core {
                             },
                         );
                     }
+                }
+                if let Some(bridge) = hub.bridge() {
+                    bridge.terminate_user(app, Arc::clone(&user_id));
                 }
                 self.terminate_user(app, &user_id);
                 response::empty()

@@ -120,6 +120,10 @@ pub(crate) struct Hub {
     /// Per app: open Pusher connections, for the app's `max_connections` (4004). Touched on
     /// connect and disconnect only.
     connections: Box<[AtomicU32]>,
+    /// The cluster bridge, with a broker configured: told when a shard's count of a channel
+    /// crosses zero, so the process subscribes to the channel's subject only while it has
+    /// subscribers.
+    bridge: OnceLock<crate::cluster::Bridge>,
 }
 
 impl Hub {
@@ -136,6 +140,25 @@ impl Hub {
             stripe_hasher: RandomState::new(),
             caches: (0..n).map(|_| Mutex::default()).collect(),
             connections: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            bridge: OnceLock::new(),
+        }
+    }
+
+    /// Joins the process to a cluster: publishes and interest changes go to `bridge` from now.
+    pub(crate) fn set_bridge(&self, bridge: crate::cluster::Bridge) {
+        let _ = self.bridge.set(bridge);
+    }
+
+    /// The cluster bridge, when a broker is configured.
+    pub(crate) fn bridge(&self) -> Option<&crate::cluster::Bridge> {
+        self.bridge.get()
+    }
+
+    /// A shard's count of the channel went 0 -> 1 or 1 -> 0: the bridge rechecks the
+    /// process-wide count.
+    fn interest_changed(&self, app: AppIndex, channel: &str) {
+        if let Some(bridge) = self.bridge.get() {
+            bridge.interest_changed(app, channel);
         }
     }
 
@@ -239,16 +262,27 @@ impl Hub {
         {
             let shared = stripe.read().unwrap_or_else(|e| e.into_inner());
             if let Some(entry) = shared.get(channel) {
-                if let Some(n) = entry.per_shard.get(shard) {
-                    n.fetch_add(1, Ordering::Relaxed);
+                let first = entry
+                    .per_shard
+                    .get(shard)
+                    .is_some_and(|n| n.fetch_add(1, Ordering::Relaxed) == 0);
+                drop(shared);
+                if first {
+                    self.interest_changed(app, channel);
                 }
                 return;
             }
         }
-        let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
-        let entry = self.entry(index, &mut stripe, channel);
-        if let Some(n) = entry.per_shard.get(shard) {
-            n.fetch_add(1, Ordering::Relaxed);
+        let first = {
+            let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
+            let entry = self.entry(index, &mut stripe, channel);
+            entry
+                .per_shard
+                .get(shard)
+                .is_some_and(|n| n.fetch_add(1, Ordering::Relaxed) == 0)
+        };
+        if first {
+            self.interest_changed(app, channel);
         }
     }
 
@@ -301,8 +335,11 @@ impl Hub {
         if emptied {
             // Counts only change under the shared lock, so under the exclusive one they are
             // stable: the entry goes only if it is still unused.
-            let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
-            Self::remove_if_unused(index, &mut stripe, channel);
+            {
+                let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
+                Self::remove_if_unused(index, &mut stripe, channel);
+            }
+            self.interest_changed(app, channel);
         }
     }
 
@@ -390,6 +427,39 @@ impl Hub {
             last
         };
         last.then(|| protocol::member_removed(channel, user_id))
+    }
+
+    /// A user present on another instance of the cluster joins the channel's roster, counted
+    /// as one connection per instance holding it; the `member_added` to deliver locally when
+    /// the user was not present here.
+    pub(crate) fn join_presence_remote(
+        &self,
+        app: AppIndex,
+        channel: &str,
+        member: &PresenceMember,
+    ) -> Option<Frame> {
+        let (index, stripe) = self.stripe(app, channel)?;
+        let first = {
+            let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
+            self.entry(index, &mut stripe, channel)
+                .roster
+                .get_or_insert_with(PresenceRoster::default)
+                .handle_join(member)
+        };
+        first.then(|| protocol::member_added(channel, member))
+    }
+
+    /// The user's connections in the channel's roster (remote instances holding it counted
+    /// once each) and its `user_info`, when present.
+    pub(crate) fn presence_member(
+        &self,
+        app: AppIndex,
+        channel: &str,
+        user_id: &str,
+    ) -> Option<(u32, Option<std::sync::Arc<str>>)> {
+        let (_, stripe) = self.stripe(app, channel)?;
+        let stripe = stripe.read().unwrap_or_else(|e| e.into_inner());
+        stripe.get(channel)?.roster.as_ref()?.member(user_id)
     }
 
     /// Remembers the last event of a cache channel.

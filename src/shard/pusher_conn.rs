@@ -200,6 +200,9 @@ impl Core {
                     if let Some(join) = hub.join_presence(app, &channel_name, &member) {
                         self.out
                             .extend_from_slice(join.subscription_succeeded.as_bytes());
+                        if let Some(bridge) = hub.bridge() {
+                            bridge.presence_changed(app, &channel_name, &member.user_id);
+                        }
                         if let Some(added) = join.member_added {
                             self.publish(app, channel_name.into(), added, Some(me), false);
                         }
@@ -211,10 +214,14 @@ impl Core {
                         .channels
                         .channel(channel)
                         .map(|c| c.name.clone());
-                    if let Some(name) = name
-                        && let Some(removed) = hub.leave_presence(app, &name, &user_id)
-                    {
-                        self.publish(app, name, removed, Some(me), false);
+                    if let Some(name) = name {
+                        let removed = hub.leave_presence(app, &name, &user_id);
+                        if let Some(bridge) = hub.bridge() {
+                            bridge.presence_changed(app, &name, &user_id);
+                        }
+                        if let Some(removed) = removed {
+                            self.publish(app, name, removed, Some(me), false);
+                        }
                     }
                 }
                 Action::ReplayCache { channel_name, .. } => {
@@ -232,7 +239,7 @@ impl Core {
                         .channel(channel)
                         .map(|c| c.name.clone());
                     if let Some(name) = name {
-                        self.publish(app, name, frame, exclude, true);
+                        self.publish_everywhere(app, name, frame, exclude);
                     }
                 }
                 Action::SignIn { user_id } => {
@@ -295,6 +302,22 @@ impl Core {
         }
         self.pusher.shards = shards;
         self.deliver_local(app, &channel, frame, exclude);
+    }
+
+    /// Publishes a client or API event as [`Core::publish`] does and, in a cluster, hands it
+    /// to the bridge for the other instances (presence events stay local: each instance keeps
+    /// its own roster).
+    pub(super) fn publish_everywhere(
+        &mut self,
+        app: AppIndex,
+        channel: Arc<str>,
+        frame: Frame,
+        exclude: Option<SocketId>,
+    ) {
+        if let Some(bridge) = self.pusher.hub.bridge() {
+            bridge.publish(app, Arc::clone(&channel), frame.clone(), exclude);
+        }
+        self.publish(app, channel, frame, exclude, true);
     }
 
     /// Queues `frame` on every local subscriber of the channel but `exclude`, whether the

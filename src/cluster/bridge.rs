@@ -1,0 +1,592 @@
+//! The bridge's loop on its runtime: connect (and reconnect, with jittered backoff), subscribe
+//! to the subjects of the channels with local interest, publish what the shards hand over,
+//! and act on what the other instances send.
+
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::mesh::MeshMessage;
+use crate::pusher::{AppIndex, ChannelKind, Frame, SocketId};
+use crate::shard::hub::Hub;
+
+use super::presence::{Announce, Presence};
+use super::status::BrokerStatus;
+use super::url::BrokerUrl;
+use super::wire::{Subjects, WireMessage};
+use super::{Command, Inbox, PresenceKey};
+
+/// How long one connection attempt to the broker may take.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// First wait before reconnecting; doubled per failed attempt up to [`MAX_BACKOFF`], each wait
+/// jittered to between half and one and a half times itself so instances do not reconnect in
+/// step.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Longest wait between reconnection attempts: a restarted broker is back in use within a
+/// couple of seconds.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How often the bridge looks at the interest set even without a wake-up.
+const INTEREST_SWEEP: Duration = Duration::from_secs(1);
+
+/// One connection to a broker, as the bridge uses it.
+pub(super) trait Link: Sized {
+    /// How this broker spells subjects.
+    const SUBJECTS: Subjects;
+
+    /// Connects; the error is the reason, for `/health`.
+    async fn connect(url: &BrokerUrl, status: &Arc<BrokerStatus>) -> Result<Self, String>;
+
+    /// Starts receiving the subject's messages.
+    async fn subscribe(&mut self, subject: &str) -> Result<(), String>;
+
+    /// Stops receiving the subject's messages.
+    async fn unsubscribe(&mut self, subject: &str) -> Result<(), String>;
+
+    /// Publishes one message; `Ok(false)` when the broker is down and the message was dropped.
+    async fn publish(&mut self, subject: &str, body: Vec<u8>) -> Result<bool, String>;
+
+    /// The next message from any subscribed subject; the error says why the connection is gone.
+    async fn next(&mut self) -> Result<Vec<u8>, String>;
+}
+
+/// What the bridge needs besides the link and its inbox.
+pub(super) struct Context {
+    pub(super) hub: Arc<Hub>,
+    pub(super) status: Arc<BrokerStatus>,
+    pub(super) prefix: String,
+    /// This instance's id in messages, so it ignores its own.
+    pub(super) origin: u64,
+    /// The mesh lane the bridge sends on (the one after the shards').
+    pub(super) lane: usize,
+    /// How long another instance's presence members stay without word from it.
+    pub(super) lease: Duration,
+}
+
+/// The bridge's life: connect (retrying with jittered backoff while the broker is down,
+/// dropping and counting what the shards publish meanwhile), subscribe to every channel with
+/// local interest, serve until the connection is lost, and again.
+pub(super) async fn run<L: Link>(
+    url: &BrokerUrl,
+    context: Context,
+    mut inbox: Inbox,
+    first: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let mut first = Some(first);
+    let mut attempt: u32 = 0;
+    let mut presence = Presence::new(context.lease);
+    loop {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, L::connect(url, &context.status))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {CONNECT_TIMEOUT:?}")));
+        match connected {
+            Ok(mut link) => {
+                if let Some(first) = first.take() {
+                    let _ = first.send(Ok(()));
+                }
+                attempt = 0;
+                context.status.mark_up();
+                let lost = serve(&mut link, &context, &mut inbox, &mut presence).await;
+                context.status.mark_down(&lost);
+                context.status.subscriptions.store(0, Ordering::Relaxed);
+            }
+            Err(reason) => {
+                if let Some(first) = first.take() {
+                    tracing::warn!(broker = %context.status.url, %reason, "broker unreachable; serving local clients only, retrying");
+                    let _ = first.send(Err(reason.clone()));
+                }
+                context.status.mark_down(&reason);
+            }
+        }
+        let wait = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => break,
+                command = inbox.commands.recv() => match command {
+                    Some(_) => BrokerStatus::count(&context.status.dropped_down),
+                    None => return,
+                },
+            }
+        }
+        // Other instances' leases run out while the broker is down, as they would with it up.
+        let mut shards = Vec::new();
+        for (app, channel, frame) in presence.expire(&context.hub, Instant::now()) {
+            deliver_local(&context, app, &channel, frame, &mut shards);
+        }
+    }
+}
+
+/// The wait before reconnection attempt `attempt` (0 first): [`MIN_BACKOFF`] doubled per
+/// attempt up to [`MAX_BACKOFF`], times a random factor in [0.5, 1.5).
+pub(super) fn backoff(attempt: u32) -> Duration {
+    let base = MIN_BACKOFF
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(MAX_BACKOFF);
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    let factor = 0.5 + (random % 1000) as f64 / 1000.0;
+    base.mul_f64(factor)
+}
+
+/// Serves one connection until it is lost; returns why.
+async fn serve<L: Link>(
+    link: &mut L,
+    context: &Context,
+    inbox: &mut Inbox,
+    presence: &mut Presence,
+) -> String {
+    let mut subscribed: HashSet<String> = HashSet::new();
+    if let Err(lost) = subscribe_all(link, context, &mut subscribed, presence).await {
+        return lost;
+    }
+    let mut sweep = tokio::time::interval(INTEREST_SWEEP);
+    let renew = context.lease / 3;
+    let mut lease = tokio::time::interval_at(tokio::time::Instant::now() + renew, renew);
+    let mut shards = Vec::new();
+    let mut replies = Vec::new();
+    loop {
+        let changed: Vec<(AppIndex, Box<str>)> = inbox
+            .interest
+            .changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        for (app, channel) in changed {
+            let reconciled =
+                reconcile(link, context, &mut subscribed, presence, app, &channel).await;
+            if let Err(lost) = reconciled {
+                return lost;
+            }
+        }
+        let members: Vec<PresenceKey> = inbox
+            .interest
+            .presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        for (app, channel, user_id) in members {
+            if let Some(announce) = presence.local_changed(&context.hub, app, &channel, &user_id) {
+                replies.extend(announcement(context, L::SUBJECTS, app, &channel, announce));
+            }
+        }
+        for (subject, body) in replies.drain(..) {
+            if let Err(lost) = publish_counted(link, context, &subject, body).await {
+                return lost;
+            }
+        }
+        tokio::select! {
+            () = inbox.interest.wake.notified() => {}
+            _ = sweep.tick() => {}
+            _ = lease.tick() => {
+                for app in context.hub.apps().iter() {
+                    let message = WireMessage::Lease {
+                        origin: context.origin,
+                        app: app.id.clone(),
+                    };
+                    replies.push((L::SUBJECTS.users(&context.prefix, &app.id), message.encode()));
+                }
+                for (app, channel, frame) in presence.expire(&context.hub, Instant::now()) {
+                    deliver_local(context, app, &channel, frame, &mut shards);
+                }
+            }
+            command = inbox.commands.recv() => {
+                let Some(command) = command else {
+                    return "the process is stopping".to_owned();
+                };
+                let Some((subject, body)) = outgoing(context, L::SUBJECTS, command) else {
+                    continue;
+                };
+                if let Err(lost) = publish_counted(link, context, &subject, body).await {
+                    return lost;
+                }
+            }
+            message = link.next() => match message {
+                Ok(bytes) => {
+                    BrokerStatus::count(&context.status.messages_in);
+                    let mut answer = |message: WireMessage| {
+                        replies.push(addressed(context, L::SUBJECTS, &message));
+                    };
+                    deliver(context, presence, &bytes, &mut shards, &mut answer);
+                }
+                Err(lost) => return lost,
+            },
+        }
+    }
+}
+
+/// Publishes one message and counts it (out, or dropped while the broker is down); the error
+/// is why the connection is gone.
+async fn publish_counted<L: Link>(
+    link: &mut L,
+    context: &Context,
+    subject: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    match link.publish(subject, body).await {
+        Ok(true) => BrokerStatus::count(&context.status.messages_out),
+        Ok(false) => BrokerStatus::count(&context.status.dropped_down),
+        Err(lost) => {
+            BrokerStatus::count(&context.status.dropped_down);
+            return Err(lost);
+        }
+    }
+    Ok(())
+}
+
+/// The subject and bytes of an announcement of this instance's own member.
+fn announcement(
+    context: &Context,
+    subjects: Subjects,
+    app: AppIndex,
+    channel: &str,
+    announce: Announce,
+) -> Option<(String, Vec<u8>)> {
+    let app = context.hub.apps().app(app)?.id.clone();
+    let message = match announce {
+        Announce::Join(member) => WireMessage::PresenceJoin {
+            origin: context.origin,
+            app,
+            channel: channel.to_owned(),
+            member,
+        },
+        Announce::Leave(user_id) => WireMessage::PresenceLeave {
+            origin: context.origin,
+            app,
+            channel: channel.to_owned(),
+            user_id: user_id.into(),
+        },
+    };
+    Some(addressed(context, subjects, &message))
+}
+
+/// The subject a message of this instance goes to, and its bytes.
+fn addressed(context: &Context, subjects: Subjects, message: &WireMessage) -> (String, Vec<u8>) {
+    let subject = match message {
+        WireMessage::PresenceJoin { app, channel, .. }
+        | WireMessage::PresenceLeave { app, channel, .. }
+        | WireMessage::PresenceSync { app, channel, .. }
+        | WireMessage::PresenceState { app, channel, .. }
+        | WireMessage::Publish { app, channel, .. } => {
+            subjects.channel(&context.prefix, app, channel)
+        }
+        WireMessage::TerminateUser { app, .. } | WireMessage::Lease { app, .. } => {
+            subjects.users(&context.prefix, app)
+        }
+    };
+    (subject, message.encode())
+}
+
+/// This instance's members of a presence channel, as the `PresenceState` to publish.
+fn state_of(context: &Context, presence: &Presence, app: AppIndex, channel: &str) -> WireMessage {
+    WireMessage::PresenceState {
+        origin: context.origin,
+        app: context
+            .hub
+            .apps()
+            .app(app)
+            .map(|a| a.id.clone())
+            .unwrap_or_default(),
+        channel: channel.to_owned(),
+        members: presence.local_members(&context.hub, app, channel),
+    }
+}
+
+/// Subscribes to every app's user subject and every channel with local subscribers; for each
+/// presence channel asks for the other instances' members and tells them this one's.
+async fn subscribe_all<L: Link>(
+    link: &mut L,
+    context: &Context,
+    subscribed: &mut HashSet<String>,
+    presence: &Presence,
+) -> Result<(), String> {
+    let hub = &context.hub;
+    let mut wanted = Vec::new();
+    let mut presence_channels = Vec::new();
+    for (index, app) in hub.apps().iter().enumerate() {
+        wanted.push(L::SUBJECTS.users(&context.prefix, &app.id));
+        let Ok(index) = u16::try_from(index) else {
+            continue;
+        };
+        for (channel, _) in hub.occupied(AppIndex(index), "") {
+            wanted.push(L::SUBJECTS.channel(&context.prefix, &app.id, &channel));
+            if ChannelKind::of(&channel).is_presence() {
+                presence_channels.push((AppIndex(index), channel));
+            }
+        }
+    }
+    for subject in wanted {
+        if subscribed.insert(subject.clone()) {
+            link.subscribe(&subject).await?;
+            context.status.subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    for (app, channel) in presence_channels {
+        for message in [
+            sync_of(context, app, &channel),
+            state_of(context, presence, app, &channel),
+        ] {
+            let (subject, body) = addressed(context, L::SUBJECTS, &message);
+            publish_counted(link, context, &subject, body).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The request for the other instances' members of a presence channel.
+fn sync_of(context: &Context, app: AppIndex, channel: &str) -> WireMessage {
+    WireMessage::PresenceSync {
+        origin: context.origin,
+        app: context
+            .hub
+            .apps()
+            .app(app)
+            .map(|a| a.id.clone())
+            .unwrap_or_default(),
+        channel: channel.to_owned(),
+    }
+}
+
+/// Makes the subscription to one channel's subject match whether the process has subscribers.
+/// A presence channel newly listened to asks for the other instances' members; one no longer
+/// listened to drops them, as their leaves will not arrive.
+async fn reconcile<L: Link>(
+    link: &mut L,
+    context: &Context,
+    subscribed: &mut HashSet<String>,
+    presence: &mut Presence,
+    app: AppIndex,
+    channel: &str,
+) -> Result<(), String> {
+    let Some(config) = context.hub.apps().app(app) else {
+        return Ok(());
+    };
+    let wanted = context.hub.stats(app, channel).subscription_count > 0;
+    let subject = L::SUBJECTS.channel(&context.prefix, &config.id, channel);
+    let is_presence = ChannelKind::of(channel).is_presence();
+    if wanted && !subscribed.contains(&subject) {
+        link.subscribe(&subject).await?;
+        subscribed.insert(subject);
+        context.status.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if is_presence {
+            let (subject, body) = addressed(context, L::SUBJECTS, &sync_of(context, app, channel));
+            publish_counted(link, context, &subject, body).await?;
+        }
+    } else if !wanted && subscribed.remove(&subject) {
+        link.unsubscribe(&subject).await?;
+        context.status.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        if is_presence {
+            presence.forget_remote(&context.hub, app, channel);
+        }
+    }
+    Ok(())
+}
+
+/// The subject and bytes of a shard's command.
+fn outgoing(context: &Context, subjects: Subjects, command: Command) -> Option<(String, Vec<u8>)> {
+    let apps = context.hub.apps();
+    let message = match command {
+        Command::Publish {
+            app,
+            channel,
+            frame,
+            exclude,
+        } => WireMessage::Publish {
+            origin: context.origin,
+            app: apps.app(app)?.id.clone(),
+            channel: channel.to_string(),
+            exclude,
+            frame,
+        },
+        Command::TerminateUser { app, user_id } => WireMessage::TerminateUser {
+            origin: context.origin,
+            app: apps.app(app)?.id.clone(),
+            user_id: user_id.to_string(),
+        },
+    };
+    Some(addressed(context, subjects, &message))
+}
+
+/// Sends a frame to every local shard with subscribers of the channel, on the bridge's lane.
+fn deliver_local(
+    context: &Context,
+    app: AppIndex,
+    channel: &str,
+    frame: Frame,
+    shards: &mut Vec<usize>,
+) {
+    deliver_excluding(context, app, channel.into(), frame, None, shards);
+}
+
+/// [`deliver_local`] with a connection that must not get the frame.
+fn deliver_excluding(
+    context: &Context,
+    app: AppIndex,
+    channel: Arc<str>,
+    frame: Frame,
+    exclude: Option<SocketId>,
+    shards: &mut Vec<usize>,
+) {
+    let hub = &context.hub;
+    hub.interested_shards(app, &channel, shards);
+    for &shard in shards.iter() {
+        if let Some(peer) = hub.peer(shard) {
+            // A full lane drops this copy; the receiving shard counts it.
+            let _ = peer.send(
+                context.lane,
+                MeshMessage::Publish {
+                    app,
+                    channel: Arc::clone(&channel),
+                    frame: frame.clone(),
+                    exclude,
+                },
+            );
+        }
+    }
+}
+
+/// Acts on a message from another instance: its publishes and presence frames go to the shards
+/// they concern on the bridge's lane; what this instance must answer goes to `answer`.
+fn deliver(
+    context: &Context,
+    presence: &mut Presence,
+    bytes: &[u8],
+    shards: &mut Vec<usize>,
+    answer: &mut impl FnMut(WireMessage),
+) {
+    let message = match WireMessage::decode(bytes) {
+        Ok(message) => message,
+        Err(error) => {
+            if context
+                .status
+                .dropped_invalid
+                .fetch_add(1, Ordering::Relaxed)
+                == 0
+            {
+                tracing::warn!(%error, "ignoring a broker message that is not ours to read");
+            }
+            return;
+        }
+    };
+    let origin = message.origin();
+    if origin == context.origin {
+        return;
+    }
+    let hub = &context.hub;
+    let index = |app: &str| hub.apps().by_id(app).map(|(index, _)| index);
+    let about_presence = !matches!(
+        message,
+        WireMessage::Publish { .. } | WireMessage::TerminateUser { .. }
+    );
+    if about_presence && presence.heard(origin, Instant::now()) {
+        // Unknown until now (new, or taken for dead): it may have dropped this instance's
+        // members meanwhile, so it hears them all again.
+        for (app, channel) in presence.announced_channels() {
+            answer(state_of(context, presence, app, &channel));
+        }
+    }
+    match message {
+        WireMessage::Publish {
+            app,
+            channel,
+            exclude,
+            frame,
+            ..
+        } => {
+            let Some(app) = index(&app) else {
+                return;
+            };
+            if ChannelKind::of(&channel).cache {
+                hub.cache_publish(app, &channel, &frame, Instant::now());
+            }
+            deliver_excluding(context, app, channel.into(), frame, exclude, shards);
+        }
+        WireMessage::TerminateUser { app, user_id, .. } => {
+            let Some(app) = index(&app) else {
+                return;
+            };
+            let user_id: Arc<str> = user_id.into();
+            for shard in 0..hub.shards() {
+                if let Some(peer) = hub.peer(shard) {
+                    let _ = peer.send(
+                        context.lane,
+                        MeshMessage::TerminateUser {
+                            app,
+                            user_id: Arc::clone(&user_id),
+                        },
+                    );
+                }
+            }
+        }
+        WireMessage::Lease { .. } => {}
+        WireMessage::PresenceJoin {
+            app,
+            channel,
+            member,
+            ..
+        } => {
+            let Some(app) = index(&app) else {
+                return;
+            };
+            if let Some(frame) = presence.remote_join(hub, origin, app, &channel, &member) {
+                deliver_local(context, app, &channel, frame, shards);
+            }
+        }
+        WireMessage::PresenceLeave {
+            app,
+            channel,
+            user_id,
+            ..
+        } => {
+            let Some(app) = index(&app) else {
+                return;
+            };
+            if let Some(frame) = presence.remote_leave(hub, origin, app, &channel, &user_id) {
+                deliver_local(context, app, &channel, frame, shards);
+            }
+        }
+        WireMessage::PresenceSync { app, channel, .. } => {
+            if let Some(app) = index(&app) {
+                answer(state_of(context, presence, app, &channel));
+            }
+        }
+        WireMessage::PresenceState {
+            app,
+            channel,
+            members,
+            ..
+        } => {
+            let Some(app) = index(&app) else {
+                return;
+            };
+            for frame in presence.remote_state(hub, origin, app, &channel, &members) {
+                deliver_local(context, app, &channel, frame, shards);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        for attempt in 0..40 {
+            let base = MIN_BACKOFF
+                .saturating_mul(1u32 << attempt.min(16))
+                .min(MAX_BACKOFF);
+            let wait = backoff(attempt);
+            assert!(
+                wait >= base / 2 && wait < base.mul_f64(1.5),
+                "{attempt}: {wait:?}"
+            );
+        }
+    }
+}

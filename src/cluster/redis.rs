@@ -1,0 +1,72 @@
+//! The bridge's link to Redis pub/sub: one connection in subscriber mode for the channels with
+//! local interest, one multiplexed connection for `PUBLISH`. A lost connection ends the link;
+//! the bridge reconnects and subscribes again.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+
+use super::BrokerStatus;
+use super::bridge::Link;
+use super::url::BrokerUrl;
+use super::wire::Subjects;
+
+/// A connected Redis link.
+pub(super) struct RedisLink {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    publisher: MultiplexedConnection,
+}
+
+/// The client's error as the reason `/health` shows.
+fn reason(error: &redis::RedisError) -> String {
+    error.to_string()
+}
+
+impl Link for RedisLink {
+    const SUBJECTS: Subjects = Subjects::Redis;
+
+    async fn connect(url: &BrokerUrl, _status: &Arc<BrokerStatus>) -> Result<Self, String> {
+        let client = redis::Client::open(url.as_str()).map_err(|e| reason(&e))?;
+        let (sink, stream) = client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| reason(&e))?
+            .split();
+        let publisher = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| reason(&e))?;
+        Ok(Self {
+            sink,
+            stream,
+            publisher,
+        })
+    }
+
+    async fn subscribe(&mut self, subject: &str) -> Result<(), String> {
+        self.sink.subscribe(subject).await.map_err(|e| reason(&e))
+    }
+
+    async fn unsubscribe(&mut self, subject: &str) -> Result<(), String> {
+        self.sink.unsubscribe(subject).await.map_err(|e| reason(&e))
+    }
+
+    async fn publish(&mut self, subject: &str, body: Vec<u8>) -> Result<bool, String> {
+        redis::cmd("PUBLISH")
+            .arg(subject)
+            .arg(body)
+            .query_async::<i64>(&mut self.publisher)
+            .await
+            .map(|_| true)
+            .map_err(|e| reason(&e))
+    }
+
+    async fn next(&mut self) -> Result<Vec<u8>, String> {
+        match self.stream.next().await {
+            Some(message) => Ok(message.get_payload_bytes().to_vec()),
+            None => Err("the connection to redis was closed".to_owned()),
+        }
+    }
+}

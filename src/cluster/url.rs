@@ -1,0 +1,213 @@
+//! The `--broker` URL: which broker joins the instances of a cluster, checked once at start so a
+//! typo is a clear configuration error rather than a retry loop against nothing.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Redis's port when the URL names none.
+const REDIS_PORT: u16 = 6379;
+
+/// NATS's client port when the URL names none.
+const NATS_PORT: u16 = 4222;
+
+/// Which broker protocol the URL speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// Redis pub/sub (`redis://`).
+    Redis,
+    /// NATS core subjects (`nats://`).
+    Nats,
+}
+
+impl fmt::Display for BrokerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Redis => "redis",
+            Self::Nats => "nats",
+        })
+    }
+}
+
+/// A validated broker URL: `redis://[:PASSWORD@]HOST[:PORT][/DB]` or `nats://HOST[:PORT]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// The protocol.
+    pub kind: BrokerKind,
+    /// Host name or address (IPv6 in brackets, as written).
+    pub host: String,
+    /// Port, the protocol's default when the URL names none.
+    pub port: u16,
+    /// The URL as given, handed to the client crate (credentials included).
+    text: String,
+}
+
+impl BrokerUrl {
+    /// The URL to hand to the broker's client.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    /// The URL without credentials, for logs and `/health`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.kind, self.host, self.port)
+    }
+}
+
+impl FromStr for BrokerUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| {
+            format!("expected redis://HOST:PORT[/DB] or nats://HOST:PORT, not {text:?}")
+        })?;
+        let kind = match scheme {
+            "redis" => BrokerKind::Redis,
+            "nats" => BrokerKind::Nats,
+            "rediss" | "tls" => {
+                return Err(format!(
+                    "{scheme}:// (TLS) is not supported by this build; use redis:// or nats:// \
+                     on a private network or through a TLS tunnel"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown broker scheme {other:?}; expected redis:// or nats://"
+                ));
+            }
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, address) = match authority.rsplit_once('@') {
+            Some((credentials, address)) => (Some(credentials), address),
+            None => (None, authority),
+        };
+        if credentials.is_some() && kind == BrokerKind::Nats {
+            return Err("credentials in a nats:// URL are not supported".to_owned());
+        }
+        let (host, port) = split_host_port(address)?;
+        let port = match port {
+            Some(port) => port
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("invalid port {port:?} in broker URL {text:?}"))?,
+            None => match kind {
+                BrokerKind::Redis => REDIS_PORT,
+                BrokerKind::Nats => NATS_PORT,
+            },
+        };
+        if !path.is_empty() {
+            match kind {
+                BrokerKind::Redis if path.parse::<u32>().is_ok() => {}
+                BrokerKind::Redis => {
+                    return Err(format!(
+                        "the path of a redis:// URL is the database number, not {path:?}"
+                    ));
+                }
+                BrokerKind::Nats => {
+                    return Err(format!("a nats:// URL has no path, not {path:?}"));
+                }
+            }
+        }
+        Ok(Self {
+            kind,
+            host: host.to_owned(),
+            port,
+            text: text.to_owned(),
+        })
+    }
+}
+
+/// `HOST[:PORT]` or `[V6][:PORT]`, refusing an empty host.
+fn split_host_port(address: &str) -> Result<(&str, Option<&str>), String> {
+    let (host, port) = if let Some(v6) = address.strip_prefix('[') {
+        let (inner, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed [ in broker address {address:?}"))?;
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("expected :PORT after ] in {address:?}"))?,
+            ),
+        };
+        (&address[..inner.len() + 2], port)
+    } else {
+        match address.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (address, None),
+        }
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(format!("the broker URL names no host ({address:?})"));
+    }
+    Ok((host, port))
+}
+
+impl<'de> serde::Deserialize<'de> for BrokerUrl {
+    /// The file gives the URL as a string, checked like the flag.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_urls_and_their_defaults() {
+        let cases: &[(&str, BrokerKind, &str, u16)] = &[
+            (
+                "redis://127.0.0.1:6380",
+                BrokerKind::Redis,
+                "127.0.0.1",
+                6380,
+            ),
+            ("redis://localhost", BrokerKind::Redis, "localhost", 6379),
+            ("redis://h:1/3", BrokerKind::Redis, "h", 1),
+            ("redis://:secret@h:7", BrokerKind::Redis, "h", 7),
+            ("nats://127.0.0.1:4223", BrokerKind::Nats, "127.0.0.1", 4223),
+            ("nats://n", BrokerKind::Nats, "n", 4222),
+            ("nats://[::1]:5", BrokerKind::Nats, "[::1]", 5),
+        ];
+        for &(text, kind, host, port) in cases {
+            let url: BrokerUrl = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!((url.kind, url.host.as_str(), url.port), (kind, host, port));
+            assert_eq!(url.as_str(), text);
+        }
+    }
+
+    #[test]
+    fn display_hides_credentials() {
+        let url: BrokerUrl = "redis://:secret@h:7/2".parse().expect("valid");
+        assert_eq!(url.to_string(), "redis://h:7");
+    }
+
+    #[test]
+    fn refused_urls_say_why() {
+        let cases: &[(&str, &str)] = &[
+            ("127.0.0.1:6379", "expected redis://"),
+            ("http://h", "unknown broker scheme"),
+            ("rediss://h", "not supported"),
+            ("redis://", "no host"),
+            ("redis://h:0", "invalid port"),
+            ("redis://h:99999", "invalid port"),
+            ("redis://h:x", "invalid port"),
+            ("redis://h/db", "database number"),
+            ("nats://h/x", "no path"),
+            ("nats://u:p@h", "credentials"),
+            ("nats://[::1", "unclosed"),
+        ];
+        for &(text, says) in cases {
+            match text.parse::<BrokerUrl>() {
+                Ok(url) => panic!("{text} accepted as {url:?}"),
+                Err(e) => assert!(e.contains(says), "{text}: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,1203 @@
+//! Cluster mode against real brokers: `redis-server` and `nats-server` run as child processes on
+//! free loopback ports, and two ringcast instances join through each with `--broker`. A publish
+//! on one instance must reach subscribers on the other, exclusion by socket id and
+//! `terminate_connections` must hold across instances, an instance without subscribers of a
+//! channel must receive nothing for it, presence must count a user once across instances and
+//! drop a dead instance's members after the lease, and a broker outage must leave local delivery
+//! alone and heal once the broker is back. A missing broker binary fails the suite with the
+//! command that installs it.
+
+#[allow(
+    dead_code,
+    reason = "the shared harness serves several suites; this one uses part of it"
+)]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, Server, uring_available};
+use md5::{Digest, Md5};
+use ringcast::pusher::auth::sign;
+use ringcast::ws::{self, OpCode};
+use serde_json::{Value, json};
+
+const APP_ID: &str = "7001";
+const APP_KEY: &str = "cluster-key";
+const APP_SECRET: &str = "cluster-secret";
+
+/// Read timeout of every client socket: a missing delivery fails the test instead of hanging.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a test waits for a state it expects (a subscription reaching the broker, a
+/// reconnection); only a bound on a hang, generous for a loaded machine.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Which broker a test runs against.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Redis,
+    Nats,
+}
+
+/// A broker child process on a fixed loopback port, killed when dropped.
+struct Broker {
+    kind: Kind,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+impl Broker {
+    fn start(kind: Kind) -> Broker {
+        let mut broker = Broker {
+            kind,
+            port: free_port(),
+            child: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn url(&self) -> String {
+        match self.kind {
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            Kind::Nats => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let (program, args): (&str, Vec<&str>) = match self.kind {
+            Kind::Redis => (
+                "redis-server",
+                vec![
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+            ),
+            Kind::Nats => ("nats-server", vec!["-a", "127.0.0.1", "-p", &port]),
+        };
+        // Debian installs nats-server in /usr/sbin, which a non-root PATH may leave out.
+        let child = [program.to_owned(), format!("/usr/sbin/{program}")]
+            .iter()
+            .find_map(|path| {
+                Command::new(path)
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("cannot run {program}; install it with `make system-deps`"));
+        self.child = Some(child);
+        let deadline = Instant::now() + SETTLE;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{program} did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A ringcast instance joined to `broker` (any URL), with the test app and, unless `extra` says
+/// otherwise, its admin routes on the public port, so one address serves the clients, the API
+/// and `/metrics`.
+fn instance(backend: Backend, broker: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--broker", broker, "--broker-prefix", "test"];
+    if !extra.contains(&"--admin-listen") {
+        args.extend(["--admin-listen", "public"]);
+    }
+    args.extend_from_slice(extra);
+    Server::start_with_env(
+        backend,
+        2,
+        &args,
+        &[
+            ("RINGCAST_APP_ID", APP_ID),
+            ("RINGCAST_APP_KEY", APP_KEY),
+            ("RINGCAST_APP_SECRET", APP_SECRET),
+            ("RINGCAST_MAX_HANDSHAKES_PER_IP", "0"),
+        ],
+    )
+}
+
+/// The backends this machine runs; io_uring only where the kernel offers it.
+fn backends() -> Vec<Backend> {
+    let mut list = vec![Backend::Epoll];
+    if uring_available() {
+        list.push(Backend::Uring);
+    }
+    list
+}
+
+/// `GET path` on the instance; the body.
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// One sample of `/metrics`, `name{labels}` (labels as written, `""` for none); 0 when absent.
+fn metric(addr: SocketAddr, name: &str, labels: &str) -> f64 {
+    let series = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    get(addr, "/metrics")
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits until `check` holds, polling; panics with `what` after [`SETTLE`].
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One hand-driven Pusher connection.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    socket_id: String,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("timeout");
+        let request = format!(
+            "GET /app/{APP_KEY}?protocol=7&client=test HTTP/1.1\r\nHost: x\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).expect("upgrade");
+        let mut client = Client {
+            stream,
+            buf: Vec::new(),
+            socket_id: String::new(),
+        };
+        while !client.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            client.fill();
+        }
+        let end = client
+            .buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(0)
+            + 4;
+        assert!(client.buf.starts_with(b"HTTP/1.1 101"), "no upgrade");
+        client.buf.drain(..end);
+        let established = client.next_event();
+        assert_eq!(established["event"], "pusher:connection_established");
+        let data: Value = serde_json::from_str(established["data"].as_str().unwrap_or("{}"))
+            .expect("established data");
+        client.socket_id = data["socket_id"].as_str().unwrap_or_default().to_owned();
+        client
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "server closed the connection");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// The next frame: opcode and payload.
+    fn frame(&mut self) -> (u8, Vec<u8>) {
+        while self.buf.len() < 2 {
+            self.fill();
+        }
+        let (len, header) = match self.buf[1] & 0x7f {
+            126 => {
+                while self.buf.len() < 4 {
+                    self.fill();
+                }
+                (
+                    usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]])),
+                    4,
+                )
+            }
+            127 => panic!("unexpectedly large frame"),
+            n => (usize::from(n), 2),
+        };
+        while self.buf.len() < header + len {
+            self.fill();
+        }
+        let opcode = self.buf[0] & 0x0f;
+        let payload: Vec<u8> = self.buf.drain(..header + len).skip(header).collect();
+        (opcode, payload)
+    }
+
+    /// The next Pusher message that is not `pusher:ping`.
+    fn next_event(&mut self) -> Value {
+        loop {
+            let (opcode, payload) = self.frame();
+            match opcode {
+                0x1 => {
+                    let message: Value = serde_json::from_slice(&payload).expect("json message");
+                    if message["event"] != "pusher:ping" {
+                        return message;
+                    }
+                }
+                0x8 => panic!("closed: {payload:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The close code the server sends next, skipping other frames.
+    fn close_code(&mut self) -> u16 {
+        loop {
+            let (opcode, payload) = self.frame();
+            if opcode == 0x8 {
+                return payload
+                    .get(..2)
+                    .map_or(0, |code| u16::from_be_bytes([code[0], code[1]]));
+            }
+        }
+    }
+
+    fn send(&mut self, message: &Value) {
+        let mut frame = Vec::new();
+        let text = message.to_string();
+        ws::encode_masked_frame(
+            &mut frame,
+            true,
+            OpCode::Text,
+            text.as_bytes(),
+            [7, 1, 3, 9],
+        );
+        self.stream.write_all(&frame).expect("send");
+    }
+
+    fn subscribe(&mut self, channel: &str) {
+        let mut data = json!({ "channel": channel });
+        if channel.starts_with("private-") {
+            let signed = format!("{}:{channel}", self.socket_id);
+            data["auth"] = json!(format!("{APP_KEY}:{}", sign(APP_SECRET, &[&signed])));
+        }
+        self.send(&json!({ "event": "pusher:subscribe", "data": data }));
+        let answer = self.next_event();
+        assert_eq!(
+            answer["event"], "pusher_internal:subscription_succeeded",
+            "{answer}"
+        );
+    }
+
+    /// Joins a presence channel as `user_id`; the user ids of `subscription_succeeded`.
+    fn join(&mut self, channel: &str, user_id: &str) -> Vec<String> {
+        let channel_data = json!({ "user_id": user_id, "user_info": { "n": user_id } }).to_string();
+        let signed = format!("{}:{channel}:{channel_data}", self.socket_id);
+        let auth = format!("{APP_KEY}:{}", sign(APP_SECRET, &[&signed]));
+        self.send(&json!({
+            "event": "pusher:subscribe",
+            "data": { "channel": channel, "auth": auth, "channel_data": channel_data },
+        }));
+        let answer = self.next_event();
+        assert_eq!(
+            answer["event"], "pusher_internal:subscription_succeeded",
+            "{answer}"
+        );
+        let data: Value =
+            serde_json::from_str(answer["data"].as_str().unwrap_or("{}")).expect("data");
+        let mut ids: Vec<String> = data["presence"]["ids"]
+            .as_array()
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// The next event, asserting it is a presence change (`member_added`/`_removed`) of
+    /// `user_id` on `channel`.
+    fn expect_member(&mut self, channel: &str, event: &str, user_id: &str) {
+        let message = self.next_event();
+        assert_eq!(message["channel"], channel, "{message}");
+        assert_eq!(
+            message["event"],
+            format!("pusher_internal:{event}"),
+            "{message}"
+        );
+        let data: Value =
+            serde_json::from_str(message["data"].as_str().unwrap_or("{}")).expect("data");
+        assert_eq!(data["user_id"], user_id, "{message}");
+    }
+
+    fn sign_in(&mut self, user_id: &str) {
+        let user_data = json!({ "id": user_id }).to_string();
+        let signed = format!("{}::user::{user_data}", self.socket_id);
+        let auth = format!("{APP_KEY}:{}", sign(APP_SECRET, &[&signed]));
+        self.send(&json!({
+            "event": "pusher:signin",
+            "data": { "auth": auth, "user_data": user_data },
+        }));
+        let answer = self.next_event();
+        assert_eq!(answer["event"], "pusher:signin_success", "{answer}");
+    }
+
+    /// Whether bytes arrive within `wait`.
+    fn has_data_within(&mut self, wait: Duration) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut byte = [0u8; 1];
+        let ready = self.stream.peek(&mut byte).is_ok_and(|n| n > 0);
+        self.stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("timeout");
+        ready
+    }
+
+    /// The next event's name and data, asserting it is on `channel`.
+    fn expect_event(&mut self, channel: &str) -> (String, String) {
+        let message = self.next_event();
+        assert_eq!(message["channel"], channel, "{message}");
+        assert!(
+            !message["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("pusher_internal:")),
+            "unexpected {message}"
+        );
+        (
+            message["event"].as_str().unwrap_or_default().to_owned(),
+            message["data"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+}
+
+/// A signed HTTP API request; returns the status code.
+fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
+    api_with(addr, method, path, &[], body).0
+}
+
+/// A signed HTTP API request with query parameters; returns the status code and JSON body.
+fn api_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string();
+    let md5: String = Md5::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("auth_key", APP_KEY),
+        ("auth_timestamp", &now),
+        ("auth_version", "1.0"),
+    ];
+    if !body.is_empty() {
+        params.push(("body_md5", &md5));
+    }
+    params.extend_from_slice(query);
+    params.sort();
+    let joined: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let joined = joined.join("&");
+    let signature = sign(APP_SECRET, &[&format!("{method}\n{path}\n{joined}")]);
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    let request = format!(
+        "{method} {path}?{joined}&auth_signature={signature} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+/// Publishes `data` as event `e` on `channel` through the API of `addr`, excluding `socket_id`.
+fn publish(addr: SocketAddr, channel: &str, data: &str, socket_id: Option<&str>) {
+    let mut body = json!({ "name": "e", "channel": channel, "data": data });
+    if let Some(id) = socket_id {
+        body["socket_id"] = json!(id);
+    }
+    let status = api(
+        addr,
+        "POST",
+        &format!("/apps/{APP_ID}/events"),
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "publish on {addr}");
+}
+
+/// Broker subjects the instance subscribes to.
+fn subscriptions(addr: SocketAddr) -> f64 {
+    metric(addr, "ringcast_broker_subscriptions", "")
+}
+
+/// Waits until the instance holds `n` broker subscriptions (the app's user subject is one).
+fn wait_subscriptions(addr: SocketAddr, n: f64) {
+    wait_for(&format!("{n} broker subscriptions on {addr}"), || {
+        subscriptions(addr) == n
+    });
+}
+
+/// API and client events published on one instance reach the other's subscribers, and a
+/// socket id excludes its connection whichever instance the API call came to.
+fn crosses_instances(kind: Kind, backend: Backend) {
+    let broker = Broker::start(kind);
+    let a = instance(backend, &broker.url(), &[]);
+    let b = instance(backend, &broker.url(), &[]);
+    let channel = "private-room";
+    let mut on_a = Client::connect(a.addr());
+    let mut on_b = Client::connect(b.addr());
+    on_a.subscribe(channel);
+    on_b.subscribe(channel);
+    wait_subscriptions(a.addr(), 2.0);
+    wait_subscriptions(b.addr(), 2.0);
+
+    publish(a.addr(), channel, "from-api-on-a", None);
+    assert_eq!(on_b.expect_event(channel).1, "from-api-on-a");
+    assert_eq!(on_a.expect_event(channel).1, "from-api-on-a");
+
+    on_a.send(&json!({ "event": "client-typing", "channel": channel, "data": {"n": 1} }));
+    let (event, data) = on_b.expect_event(channel);
+    assert_eq!(
+        (event.as_str(), data.as_str()),
+        ("client-typing", r#"{"n":1}"#)
+    );
+
+    // Excluded on another instance than the one the API call came to: on_b misses the first
+    // event and gets the second; on_a gets both (and not the client event it sent itself).
+    publish(a.addr(), channel, "not-for-b", Some(&on_b.socket_id));
+    publish(a.addr(), channel, "after", None);
+    assert_eq!(on_b.expect_event(channel).1, "after");
+    assert_eq!(on_a.expect_event(channel).1, "not-for-b");
+    assert_eq!(on_a.expect_event(channel).1, "after");
+    publish(b.addr(), channel, "not-for-a", Some(&on_a.socket_id));
+    publish(b.addr(), channel, "last", None);
+    assert_eq!(on_a.expect_event(channel).1, "last");
+    assert_eq!(on_b.expect_event(channel).1, "not-for-a");
+    assert_eq!(on_b.expect_event(channel).1, "last");
+    wait_for("messages counted out", || {
+        metric(
+            a.addr(),
+            "ringcast_broker_messages_total",
+            r#"direction="out""#,
+        ) >= 4.0
+    });
+    wait_for("messages counted in", || {
+        metric(
+            b.addr(),
+            "ringcast_broker_messages_total",
+            r#"direction="in""#,
+        ) >= 4.0
+    });
+
+    // One publishing instance's events on one channel arrive in the order it published them.
+    let batch: Vec<Value> = (0..10)
+        .map(|n| json!({ "name": "e", "channel": channel, "data": n.to_string() }))
+        .collect();
+    let body = json!({ "batch": batch }).to_string();
+    for _ in 0..3 {
+        let status = api(
+            a.addr(),
+            "POST",
+            &format!("/apps/{APP_ID}/batch_events"),
+            &body,
+        );
+        assert_eq!(status, 200);
+    }
+    let order: Vec<String> = (0..30).map(|_| on_b.expect_event(channel).1).collect();
+    let sent: Vec<String> = (0..30).map(|n| (n % 10).to_string()).collect();
+    assert_eq!(order, sent);
+}
+
+#[test]
+fn redis_api_and_client_events_cross_instances() {
+    for backend in backends() {
+        crosses_instances(Kind::Redis, backend);
+    }
+}
+
+#[test]
+fn nats_api_and_client_events_cross_instances() {
+    for backend in backends() {
+        crosses_instances(Kind::Nats, backend);
+    }
+}
+
+/// An instance subscribes to a channel's subject only while it has subscribers of it: with
+/// none it receives nothing of the channel's publishes.
+fn routes_by_interest(kind: Kind, backend: Backend) {
+    let broker = Broker::start(kind);
+    // No presence lease renewal during the test: only channel messages move the counters.
+    let quiet = ["--presence-lease", "3600s"];
+    let a = instance(backend, &broker.url(), &quiet);
+    let b = instance(backend, &broker.url(), &quiet);
+    wait_subscriptions(a.addr(), 1.0);
+    let mut on_b = Client::connect(b.addr());
+    on_b.subscribe("news");
+    wait_subscriptions(b.addr(), 2.0);
+    let received = |addr| metric(addr, "ringcast_broker_messages_total", r#"direction="in""#);
+    let a_before = received(a.addr());
+    for n in 0..5 {
+        publish(a.addr(), "news", &n.to_string(), None);
+        assert_eq!(on_b.expect_event("news").1, n.to_string());
+    }
+    publish(b.addr(), "news", "from-b", None);
+    assert_eq!(on_b.expect_event("news").1, "from-b");
+    assert_eq!(
+        received(a.addr()),
+        a_before,
+        "an instance without subscribers of the channel received its publishes"
+    );
+    assert_eq!(subscriptions(a.addr()), 1.0, "only the user subject");
+
+    // The last subscriber leaves: the subject is dropped and publishes stop arriving. The
+    // probe, published after, arrives through the broker in order behind anything before it.
+    drop(on_b);
+    wait_subscriptions(b.addr(), 1.0);
+    let mut probe = Client::connect(b.addr());
+    probe.subscribe("probe");
+    wait_subscriptions(b.addr(), 2.0);
+    let b_before = received(b.addr());
+    publish(a.addr(), "news", "nobody", None);
+    publish(a.addr(), "probe", "sent-after", None);
+    assert_eq!(probe.expect_event("probe").1, "sent-after");
+    assert_eq!(
+        received(b.addr()),
+        b_before + 1.0,
+        "only the probe arrived after the unsubscribe"
+    );
+}
+
+#[test]
+fn redis_routes_by_interest() {
+    for backend in backends() {
+        routes_by_interest(Kind::Redis, backend);
+    }
+}
+
+#[test]
+fn nats_routes_by_interest() {
+    for backend in backends() {
+        routes_by_interest(Kind::Nats, backend);
+    }
+}
+
+/// `terminate_connections` on one instance closes the user's connections on the other.
+fn terminates_across_instances(kind: Kind, backend: Backend) {
+    let broker = Broker::start(kind);
+    let a = instance(backend, &broker.url(), &[]);
+    let b = instance(backend, &broker.url(), &[]);
+    wait_subscriptions(a.addr(), 1.0);
+    wait_subscriptions(b.addr(), 1.0);
+    let mut on_b = Client::connect(b.addr());
+    on_b.sign_in("u-1");
+    let status = api(
+        a.addr(),
+        "POST",
+        &format!("/apps/{APP_ID}/users/u-1/terminate_connections"),
+        "{}",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(on_b.close_code(), 4009);
+}
+
+#[test]
+fn redis_terminates_connections_across_instances() {
+    for backend in backends() {
+        terminates_across_instances(Kind::Redis, backend);
+    }
+}
+
+#[test]
+fn nats_terminates_connections_across_instances() {
+    for backend in backends() {
+        terminates_across_instances(Kind::Nats, backend);
+    }
+}
+
+/// The JSON of `/health`.
+fn health(addr: SocketAddr) -> Value {
+    serde_json::from_str(&get(addr, "/health")).unwrap_or(Value::Null)
+}
+
+/// The broker goes away: local delivery goes on, `/health` says degraded with the reason and
+/// the metric reads 0; the broker comes back on the same port: cross-instance delivery resumes.
+fn survives_a_broker_restart(kind: Kind) {
+    let mut broker = Broker::start(kind);
+    let a = instance(Backend::Epoll, &broker.url(), &[]);
+    let b = instance(Backend::Epoll, &broker.url(), &[]);
+    let mut on_a = Client::connect(a.addr());
+    let mut on_b = Client::connect(b.addr());
+    on_a.subscribe("live");
+    on_b.subscribe("live");
+    wait_subscriptions(b.addr(), 2.0);
+    publish(a.addr(), "live", "before", None);
+    assert_eq!(on_b.expect_event("live").1, "before");
+    assert_eq!(on_a.expect_event("live").1, "before");
+    assert_eq!(metric(a.addr(), "ringcast_broker_up", ""), 1.0);
+    assert_eq!(health(a.addr())["status"], "ok");
+
+    broker.kill();
+    wait_for("the broker marked down", || {
+        metric(a.addr(), "ringcast_broker_up", "") == 0.0
+    });
+    let report = health(a.addr());
+    assert_eq!(report["status"], "degraded", "{report}");
+    assert_eq!(report["reasons"], json!(["broker"]), "{report}");
+    assert_eq!(report["broker"]["up"], false);
+    assert_ne!(report["broker"]["reason"], "", "{report}");
+    publish(a.addr(), "live", "local-only", None);
+    assert_eq!(on_a.expect_event("live").1, "local-only");
+
+    broker.spawn();
+    for addr in [a.addr(), b.addr()] {
+        wait_for("the broker back up", || {
+            metric(addr, "ringcast_broker_up", "") == 1.0
+                && metric(addr, "ringcast_broker_reconnects_total", "") >= 1.0
+        });
+    }
+    wait_subscriptions(b.addr(), 2.0);
+    assert_eq!(health(a.addr())["status"], "ok");
+    // The first publishes after the restart may go out before the other instance's
+    // subscription is back on the broker; delivery resumes within the wait.
+    let deadline = Instant::now() + SETTLE;
+    for n in 0.. {
+        let data = format!("after-{n}");
+        publish(a.addr(), "live", &data, None);
+        assert_eq!(on_a.expect_event("live").1, data, "local delivery");
+        if on_b.has_data_within(Duration::from_millis(300)) {
+            let (_, got) = on_b.expect_event("live");
+            assert!(got.starts_with("after-"), "{got}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no delivery across instances after the restart"
+        );
+    }
+}
+
+#[test]
+fn redis_broker_restart_degrades_and_heals() {
+    survives_a_broker_restart(Kind::Redis);
+}
+
+#[test]
+fn nats_broker_restart_degrades_and_heals() {
+    survives_a_broker_restart(Kind::Nats);
+}
+
+/// No broker listens: the instance starts degraded and serves local clients; with
+/// `--broker-required` it exits non-zero naming the broker.
+fn unreachable_at_start(kind: Kind) {
+    let port = free_port();
+    let url = match kind {
+        Kind::Redis => format!("redis://127.0.0.1:{port}"),
+        Kind::Nats => format!("nats://127.0.0.1:{port}"),
+    };
+    let a = instance(Backend::Epoll, &url, &[]);
+    wait_for("the broker reported unreachable", || {
+        health(a.addr())["broker"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty() && r != "connecting")
+    });
+    let report = health(a.addr());
+    assert_eq!(report["status"], "degraded", "{report}");
+    assert_eq!(metric(a.addr(), "ringcast_broker_up", ""), 0.0);
+    let mut local = Client::connect(a.addr());
+    local.subscribe("solo");
+    publish(a.addr(), "solo", "served", None);
+    assert_eq!(local.expect_event("solo").1, "served");
+    wait_for("the publish the broker could not take counted", || {
+        metric(
+            a.addr(),
+            "ringcast_broker_dropped_total",
+            r#"reason="down""#,
+        ) >= 1.0
+    });
+
+    let output = common::serve_command("epoll", 1)
+        .args(["--broker", &url, "--broker-required"])
+        .output()
+        .expect("run ringcast");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "started without its broker");
+    let said = format!("{stdout}{stderr}");
+    assert!(
+        said.contains("unreachable") && said.contains("--broker-required"),
+        "{said}"
+    );
+}
+
+#[test]
+fn redis_unreachable_at_start() {
+    unreachable_at_start(Kind::Redis);
+}
+
+#[test]
+fn nats_unreachable_at_start() {
+    unreachable_at_start(Kind::Nats);
+}
+
+/// One command to Redis over RESP; the first line of the answer.
+fn redis_command(port: u16, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(command.as_bytes()).expect("send to redis");
+    let mut answer = [0u8; 256];
+    let n = stream.read(&mut answer).expect("redis answer");
+    String::from_utf8_lossy(&answer[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every broker family moves under what it counts (`ringcast_broker_up`, `_messages_total`,
+/// `_dropped_total` for each reason, `_reconnects_total`, `_subscriptions`), and the bridge's
+/// queue limit (`--broker-queue-capacity 1`) drops and counts once crossed: Redis is paused, so
+/// the bridge waits on its first `PUBLISH` while a batch of ten events arrives behind it.
+#[test]
+fn redis_broker_families_move_and_the_queue_limit_drops() {
+    let broker = Broker::start(Kind::Redis);
+    let a = instance(
+        Backend::Epoll,
+        &broker.url(),
+        &["--broker-queue-capacity", "1"],
+    );
+    let b = instance(Backend::Epoll, &broker.url(), &[]);
+    let mut on_b = Client::connect(b.addr());
+    on_b.subscribe("metrics");
+    wait_subscriptions(b.addr(), 2.0);
+    assert_eq!(metric(b.addr(), "ringcast_broker_up", ""), 1.0);
+    publish(a.addr(), "metrics", "counted", None);
+    assert_eq!(on_b.expect_event("metrics").1, "counted");
+    wait_for("messages counted out", || {
+        metric(
+            a.addr(),
+            "ringcast_broker_messages_total",
+            r#"direction="out""#,
+        ) >= 1.0
+    });
+    wait_for("messages counted in", || {
+        metric(
+            b.addr(),
+            "ringcast_broker_messages_total",
+            r#"direction="in""#,
+        ) >= 1.0
+    });
+
+    let subject = format!("test:{APP_ID}:metrics");
+    assert_eq!(
+        redis_command(broker.port, &["PUBLISH", &subject, "not ours"]),
+        ":1"
+    );
+    wait_for("the foreign message counted", || {
+        metric(
+            b.addr(),
+            "ringcast_broker_dropped_total",
+            r#"reason="invalid""#,
+        ) >= 1.0
+    });
+
+    assert_eq!(
+        redis_command(broker.port, &["CLIENT", "PAUSE", "3000", "ALL"]),
+        "+OK"
+    );
+    let batch: Vec<Value> = (0..10)
+        .map(|n| json!({ "name": "e", "channel": "metrics", "data": n.to_string() }))
+        .collect();
+    let body = json!({ "batch": batch }).to_string();
+    let status = api(
+        a.addr(),
+        "POST",
+        &format!("/apps/{APP_ID}/batch_events"),
+        &body,
+    );
+    assert_eq!(status, 200);
+    wait_for("drops past the queue's capacity", || {
+        metric(
+            a.addr(),
+            "ringcast_broker_dropped_total",
+            r#"reason="full""#,
+        ) >= 1.0
+    });
+    let dropped = metric(
+        a.addr(),
+        "ringcast_broker_dropped_total",
+        r#"reason="full""#,
+    );
+    assert!(
+        dropped <= 9.0,
+        "the first publish and one queued are kept: {dropped}"
+    );
+
+    // The broker goes: up reads 0 and what is published meanwhile counts as dropped (down);
+    // it comes back: up reads 1 and the reconnect epoch moves.
+    let mut broker = broker;
+    broker.kill();
+    wait_for("the broker marked down", || {
+        metric(b.addr(), "ringcast_broker_up", "") == 0.0
+    });
+    publish(b.addr(), "metrics", "while-down", None);
+    assert_eq!(on_b.expect_event("metrics").1, "while-down");
+    wait_for("the publish counted as dropped", || {
+        metric(
+            b.addr(),
+            "ringcast_broker_dropped_total",
+            r#"reason="down""#,
+        ) >= 1.0
+    });
+    broker.spawn();
+    wait_for("the broker back", || {
+        metric(b.addr(), "ringcast_broker_up", "") == 1.0
+            && metric(b.addr(), "ringcast_broker_reconnects_total", "") >= 1.0
+    });
+}
+
+/// A ringcast instance on a port another instance already listens on (SO_REUSEPORT), with its
+/// admin routes on a port of its own; killed when dropped.
+struct SharedPort {
+    child: Child,
+}
+
+impl SharedPort {
+    fn start(port: u16, broker: &str, admin: SocketAddr) -> SharedPort {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+            .args(["serve", "--backend", "epoll", "--shards", "2"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &admin.to_string()])
+            .args(["--broker", broker, "--broker-prefix", "test"])
+            .envs([
+                ("RINGCAST_APP_ID", APP_ID),
+                ("RINGCAST_APP_KEY", APP_KEY),
+                ("RINGCAST_APP_SECRET", APP_SECRET),
+                ("RINGCAST_MAX_HANDSHAKES_PER_IP", "0"),
+                ("NO_COLOR", "1"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringcast");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("[ringcast shared port] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + SETTLE;
+        let mut listening = 0;
+        while listening < 2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .expect("the second instance's listen lines");
+            if line.contains("shard listening") {
+                listening += 1;
+            }
+        }
+        SharedPort { child }
+    }
+}
+
+impl Drop for SharedPort {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The instance part of a socket id (`{instance * 1000 + shard}.{n}`).
+fn instance_of(socket_id: &str) -> u64 {
+    socket_id
+        .split('.')
+        .next()
+        .and_then(|high| high.parse::<u64>().ok())
+        .map_or(0, |high| high / 1000)
+}
+
+/// Two processes on one SO_REUSEPORT port: the kernel spreads clients and API calls over both,
+/// and every client gets every event whichever process took the publish.
+#[test]
+fn redis_instances_sharing_one_port_deliver_to_every_client() {
+    let broker = Broker::start(Kind::Redis);
+    let admin_a = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin_b = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let a = instance(
+        Backend::Epoll,
+        &broker.url(),
+        &["--admin-listen", &admin_a.to_string()],
+    );
+    let _b = SharedPort::start(a.addr().port(), &broker.url(), admin_b);
+    // Clients until both processes hold one (told apart by the instance in their socket id).
+    let mut clients: Vec<Client> = Vec::new();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let client = Client::connect(a.addr());
+        clients.push(client);
+        let mut instances: Vec<u64> = clients.iter().map(|c| instance_of(&c.socket_id)).collect();
+        instances.sort_unstable();
+        instances.dedup();
+        if instances.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kernel never gave the second process a client"
+        );
+    }
+    for client in &mut clients {
+        client.subscribe("shared");
+    }
+    wait_subscriptions(admin_a, 2.0);
+    wait_subscriptions(admin_b, 2.0);
+    for n in 0..6 {
+        publish(a.addr(), "shared", &n.to_string(), None);
+    }
+    // Each publish lands on either process, and events from different publishing instances
+    // have no order between them: every client gets each event once.
+    for client in &mut clients {
+        let mut got: Vec<String> = (0..6).map(|_| client.expect_event("shared").1).collect();
+        got.sort();
+        let sent: Vec<String> = (0..6).map(|n: i32| n.to_string()).collect();
+        assert_eq!(got, sent, "client {}", client.socket_id);
+    }
+}
+
+/// Subscriptions of a channel on one instance, from the HTTP API.
+fn local_subscriptions(addr: SocketAddr, channel: &str) -> u64 {
+    let (_, body) = api_with(
+        addr,
+        "GET",
+        &format!("/apps/{APP_ID}/channels/{channel}"),
+        &[("info", "subscription_count")],
+        "",
+    );
+    body["subscription_count"].as_u64().unwrap_or(0)
+}
+
+/// The users of a presence channel as one instance answers.
+fn users(addr: SocketAddr, channel: &str) -> Vec<String> {
+    let (_, body) = api_with(
+        addr,
+        "GET",
+        &format!("/apps/{APP_ID}/channels/{channel}/users"),
+        &[],
+        "",
+    );
+    let mut ids: Vec<String> = body["users"]
+        .as_array()
+        .map(|users| {
+            users
+                .iter()
+                .filter_map(|u| u["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Presence spans instances: a user is added once wherever its first connection joins, stays
+/// while any instance holds it, is removed once when its last connection anywhere leaves, and
+/// when the instance holding it dies the survivors remove it once the lease runs out.
+fn presence_spans_instances(kind: Kind, backend: Backend) {
+    let broker = Broker::start(kind);
+    let lease = ["--presence-lease", "2s"];
+    let a = instance(backend, &broker.url(), &lease);
+    let mut b = Some(instance(backend, &broker.url(), &lease));
+    let b_addr = b.as_ref().map(Server::addr).expect("b");
+    let room = "presence-room";
+    let marker = |addr: SocketAddr, text: &str| publish(addr, room, text, None);
+
+    let mut a1 = Client::connect(a.addr());
+    assert_eq!(a1.join(room, "u1"), ["u1"]);
+    wait_subscriptions(a.addr(), 2.0);
+    let mut b1 = Client::connect(b_addr);
+    let seen = b1.join(room, "u2").contains(&"u1".to_owned());
+    a1.expect_member(room, "member_added", "u2");
+    // A's members reach B when B starts listening on the channel: after the subscription was
+    // answered (then as member_added), or, when they win the race with it, in its roster, with
+    // possibly a member_added as well (as between two shards of one instance).
+    marker(a.addr(), "m0");
+    let mut added = 0;
+    loop {
+        let message = b1.next_event();
+        if message["event"] == "e" {
+            assert_eq!(message["data"], "m0");
+            break;
+        }
+        assert_eq!(
+            message["event"], "pusher_internal:member_added",
+            "{message}"
+        );
+        assert!(
+            message["data"]
+                .as_str()
+                .is_some_and(|d| d.contains("\"u1\"")),
+            "{message}"
+        );
+        added += 1;
+    }
+    assert!(
+        added == 1 || (seen && added == 0),
+        "u1 in the roster: {seen}, member_added {added} times"
+    );
+    assert_eq!(a1.expect_event(room).1, "m0");
+    wait_for("both users listed on both instances", || {
+        users(a.addr(), room) == ["u1", "u2"] && users(b_addr, room) == ["u1", "u2"]
+    });
+
+    // A second connection of u2, on the other instance: no member_added anywhere.
+    let mut a2 = Client::connect(a.addr());
+    assert_eq!(a2.join(room, "u2"), ["u1", "u2"]);
+    marker(a.addr(), "m1");
+    assert_eq!(a1.expect_event(room).1, "m1", "u2 added twice");
+    assert_eq!(b1.expect_event(room).1, "m1", "u2 added twice");
+    assert_eq!(a2.expect_event(room).1, "m1");
+    // It leaves again: u2 is still on B, so no member_removed either.
+    drop(a2);
+    wait_for("the second connection gone", || {
+        local_subscriptions(a.addr(), room) == 1
+    });
+    marker(a.addr(), "m2");
+    assert_eq!(a1.expect_event(room).1, "m2", "u2 removed while on B");
+    assert_eq!(b1.expect_event(room).1, "m2", "u2 removed while on B");
+
+    // A user only on A comes and goes: B's subscriber sees both, once.
+    let mut a3 = Client::connect(a.addr());
+    a3.join(room, "u3");
+    a1.expect_member(room, "member_added", "u3");
+    b1.expect_member(room, "member_added", "u3");
+    drop(a3);
+    a1.expect_member(room, "member_removed", "u3");
+    b1.expect_member(room, "member_removed", "u3");
+
+    // B dies without a word: after the lease A removes u2, once.
+    drop(b.take());
+    a1.expect_member(room, "member_removed", "u2");
+    marker(a.addr(), "m3");
+    assert_eq!(a1.expect_event(room).1, "m3", "u2 removed twice");
+    assert_eq!(users(a.addr(), room), ["u1"]);
+}
+
+#[test]
+fn redis_presence_spans_instances() {
+    presence_spans_instances(Kind::Redis, Backend::Epoll);
+}
+
+#[test]
+fn nats_presence_spans_instances() {
+    let backend = if uring_available() {
+        Backend::Uring
+    } else {
+        Backend::Epoll
+    };
+    presence_spans_instances(Kind::Nats, backend);
+}
+
+/// The names of a process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's tasks")
+        .filter_map(|task| {
+            let path = task.ok()?.path().join("comm");
+            Some(std::fs::read_to_string(path).ok()?.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Without `--broker` nothing of cluster mode runs; with one, exactly one bridge thread does.
+#[test]
+fn the_bridge_thread_runs_only_with_a_broker() {
+    let standalone = Server::start_with_env(Backend::Epoll, 2, &[], &[]);
+    let names = thread_names(standalone.pid());
+    assert!(
+        !names.iter().any(|n| n == "cluster-bridge"),
+        "standalone threads: {names:?}"
+    );
+    let broker = Broker::start(Kind::Redis);
+    let joined = instance(Backend::Epoll, &broker.url(), &[]);
+    let names = thread_names(joined.pid());
+    let bridges = names.iter().filter(|n| *n == "cluster-bridge").count();
+    assert_eq!(bridges, 1, "threads with a broker: {names:?}");
+}
