@@ -9,6 +9,8 @@
 //! what is accepted must respect the limits and encode to frames whose `data` is the event's.
 #![no_main]
 
+use std::sync::LazyLock;
+
 use libfuzzer_sys::fuzz_target;
 use ringcast::http::percent_decode;
 use ringcast::pusher::api::signature::body_md5;
@@ -53,10 +55,8 @@ fn tampers_with_auth(extra: &str) -> bool {
         .any(|(i, k)| k.starts_with("auth_") || k == "body_md5" || keys[..i].contains(k))
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&knobs, rest)) = data.split_first() else {
-        return;
-    };
+/// The one app, with small limits so that short inputs cross them; built once.
+static APPS: LazyLock<Apps> = LazyLock::new(|| {
     let app = AppConfig {
         limits: AppLimits {
             max_event_payload_bytes: 64,
@@ -67,7 +67,15 @@ fuzz_target!(|data: &[u8]| {
         },
         ..AppConfig::new("42", "fuzzkey", "fuzzsecret")
     };
-    let apps = Apps::new(vec![app.clone()]).expect("app");
+    Apps::new(vec![app]).expect("app")
+});
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&knobs, rest)) = data.split_first() else {
+        return;
+    };
+    let apps = &*APPS;
+    let app = apps.iter().next().expect("one app");
     // Input: the route's tail and the extra query on the first line, the body after it.
     let (head, body) = match rest.iter().position(|&b| b == b'\n') {
         Some(i) => (&rest[..i], &rest[i + 1..]),
@@ -98,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
     );
     let target = format!("{path}?{query}&auth_signature={signature}");
 
-    match handle_request(&apps, method, &target, body, NOW) {
+    match handle_request(apps, method, &target, body, NOW) {
         Err(error) => {
             assert!(
                 [400, 401, 403, 404, 405, 413].contains(&error.status),

@@ -11,6 +11,7 @@
 #![no_main]
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
@@ -104,12 +105,17 @@ fn check_frame(frame: &Frame) -> String {
     event
 }
 
-fuzz_target!(|data: &[u8]| {
-    let apps = Apps::new(vec![AppConfig::development(
+/// The development app (client events and user authentication on), built once.
+static APPS: LazyLock<Apps> = LazyLock::new(|| {
+    Apps::new(vec![AppConfig::development(
         DevCredentials::default(),
         [7; 32],
     )])
-    .expect("development app");
+    .expect("development app")
+});
+
+fuzz_target!(|data: &[u8]| {
+    let apps = &*APPS;
     let app = apps.iter().next().expect("one app");
     let config = PusherConfig {
         max_subscriptions: 8,
@@ -120,7 +126,7 @@ fuzz_target!(|data: &[u8]| {
     let request = ConnectRequest::parse(&target).expect("target");
     let socket_id = SocketId { high: 3, low: 9 };
     let (mut session, established) =
-        Session::connect(&apps, &request, socket_id, Load::default(), &config, start)
+        Session::connect(apps, &request, socket_id, Load::default(), &config, start)
             .expect("connect");
     assert_eq!(check_frame(&established), "pusher:connection_established");
     let app = apps.app(session.app()).expect("app");
