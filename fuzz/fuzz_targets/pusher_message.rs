@@ -22,6 +22,7 @@ use ringcast::pusher::{
     Session, SocketId,
 };
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// A shard's channel table reduced to names and ids.
 #[derive(Default)]
@@ -150,7 +151,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(actions.is_empty(), "a closed session answered {actions:?}");
             continue;
         }
-        let is_object = serde_json::from_str::<Value>(&text).is_ok_and(|v| v.is_object());
+        // Raw, as the server reads it: a lone surrogate escape in a string it skips is no
+        // error there, though `Value` refuses it.
+        let is_object = serde_json::from_str::<Box<RawValue>>(&text)
+            .is_ok_and(|raw| raw.get().starts_with('{'));
         if !is_object {
             assert_eq!(actions.len(), 1, "{text:?} -> {actions:?}");
         }
