@@ -26,3 +26,7 @@ pub mod pusher;
 pub mod server;
 mod shard;
 pub mod ws;
+
+/// The PROXY protocol (v1 and v2) header reader, public only so that the `proxy_header` fuzz
+/// target can drive it; the server uses it through `limits`.
+pub use limits::{ProxyHeader, ProxyHeaderError, parse_proxy_header};

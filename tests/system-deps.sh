@@ -2,10 +2,10 @@
 # The Debian packages the test suite needs, installed only when missing: Node.js and npm for the
 # `ws` and pusher-js clients, Python with venv for the `websockets` client and the `pusher` SDK,
 # Chromium for the browser and dashboard tests, Redis and NATS servers for the broker bridge's
-# tests, prlimit (util-linux) for the descriptor-exhaustion test, a C compiler, make and CA
-# certificates for the build. As root the missing ones are installed
-# with apt-get; otherwise the script stops and prints the command to run, so a test never finds
-# a tool missing.
+# tests, prlimit (util-linux) for the descriptor-exhaustion test, nginx, HAProxy and openssl for
+# the TLS proxy tests, a C compiler, make and CA certificates for the build. As root the missing
+# ones are installed with apt-get; otherwise the script stops and prints the command to run, so a
+# test never finds a tool missing.
 set -eu
 
 missing=""
@@ -18,6 +18,9 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need python3-venv
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || need chromium
 command -v redis-server >/dev/null || need redis-server
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need nats-server
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need nginx
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need haproxy
+command -v openssl >/dev/null || need openssl
 command -v cc >/dev/null || need build-essential
 command -v make >/dev/null || need make
 command -v prlimit >/dev/null || need util-linux

@@ -32,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
     let chunk = usize::from(knobs >> 1) + 1;
     let whole = answer(&cfg, &[input]);
     let chunks: Vec<&[u8]> = input.chunks(chunk).collect();
-    assert_eq!(answer(&cfg, &chunks), whole, "split into reads of {chunk} bytes");
+    assert_eq!(
+        answer(&cfg, &chunks),
+        whole,
+        "split into reads of {chunk} bytes"
+    );
 });
 
 /// Everything the server would do with `chunks`, as text to compare.

@@ -16,7 +16,7 @@ mod net;
 mod proxy;
 
 pub(crate) use net::{IpNet, client_ip, parse_nets};
-pub(crate) use proxy::{ProxyHeaderError, parse_proxy_header};
+pub use proxy::{ProxyHeader, ProxyHeaderError, parse_proxy_header};
 
 /// Token buckets count in tenths of a token so that a rate of a few per second refills
 /// smoothly at the shards' 100 ms tick.

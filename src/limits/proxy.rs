@@ -12,7 +12,7 @@ const V1_MAX: usize = 107;
 
 /// Why a header could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ProxyHeaderError {
+pub enum ProxyHeaderError {
     /// More bytes are needed.
     Incomplete,
     /// Not a PROXY header, or a malformed one: the connection is closed.
@@ -21,7 +21,7 @@ pub(crate) enum ProxyHeaderError {
 
 /// A header read from the start of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProxyHeader {
+pub struct ProxyHeader {
     /// The client's address; `None` for `UNKNOWN` (v1) or a `LOCAL` command or an address
     /// family other than TCP over IPv4/IPv6 (v2): the TCP peer stands.
     pub source: Option<IpAddr>,
@@ -30,10 +30,11 @@ pub(crate) struct ProxyHeader {
 }
 
 /// Reads a version 1 or 2 header at the start of `bytes`.
-pub(crate) fn parse_proxy_header(bytes: &[u8]) -> Result<ProxyHeader, ProxyHeaderError> {
+pub fn parse_proxy_header(bytes: &[u8]) -> Result<ProxyHeader, ProxyHeaderError> {
     if bytes.len() < V2_SIGNATURE.len() {
+        // A start of either signature, or a v1 line begun but shorter than the v2 signature.
         let prefix = |sig: &[u8]| sig.starts_with(bytes);
-        return if prefix(&V2_SIGNATURE) || prefix(b"PROXY ") {
+        return if prefix(&V2_SIGNATURE) || prefix(b"PROXY ") || bytes.starts_with(b"PROXY ") {
             Err(ProxyHeaderError::Incomplete)
         } else {
             Err(ProxyHeaderError::Invalid)
@@ -186,6 +187,26 @@ mod tests {
         assert_eq!(header.len, 15);
         let endless = [b"PROXY ".as_slice(), &[b'x'; 200]].concat();
         assert_eq!(parse_proxy_header(&endless), Err(ProxyHeaderError::Invalid));
+    }
+
+    /// A version 1 line read in pieces: every prefix of a valid header shorter than the v2
+    /// signature is incomplete, not invalid (found by the `proxy_header` fuzz target: a first
+    /// read of 7 to 11 bytes, `PROXY U`, closed the connection).
+    #[test]
+    fn version_1_prefixes_are_incomplete() {
+        let line = b"PROXY UNKNOWN\r\n";
+        for end in 0..line.len() {
+            assert_eq!(
+                parse_proxy_header(&line[..end]),
+                Err(ProxyHeaderError::Incomplete),
+                "{:?}",
+                String::from_utf8_lossy(&line[..end])
+            );
+        }
+        assert_eq!(
+            parse_proxy_header(b"PROXY!"),
+            Err(ProxyHeaderError::Invalid)
+        );
     }
 
     #[test]

@@ -359,21 +359,33 @@ struct EventBody<'a> {
     info: Option<String>,
 }
 
+/// The JSON of `/batch_events`: each entry is kept raw until it is checked to be an object.
 #[derive(Deserialize)]
 struct BatchBody<'a> {
     #[serde(borrow)]
-    batch: Vec<EventBody<'a>>,
+    batch: Vec<&'a RawValue>,
+}
+
+/// Deserializes a JSON object; derived structs would also accept an array of the fields in
+/// order, which no SDK sends.
+fn object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, ApiError> {
+    let value = serde_json::from_slice(json)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;
+    if json.trim_ascii_start().starts_with(b"{") {
+        Ok(value)
+    } else {
+        Err(ApiError::bad_request(
+            "Invalid JSON body: expected an object",
+        ))
+    }
 }
 
 fn parse_event(app: &AppConfig, body: &[u8]) -> Result<TriggerEvent, ApiError> {
-    let event: EventBody<'_> = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;
-    validate_event(app, event)
+    validate_event(app, object(body)?)
 }
 
 fn parse_batch(app: &AppConfig, body: &[u8]) -> Result<Vec<TriggerEvent>, ApiError> {
-    let batch: BatchBody<'_> = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;
+    let batch: BatchBody<'_> = object(body)?;
     let max = app.limits.max_batch_events;
     if batch.batch.len() > max {
         return Err(ApiError::bad_request(format!(
@@ -383,7 +395,7 @@ fn parse_batch(app: &AppConfig, body: &[u8]) -> Result<Vec<TriggerEvent>, ApiErr
     batch
         .batch
         .into_iter()
-        .map(|event| validate_event(app, event))
+        .map(|event| validate_event(app, object(event.get().as_bytes())?))
         .collect()
 }
 
@@ -940,6 +952,31 @@ mod tests {
                 });
             assert_eq!(got, status, "{method} {target} {body}");
         }
+    }
+
+    /// Bodies must be JSON objects: derived structs also accept an array of the fields in
+    /// order (found by the `api_request` fuzz target: `[[]]` was an empty batch).
+    #[test]
+    fn bodies_that_are_not_objects_get_400() {
+        let apps = validation_apps();
+        let now = 1_700_000_000;
+        let cases = [
+            ("/apps/9/events", r#"["e",null,["a"],null,null,null]"#),
+            ("/apps/9/batch_events", "[[]]"),
+            ("/apps/9/batch_events", r#"[[{"name":"e","channel":"a"}]]"#),
+            (
+                "/apps/9/batch_events",
+                r#"{"batch":[["e",null,["a"],null,null,null]]}"#,
+            ),
+        ];
+        for (path, body) in cases {
+            let target = signed("POST", path, &[], body, now);
+            let got = handle_request(&apps, "POST", &target, body.as_bytes(), now);
+            assert_eq!(got.map_err(|e| e.status), Err(400), "{path} {body}");
+        }
+        let body = r#"{"batch":[{"name":"e","channel":"a"}]}"#;
+        let target = signed("POST", "/apps/9/batch_events", &[], body, now);
+        assert!(handle_request(&apps, "POST", &target, body.as_bytes(), now).is_ok());
     }
 
     #[test]
