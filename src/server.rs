@@ -256,6 +256,13 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         for handle in threads {
             let _ = handle.join();
         }
+        // The other instances hear of the drained connections' presence leaves now, not
+        // when this instance's lease runs out.
+        if let Some(bridge) = hub.bridge()
+            && !bridge.flush(crate::cluster::FLUSH_TIMEOUT)
+        {
+            tracing::warn!("the broker did not take the last messages before the exit");
+        }
     }
     result
 }

@@ -1201,3 +1201,134 @@ fn the_bridge_thread_runs_only_with_a_broker() {
     let bridges = names.iter().filter(|n| *n == "cluster-bridge").count();
     assert_eq!(bridges, 1, "threads with a broker: {names:?}");
 }
+
+/// Every sequence number the client gets on `channel` until it has seen `last`, in order.
+fn sequence_until(client: &mut Client, channel: &str, last: u64) -> Vec<u64> {
+    let mut seen = Vec::new();
+    while seen.last() != Some(&last) {
+        let (_, data) = client.expect_event(channel);
+        seen.push(data.parse().expect("a sequence number"));
+    }
+    seen
+}
+
+/// SIGTERM drains one instance while events are published steadily through the other: the
+/// drained instance's clients are closed with 4200, reconnect to the survivor and receive
+/// events again, and the survivor's own clients get every event of the drain, in order, with
+/// nothing else to notice.
+fn drains_while_publishing(kind: Kind, backend: Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let broker = Broker::start(kind);
+    // A lease far beyond the test: a member of the drained instance must be removed at once,
+    // not when its lease runs out.
+    let lease = ["--presence-lease", "3600s"];
+    let mut a = instance(
+        backend,
+        &broker.url(),
+        &["--drain-timeout", "10s", lease[0], lease[1]],
+    );
+    let b = instance(backend, &broker.url(), &lease);
+    let channel = "feed";
+    let room = "presence-drain";
+    let mut member_on_a = Client::connect(a.addr());
+    member_on_a.join(room, "ua");
+    wait_subscriptions(a.addr(), 2.0);
+    let mut watcher_on_b = Client::connect(b.addr());
+    let roster = watcher_on_b.join(room, "ub");
+    member_on_a.expect_member(room, "member_added", "ub");
+    if roster != ["ua", "ub"] {
+        watcher_on_b.expect_member(room, "member_added", "ua");
+    }
+    let mut on_a: Vec<Client> = (0..3).map(|_| Client::connect(a.addr())).collect();
+    let mut on_b: Vec<Client> = (0..2).map(|_| Client::connect(b.addr())).collect();
+    for client in on_a.iter_mut().chain(on_b.iter_mut()) {
+        client.subscribe(channel);
+    }
+    wait_subscriptions(a.addr(), 3.0);
+    wait_subscriptions(b.addr(), 3.0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicU64::new(0));
+    let publisher = {
+        let (stop, published, b_addr) = (Arc::clone(&stop), Arc::clone(&published), b.addr());
+        std::thread::spawn(move || {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                publish(b_addr, channel, &seq.to_string(), None);
+                published.store(seq + 1, Ordering::Release);
+                seq += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    // A's clients get B's events through the broker before the drain.
+    wait_for("events published", || {
+        published.load(Ordering::Acquire) >= 5
+    });
+    for client in &mut on_a {
+        let (_, data) = client.expect_event(channel);
+        assert!(data.parse::<u64>().is_ok(), "{data}");
+    }
+
+    a.signal(libc::SIGTERM);
+    for client in &mut on_a {
+        assert_eq!(client.close_code(), 4200, "drain close");
+    }
+    assert_eq!(member_on_a.close_code(), 4200, "drain close");
+    watcher_on_b.expect_member(room, "member_removed", "ua");
+    let status = a.wait_exit(SETTLE).expect("the drained instance exits");
+    assert!(status.success(), "drain exit: {status:?}");
+    // They reconnect to B and receive events again.
+    let mut moved: Vec<Client> = (0..on_a.len()).map(|_| Client::connect(b.addr())).collect();
+    for client in &mut moved {
+        client.subscribe(channel);
+    }
+    let after = published.load(Ordering::Acquire) + 20;
+    wait_for("events after the move", || {
+        published.load(Ordering::Acquire) > after
+    });
+    stop.store(true, Ordering::Release);
+    publisher.join().expect("publisher");
+    let last = published.load(Ordering::Acquire) - 1;
+    for client in &mut moved {
+        let seen = sequence_until(client, channel, last);
+        assert!(
+            seen.windows(2).all(|w| w[1] == w[0] + 1),
+            "moved client missed events: {seen:?}"
+        );
+    }
+    let every: Vec<u64> = (0..=last).collect();
+    for client in &mut on_b {
+        assert_eq!(sequence_until(client, channel, last), every, "B's client");
+        assert!(
+            !client.has_data_within(Duration::from_millis(200)),
+            "B's client got more than the events"
+        );
+    }
+    let report = health(b.addr());
+    assert_eq!(report["status"], "ok", "{report}");
+    assert_eq!(
+        metric(
+            b.addr(),
+            "ringcast_broker_dropped_total",
+            r#"reason="down""#
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn redis_drain_while_publishing_moves_clients_without_a_gap() {
+    for backend in backends() {
+        drains_while_publishing(Kind::Redis, backend);
+    }
+}
+
+#[test]
+fn nats_drain_while_publishing_moves_clients_without_a_gap() {
+    for backend in backends() {
+        drains_while_publishing(Kind::Nats, backend);
+    }
+}

@@ -52,6 +52,9 @@ pub(super) trait Link: Sized {
 
     /// The next message from any subscribed subject; the error says why the connection is gone.
     async fn next(&mut self) -> Result<Vec<u8>, String>;
+
+    /// Waits until what was published has been handed to the broker.
+    async fn flush(&mut self) -> Result<(), String>;
 }
 
 /// What the bridge needs besides the link and its inbox.
@@ -109,6 +112,10 @@ pub(super) async fn run<L: Link>(
             tokio::select! {
                 () = tokio::time::sleep_until(until) => break,
                 command = inbox.commands.recv() => match command {
+                    // Nothing can be published: the flush is over.
+                    Some(Command::Flush(ack)) => {
+                        let _ = ack.send(());
+                    }
                     Some(_) => BrokerStatus::count(&context.status.dropped_down),
                     None => return,
                 },
@@ -149,6 +156,7 @@ async fn serve<L: Link>(
     let mut lease = tokio::time::interval_at(tokio::time::Instant::now() + renew, renew);
     let mut shards = Vec::new();
     let mut replies = Vec::new();
+    let mut flushes: Vec<std::sync::mpsc::Sender<()>> = Vec::new();
     loop {
         let changed: Vec<(AppIndex, Box<str>)> = inbox
             .interest
@@ -181,6 +189,14 @@ async fn serve<L: Link>(
                 return lost;
             }
         }
+        if !flushes.is_empty() {
+            if let Err(lost) = link.flush().await {
+                return lost;
+            }
+            for ack in flushes.drain(..) {
+                let _ = ack.send(());
+            }
+        }
         tokio::select! {
             () = inbox.interest.wake.notified() => {}
             _ = sweep.tick() => {}
@@ -200,6 +216,11 @@ async fn serve<L: Link>(
                 let Some(command) = command else {
                     return "the process is stopping".to_owned();
                 };
+                if let Command::Flush(ack) = command {
+                    // Answered once the interest and presence changes before it are out.
+                    flushes.push(ack);
+                    continue;
+                }
                 let Some((subject, body)) = outgoing(context, L::SUBJECTS, command) else {
                     continue;
                 };
@@ -409,6 +430,7 @@ fn outgoing(context: &Context, subjects: Subjects, command: Command) -> Option<(
             app: apps.app(app)?.id.clone(),
             user_id: user_id.to_string(),
         },
+        Command::Flush(_) => return None,
     };
     Some(addressed(context, subjects, &message))
 }

@@ -32,6 +32,7 @@ mod wire;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -45,6 +46,10 @@ use bridge::{Context, run};
 
 /// The subject prefix when none is configured.
 pub const DEFAULT_PREFIX: &str = "ringcast";
+
+/// How long a stopping process waits for the bridge to publish what its shards left behind:
+/// bounded, so a broker that is down or stuck cannot hold the exit.
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Longest subject prefix accepted.
 const MAX_PREFIX_LEN: usize = 64;
@@ -115,6 +120,9 @@ enum Command {
     },
     /// `terminate_connections` for a user, for the other instances.
     TerminateUser { app: AppIndex, user_id: Arc<str> },
+    /// The process is stopping: publish what the shards left behind (the presence leaves and
+    /// events of the drain), then answer.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// The shards' handle on the bridge, kept in the [`Hub`]; cheap to clone.
@@ -158,6 +166,32 @@ impl Bridge {
     /// Hands `terminate_connections` for a user to the other instances.
     pub(crate) fn terminate_user(&self, app: AppIndex, user_id: Arc<str>) {
         self.send(Command::TerminateUser { app, user_id });
+    }
+
+    /// Waits up to `within` for the bridge to publish everything handed to it so far, the
+    /// presence leaves of closed connections included, so the other instances hear of a
+    /// drained instance's members at once rather than when their lease runs out. `false` when
+    /// the bridge did not answer in time (a broker that is down or stuck).
+    pub(crate) fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let (ack, done) = std::sync::mpsc::channel();
+        let mut command = Command::Flush(ack);
+        loop {
+            match self.commands.try_send(command) {
+                Ok(()) => break,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    command = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        self.interest.wake.notify_one();
+        done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 
     fn send(&self, command: Command) {

@@ -116,6 +116,13 @@ impl Link for NatsLink {
             .map_err(|e| e.to_string())
     }
 
+    async fn flush(&mut self) -> Result<(), String> {
+        if self.client.connection_state() != State::Connected {
+            return Ok(());
+        }
+        self.client.flush().await.map_err(|e| e.to_string())
+    }
+
     async fn next(&mut self) -> Result<Vec<u8>, String> {
         match self.received.recv().await {
             Some(bytes) => Ok(bytes),

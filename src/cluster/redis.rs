@@ -63,6 +63,11 @@ impl Link for RedisLink {
             .map_err(|e| reason(&e))
     }
 
+    async fn flush(&mut self) -> Result<(), String> {
+        // Every PUBLISH was answered before the next command: nothing is left in flight.
+        Ok(())
+    }
+
     async fn next(&mut self) -> Result<Vec<u8>, String> {
         match self.stream.next().await {
             Some(message) => Ok(message.get_payload_bytes().to_vec()),
