@@ -1332,3 +1332,130 @@ fn nats_drain_while_publishing_moves_clients_without_a_gap() {
         drains_while_publishing(Kind::Nats, backend);
     }
 }
+
+/// One channel's `subscription_count` and `user_count` (presence only) as an instance answers.
+fn channel_counts(addr: SocketAddr, channel: &str) -> (u64, u64, bool) {
+    let info = if channel.starts_with("presence-") {
+        "subscription_count,user_count"
+    } else {
+        "subscription_count"
+    };
+    let (status, body) = api_with(
+        addr,
+        "GET",
+        &format!("/apps/{APP_ID}/channels/{channel}"),
+        &[("info", info)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    (
+        body["subscription_count"].as_u64().unwrap_or(0),
+        body["user_count"].as_u64().unwrap_or(0),
+        body["occupied"].as_bool().unwrap_or(false),
+    )
+}
+
+/// The channels list an instance answers, with each channel's `subscription_count`.
+fn channel_list(addr: SocketAddr) -> Value {
+    let (status, body) = api_with(
+        addr,
+        "GET",
+        &format!("/apps/{APP_ID}/channels"),
+        &[("info", "subscription_count")],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    body["channels"].clone()
+}
+
+/// Channel counts are cluster-wide: `subscription_count`, `user_count` and `occupied` of one
+/// channel and the channels list sum every instance's subscribers, whichever instance answers;
+/// once an instance is killed its subscribers stop counting within the lease.
+fn counts_span_instances(kind: Kind, backend: Backend) {
+    let broker = Broker::start(kind);
+    let lease_secs = 2;
+    let lease_flag = format!("{lease_secs}s");
+    let lease = ["--presence-lease", lease_flag.as_str()];
+    let a = instance(backend, &broker.url(), &lease);
+    let mut b = Some(instance(backend, &broker.url(), &lease));
+    let b_addr = b.as_ref().map(Server::addr).expect("b");
+    let mut on_a: Vec<Client> = (0..2).map(|_| Client::connect(a.addr())).collect();
+    let mut on_b: Vec<Client> = (0..3).map(|_| Client::connect(b_addr)).collect();
+    for client in on_a.iter_mut().chain(on_b.iter_mut()) {
+        client.subscribe("shared");
+    }
+    on_b[0].subscribe("only-b");
+    let room = "presence-counted";
+    on_a[0].join(room, "ua");
+    on_b[1].join(room, "ub");
+
+    for addr in [a.addr(), b_addr] {
+        wait_for("the sums on both instances", || {
+            channel_counts(addr, "shared") == (5, 0, true)
+                && channel_counts(addr, "only-b") == (1, 0, true)
+                && channel_counts(addr, room) == (2, 2, true)
+        });
+    }
+    let listed = channel_list(a.addr());
+    assert_eq!(
+        listed["only-b"],
+        json!({ "subscription_count": 1 }),
+        "{listed}"
+    );
+    assert_eq!(
+        listed["shared"],
+        json!({ "subscription_count": 5 }),
+        "{listed}"
+    );
+    let (status, presence) = api_with(
+        a.addr(),
+        "GET",
+        &format!("/apps/{APP_ID}/channels"),
+        &[("filter_by_prefix", "presence-"), ("info", "user_count")],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        presence["channels"],
+        json!({ room: { "user_count": 2 } }),
+        "{presence}"
+    );
+
+    // A change reaches the other instance without waiting for the periodic report.
+    drop(on_b.pop());
+    wait_for("one subscriber fewer on A's answer", || {
+        channel_counts(a.addr(), "shared") == (4, 0, true)
+    });
+
+    // B dies without a word: its subscribers stop counting once its figures are a lease old.
+    let killed = Instant::now();
+    drop(b.take());
+    wait_for("B's figures dropped", || {
+        channel_counts(a.addr(), "shared") == (2, 0, true)
+            && channel_counts(a.addr(), "only-b") == (0, 0, false)
+    });
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(lease_secs * 3),
+        "B's figures outlived the lease by far: {took:?}"
+    );
+    let listed = channel_list(a.addr());
+    assert!(listed.get("only-b").is_none(), "{listed}");
+    wait_for("B's member removed", || {
+        channel_counts(a.addr(), room) == (1, 1, true)
+    });
+}
+
+#[test]
+fn redis_channel_counts_span_instances() {
+    for backend in backends() {
+        counts_span_instances(Kind::Redis, backend);
+    }
+}
+
+#[test]
+fn nats_channel_counts_span_instances() {
+    for backend in backends() {
+        counts_span_instances(Kind::Nats, backend);
+    }
+}

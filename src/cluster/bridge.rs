@@ -12,6 +12,7 @@ use crate::mesh::MeshMessage;
 use crate::pusher::{AppIndex, ChannelKind, Frame, SocketId};
 use crate::shard::hub::Hub;
 
+use super::counts::{ChannelCount, RemoteCounts, parts};
 use super::presence::{Announce, Presence};
 use super::status::BrokerStatus;
 use super::url::BrokerUrl;
@@ -29,6 +30,10 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between reconnection attempts: a restarted broker is back in use within a
 /// couple of seconds.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How often the bridge looks whether an app's counts changed, and publishes them if so: the
+/// delay a change of counts may wait before the other instances hear of it.
+pub(super) const COUNTS_DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// How often the bridge looks at the interest set even without a wake-up.
 const INTEREST_SWEEP: Duration = Duration::from_secs(1);
@@ -68,6 +73,8 @@ pub(super) struct Context {
     pub(super) lane: usize,
     /// How long another instance's presence members stay without word from it.
     pub(super) lease: Duration,
+    /// The other instances' channel counts, read by the API.
+    pub(super) counts: Arc<RemoteCounts>,
 }
 
 /// The bridge's life: connect (retrying with jittered backoff while the broker is down,
@@ -157,6 +164,10 @@ async fn serve<L: Link>(
     let mut shards = Vec::new();
     let mut replies = Vec::new();
     let mut flushes: Vec<std::sync::mpsc::Sender<()>> = Vec::new();
+    let mut debounce = tokio::time::interval(COUNTS_DEBOUNCE);
+    let mut counts = CountsSent::default();
+    // The other instances hear this one's counts at once, not only once they change.
+    counts.queue_all(context, L::SUBJECTS, &mut replies);
     loop {
         let changed: Vec<(AppIndex, Box<str>)> = inbox
             .interest
@@ -200,7 +211,10 @@ async fn serve<L: Link>(
         tokio::select! {
             () = inbox.interest.wake.notified() => {}
             _ = sweep.tick() => {}
+            _ = debounce.tick() => counts.queue_changed(context, L::SUBJECTS, &mut replies),
             _ = lease.tick() => {
+                counts.queue_all(context, L::SUBJECTS, &mut replies);
+                context.counts.expire(Instant::now());
                 for app in context.hub.apps().iter() {
                     let message = WireMessage::Lease {
                         origin: context.origin,
@@ -238,6 +252,82 @@ async fn serve<L: Link>(
                 }
                 Err(lost) => return lost,
             },
+        }
+    }
+}
+
+/// What the bridge last told the other instances of each app's counts.
+#[derive(Debug, Default)]
+struct CountsSent {
+    /// Per app: the hub's change count when its last snapshot was taken.
+    changes: Vec<u64>,
+    /// The generation of the last snapshot sent.
+    generation: u64,
+}
+
+impl CountsSent {
+    /// Queues a snapshot of every app whose counts changed since its last one.
+    fn queue_changed(
+        &mut self,
+        context: &Context,
+        subjects: Subjects,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) {
+        self.queue(context, subjects, out, false);
+    }
+
+    /// Queues a snapshot of every app.
+    fn queue_all(
+        &mut self,
+        context: &Context,
+        subjects: Subjects,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) {
+        self.queue(context, subjects, out, true);
+    }
+
+    fn queue(
+        &mut self,
+        context: &Context,
+        subjects: Subjects,
+        out: &mut Vec<(String, Vec<u8>)>,
+        all: bool,
+    ) {
+        let hub = &context.hub;
+        for (index, config) in hub.apps().iter().enumerate() {
+            let Ok(app) = u16::try_from(index).map(AppIndex) else {
+                continue;
+            };
+            if self.changes.len() <= index {
+                self.changes.resize(index + 1, u64::MAX);
+            }
+            let changes = hub.count_changes(app);
+            if !all && self.changes[index] == changes {
+                continue;
+            }
+            self.changes[index] = changes;
+            self.generation += 1;
+            let channels: Vec<ChannelCount> = hub
+                .occupied(app, "")
+                .into_iter()
+                .map(|(channel, stats)| ChannelCount {
+                    channel,
+                    subscriptions: stats.subscription_count,
+                    users: stats.user_count,
+                })
+                .collect();
+            let cut = parts(channels);
+            let total = cut.len();
+            for (n, channels) in cut.into_iter().enumerate() {
+                let message = WireMessage::Counts {
+                    origin: context.origin,
+                    app: config.id.clone(),
+                    generation: self.generation,
+                    last: n + 1 == total,
+                    channels,
+                };
+                out.push(addressed(context, subjects, &message));
+            }
         }
     }
 }
@@ -297,9 +387,9 @@ fn addressed(context: &Context, subjects: Subjects, message: &WireMessage) -> (S
         | WireMessage::Publish { app, channel, .. } => {
             subjects.channel(&context.prefix, app, channel)
         }
-        WireMessage::TerminateUser { app, .. } | WireMessage::Lease { app, .. } => {
-            subjects.users(&context.prefix, app)
-        }
+        WireMessage::TerminateUser { app, .. }
+        | WireMessage::Lease { app, .. }
+        | WireMessage::Counts { app, .. } => subjects.users(&context.prefix, app),
     };
     (subject, message.encode())
 }
@@ -547,6 +637,18 @@ fn deliver(
             }
         }
         WireMessage::Lease { .. } => {}
+        WireMessage::Counts {
+            app,
+            generation,
+            last,
+            channels,
+            ..
+        } => {
+            if let Some(app) = index(&app) {
+                let counts = &context.counts;
+                counts.receive(origin, app, generation, last, channels, Instant::now());
+            }
+        }
         WireMessage::PresenceJoin {
             app,
             channel,

@@ -23,6 +23,7 @@
 //! on, the broker.
 
 mod bridge;
+mod counts;
 mod nats;
 mod presence;
 mod redis;
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
+pub(crate) use counts::RemoteCounts;
 pub(crate) use status::{BrokerSnapshot, BrokerStatus};
 pub use url::{BrokerKind, BrokerUrl};
 
@@ -131,6 +133,7 @@ pub(crate) struct Bridge {
     commands: mpsc::Sender<Command>,
     interest: Arc<Interest>,
     status: Arc<BrokerStatus>,
+    counts: Arc<RemoteCounts>,
 }
 
 /// A user of a presence channel of an app.
@@ -161,6 +164,11 @@ impl Bridge {
             frame,
             exclude,
         });
+    }
+
+    /// The other instances' last channel counts, for the HTTP API's channel queries.
+    pub(crate) fn remote_counts(&self) -> &RemoteCounts {
+        &self.counts
     }
 
     /// Hands `terminate_connections` for a user to the other instances.
@@ -246,8 +254,9 @@ pub(crate) fn start(
     let Some(url) = config.broker.clone() else {
         return Ok(None);
     };
-    let (bridge, inbox) = channel(&url, config.broker_queue_capacity);
+    let (bridge, inbox) = channel(&url, config.broker_queue_capacity, config.presence_lease);
     let status = Arc::clone(&bridge.status);
+    let counts = Arc::clone(&bridge.counts);
     hub.set_bridge(bridge);
     let (first_tx, first_rx) = std::sync::mpsc::channel();
     let context = Context {
@@ -261,6 +270,7 @@ pub(crate) fn start(
         ),
         lane: hub.shards(),
         lease: config.presence_lease,
+        counts,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -299,14 +309,16 @@ pub(crate) fn start(
     Ok(Some(status))
 }
 
-/// A bridge handle and its inbox, the queue holding `capacity` commands.
-fn channel(url: &BrokerUrl, capacity: usize) -> (Bridge, Inbox) {
+/// A bridge handle and its inbox, the queue holding `capacity` commands; other instances'
+/// counts stay for `lease`.
+fn channel(url: &BrokerUrl, capacity: usize, lease: Duration) -> (Bridge, Inbox) {
     let (commands_tx, commands) = mpsc::channel(capacity.max(1));
     let interest = Arc::new(Interest::default());
     let bridge = Bridge {
         commands: commands_tx,
         interest: Arc::clone(&interest),
         status: Arc::new(BrokerStatus::new(url)),
+        counts: Arc::new(RemoteCounts::new(lease)),
     };
     (bridge, Inbox { commands, interest })
 }
@@ -322,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts() {
-        let (bridge, mut inbox) = channel(&url(), 2);
+        let (bridge, mut inbox) = channel(&url(), 2, Duration::from_secs(5));
         let frame = encode_event_frame("e", "c", "{}", None);
         for _ in 0..5 {
             bridge.publish(AppIndex(0), "c".into(), frame.clone(), None);
@@ -344,7 +356,7 @@ mod tests {
 
     #[test]
     fn interest_changes_are_kept_once_per_channel() {
-        let (bridge, inbox) = channel(&url(), 2);
+        let (bridge, inbox) = channel(&url(), 2, Duration::from_secs(5));
         for _ in 0..3 {
             bridge.interest_changed(AppIndex(0), "a");
         }

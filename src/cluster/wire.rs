@@ -9,6 +9,8 @@
 
 use crate::pusher::{Frame, SocketId};
 
+use super::counts::ChannelCount;
+
 /// Format version; a message of another version is refused, counted and logged once.
 const VERSION: u8 = 1;
 
@@ -32,6 +34,9 @@ const KIND_PRESENCE_STATE: u8 = 6;
 
 /// Kind byte of an instance renewing the lease on its presence members.
 const KIND_LEASE: u8 = 7;
+
+/// Kind byte of one part of an instance's channel counts for an app.
+const KIND_COUNTS: u8 = 8;
 
 /// The subject every instance listens on for an app's user-wide messages; no channel can be
 /// named so (a name starting with `#` is refused unless it is `#server-to-user-...`).
@@ -111,6 +116,20 @@ pub(crate) enum WireMessage {
         /// The app's id (the lease travels on each app's user subject).
         app: String,
     },
+    /// One part of the origin's occupied channels of an app with their local counts; the
+    /// parts of one generation together replace what it reported before.
+    Counts {
+        /// The instance reporting.
+        origin: u64,
+        /// The app's id.
+        app: String,
+        /// Tells one snapshot's parts from another's.
+        generation: u64,
+        /// The snapshot's last part.
+        last: bool,
+        /// The channels of this part.
+        channels: Vec<ChannelCount>,
+    },
 }
 
 /// A presence member as it travels: the user id and its `user_info` JSON.
@@ -150,7 +169,8 @@ impl WireMessage {
             | Self::PresenceLeave { origin, .. }
             | Self::PresenceSync { origin, .. }
             | Self::PresenceState { origin, .. }
-            | Self::Lease { origin, .. } => *origin,
+            | Self::Lease { origin, .. }
+            | Self::Counts { origin, .. } => *origin,
         }
     }
 
@@ -227,6 +247,22 @@ impl WireMessage {
                 }
             }
             Self::Lease { origin, app } => head(&mut out, KIND_LEASE, *origin, app),
+            Self::Counts {
+                origin,
+                app,
+                generation,
+                last,
+                channels,
+            } => {
+                head(&mut out, KIND_COUNTS, *origin, app);
+                out.extend_from_slice(&generation.to_le_bytes());
+                out.push(u8::from(*last));
+                for count in channels {
+                    name(&mut out, &count.channel);
+                    out.extend_from_slice(&count.subscriptions.to_le_bytes());
+                    out.extend_from_slice(&count.users.to_le_bytes());
+                }
+            }
         }
         out
     }
@@ -303,6 +339,29 @@ impl WireMessage {
                 })
             }
             KIND_LEASE => Ok(Self::Lease { origin, app }),
+            KIND_COUNTS => {
+                let generation = r.u64()?;
+                let last = match r.byte()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Malformed),
+                };
+                let mut channels = Vec::new();
+                while !r.0.is_empty() {
+                    channels.push(ChannelCount {
+                        channel: r.name()?,
+                        subscriptions: r.u64()?,
+                        users: r.u64()?,
+                    });
+                }
+                Ok(Self::Counts {
+                    origin,
+                    app,
+                    generation,
+                    last,
+                    channels,
+                })
+            }
             _ => Err(WireError::Malformed),
         }
     }
@@ -346,6 +405,11 @@ impl<'a> Reader<'a> {
 
     fn byte(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        let bytes = self.take(8)?.try_into().map_err(|_| WireError::Malformed)?;
+        Ok(u64::from_le_bytes(bytes))
     }
 
     fn member(&mut self) -> Result<Member, WireError> {
@@ -481,6 +545,24 @@ mod tests {
             WireMessage::Lease {
                 origin: 10,
                 app: "1".into(),
+            },
+            WireMessage::Counts {
+                origin: 11,
+                app: "1".into(),
+                generation: 3,
+                last: true,
+                channels: vec![
+                    ChannelCount {
+                        channel: "presence-r".into(),
+                        subscriptions: 4,
+                        users: 2,
+                    },
+                    ChannelCount {
+                        channel: "a".into(),
+                        subscriptions: 1,
+                        users: 0,
+                    },
+                ],
             },
         ];
         for message in messages {

@@ -117,7 +117,7 @@ impl Core {
                         .iter()
                         .filter_map(|e| {
                             let channel = e.channels.first()?;
-                            Some((channel.as_str(), e.info, hub.stats(app, channel)))
+                            Some((channel.as_str(), e.info, hub.cluster_stats(app, channel)))
                         })
                         .collect();
                     response::batch_events(rows.iter().copied())
@@ -130,7 +130,7 @@ impl Core {
                         event
                             .channels
                             .iter()
-                            .map(|c| (c.as_str(), hub.stats(app, c))),
+                            .map(|c| (c.as_str(), hub.cluster_stats(app, c))),
                     )
                 }
             }
@@ -139,11 +139,11 @@ impl Core {
                 filter_by_prefix,
                 info,
             } => {
-                let list = hub.occupied(app, filter_by_prefix.as_deref().unwrap_or(""));
+                let list = hub.cluster_occupied(app, filter_by_prefix.as_deref().unwrap_or(""));
                 response::channels(info, list.iter().map(|(n, s)| (n.as_str(), *s)))
             }
             ApiRequest::Channel { app, channel, info } => {
-                response::channel(&channel, info, hub.stats(app, &channel))
+                response::channel(&channel, info, hub.cluster_stats(app, &channel))
             }
             ApiRequest::Users { app, channel } => {
                 let users = hub.users(app, &channel);

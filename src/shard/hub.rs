@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -124,6 +124,9 @@ pub(crate) struct Hub {
     /// crosses zero, so the process subscribes to the channel's subject only while it has
     /// subscribers.
     bridge: OnceLock<crate::cluster::Bridge>,
+    /// Per app: bumped whenever a subscription or roster changes while in a cluster, so the
+    /// bridge republishes the app's counts only when they moved.
+    count_changes: Box<[AtomicU64]>,
 }
 
 impl Hub {
@@ -141,6 +144,7 @@ impl Hub {
             caches: (0..n).map(|_| Mutex::default()).collect(),
             connections: (0..n).map(|_| AtomicU32::new(0)).collect(),
             bridge: OnceLock::new(),
+            count_changes: (0..n).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -152,6 +156,22 @@ impl Hub {
     /// The cluster bridge, when a broker is configured.
     pub(crate) fn bridge(&self) -> Option<&crate::cluster::Bridge> {
         self.bridge.get()
+    }
+
+    /// How many times the app's counts changed, for the bridge (0 outside a cluster).
+    pub(crate) fn count_changes(&self, app: AppIndex) -> u64 {
+        self.count_changes
+            .get(usize::from(app.0))
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// A subscription or roster of the app changed: counted for the bridge, in a cluster.
+    fn counts_moved(&self, app: AppIndex) {
+        if self.bridge.get().is_some()
+            && let Some(n) = self.count_changes.get(usize::from(app.0))
+        {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A shard's count of the channel went 0 -> 1 or 1 -> 0: the bridge rechecks the
@@ -259,6 +279,7 @@ impl Hub {
         let Some((index, stripe)) = self.stripe(app, channel) else {
             return;
         };
+        self.counts_moved(app);
         {
             let shared = stripe.read().unwrap_or_else(|e| e.into_inner());
             if let Some(entry) = shared.get(channel) {
@@ -318,6 +339,7 @@ impl Hub {
         let Some((index, stripe)) = self.stripe(app, channel) else {
             return;
         };
+        self.counts_moved(app);
         let emptied = {
             let shared = stripe.read().unwrap_or_else(|e| e.into_inner());
             shared
@@ -396,6 +418,7 @@ impl Hub {
         member: &PresenceMember,
     ) -> Option<PresenceJoin> {
         let (index, stripe) = self.stripe(app, channel)?;
+        self.counts_moved(app);
         let (first, roster) = {
             let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
             let roster = self
@@ -416,6 +439,7 @@ impl Hub {
         user_id: &str,
     ) -> Option<Frame> {
         let (index, stripe) = self.stripe(app, channel)?;
+        self.counts_moved(app);
         let last = {
             let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
             let last = stripe
@@ -439,6 +463,7 @@ impl Hub {
         member: &PresenceMember,
     ) -> Option<Frame> {
         let (index, stripe) = self.stripe(app, channel)?;
+        self.counts_moved(app);
         let first = {
             let mut stripe = stripe.write().unwrap_or_else(|e| e.into_inner());
             self.entry(index, &mut stripe, channel)
@@ -525,6 +550,28 @@ impl Hub {
         }
         list.sort_by(|a, b| a.0.cmp(&b.0));
         list
+    }
+
+    /// [`Hub::stats`] with the other instances' fresh figures added, in a cluster.
+    pub(crate) fn cluster_stats(&self, app: AppIndex, channel: &str) -> ChannelStats {
+        let local = self.stats(app, channel);
+        match self.bridge.get() {
+            Some(bridge) => bridge.remote_counts().merge(app, channel, local),
+            None => local,
+        }
+    }
+
+    /// [`Hub::occupied`] with the channels and figures of the other instances, in a cluster.
+    pub(crate) fn cluster_occupied(
+        &self,
+        app: AppIndex,
+        prefix: &str,
+    ) -> Vec<(String, ChannelStats)> {
+        let local = self.occupied(app, prefix);
+        match self.bridge.get() {
+            Some(bridge) => bridge.remote_counts().merge_all(app, prefix, local),
+            None => local,
+        }
     }
 
     /// The user ids present on a presence channel, ordered.
