@@ -1043,8 +1043,8 @@ fn redis_instances_sharing_one_port_deliver_to_every_client() {
     }
 }
 
-/// Subscriptions of a channel on one instance, from the HTTP API.
-fn local_subscriptions(addr: SocketAddr, channel: &str) -> u64 {
+/// Subscriptions of a channel on every instance, as one instance's HTTP API answers.
+fn cluster_subscriptions(addr: SocketAddr, channel: &str) -> u64 {
     let (_, body) = api_with(
         addr,
         "GET",
@@ -1135,9 +1135,12 @@ fn presence_spans_instances(kind: Kind, backend: Backend) {
     assert_eq!(b1.expect_event(room).1, "m1", "u2 added twice");
     assert_eq!(a2.expect_event(room).1, "m1");
     // It leaves again: u2 is still on B, so no member_removed either.
+    wait_for("three subscribers counted", || {
+        cluster_subscriptions(a.addr(), room) == 3
+    });
     drop(a2);
     wait_for("the second connection gone", || {
-        local_subscriptions(a.addr(), room) == 1
+        cluster_subscriptions(a.addr(), room) == 2
     });
     marker(a.addr(), "m2");
     assert_eq!(a1.expect_event(room).1, "m2", "u2 removed while on B");
