@@ -1462,3 +1462,126 @@ fn nats_channel_counts_span_instances() {
         counts_span_instances(Kind::Nats, backend);
     }
 }
+
+/// A child process killed when dropped.
+struct Reaped {
+    child: Child,
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `redis-server` with `args`, once it listens on `port`.
+fn redis_process(port: u16, args: &[&str]) -> Reaped {
+    let child = Command::new("redis-server")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run redis-server ({e}); install it with `make system-deps`")
+        });
+    let process = Reaped { child };
+    wait_for(&format!("redis-server on {port}"), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    process
+}
+
+/// The master's port the sentinel on `sentinel` names for `mymaster`.
+fn sentinel_master_port(sentinel: u16) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", sentinel)).ok()?;
+    stream.set_read_timeout(Some(READ_TIMEOUT)).ok()?;
+    let command = "*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$8\r\nmymaster\r\n";
+    stream.write_all(command.as_bytes()).ok()?;
+    let mut answer = [0u8; 256];
+    let n = stream.read(&mut answer).ok()?;
+    let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+    text.lines().nth(4)?.parse().ok()
+}
+
+/// `redis+sentinel://`: the instances ask a real `redis-server --sentinel` for the master, join
+/// through it, and after the master dies and the sentinel promotes its replica they reconnect
+/// to the new master and deliver across instances again.
+#[test]
+fn redis_sentinel_finds_the_master_and_follows_a_failover() {
+    let (master_port, replica_port, sentinel_port) = (free_port(), free_port(), free_port());
+    let bare = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+    let master_flag = master_port.to_string();
+    let mut master_args = vec!["--port", master_flag.as_str()];
+    master_args.extend(bare);
+    let mut master = Some(redis_process(master_port, &master_args));
+    let replica_flag = replica_port.to_string();
+    let mut replica_args = vec![
+        "--port",
+        replica_flag.as_str(),
+        "--replicaof",
+        "127.0.0.1",
+        master_flag.as_str(),
+    ];
+    replica_args.extend(bare);
+    let _replica = redis_process(replica_port, &replica_args);
+    let dir = std::env::temp_dir().join(format!("ringcast-sentinel-{sentinel_port}"));
+    std::fs::create_dir_all(&dir).expect("sentinel dir");
+    let config = dir.join("sentinel.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds mymaster 500\n\
+             sentinel failover-timeout mymaster 3000\n",
+            dir.display()
+        ),
+    )
+    .expect("sentinel config");
+    let config_path = config.to_string_lossy().into_owned();
+    let _sentinel = redis_process(sentinel_port, &[config_path.as_str(), "--sentinel"]);
+    wait_for("the sentinel to know the master", || {
+        sentinel_master_port(sentinel_port) == Some(master_port)
+    });
+
+    // The first node is down: the next one on the list answers.
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},127.0.0.1:{sentinel_port}/mymaster",
+        free_port()
+    );
+    let a = instance(Backend::Epoll, &url, &[]);
+    let b = instance(Backend::Epoll, &url, &[]);
+    let mut on_b = Client::connect(b.addr());
+    on_b.subscribe("watched");
+    wait_subscriptions(b.addr(), 2.0);
+    publish(a.addr(), "watched", "through-the-master", None);
+    assert_eq!(on_b.expect_event("watched").1, "through-the-master");
+
+    drop(master.take());
+    wait_for("the sentinel to promote the replica", || {
+        sentinel_master_port(sentinel_port) == Some(replica_port)
+    });
+    for addr in [a.addr(), b.addr()] {
+        wait_for("the broker back up", || {
+            metric(addr, "ringcast_broker_up", "") == 1.0
+                && metric(addr, "ringcast_broker_reconnects_total", "") >= 1.0
+        });
+    }
+    wait_subscriptions(b.addr(), 2.0);
+    let deadline = Instant::now() + SETTLE;
+    for n in 0.. {
+        publish(a.addr(), "watched", &format!("after-{n}"), None);
+        if on_b.has_data_within(Duration::from_millis(300)) {
+            let (_, got) = on_b.expect_event("watched");
+            assert!(got.starts_with("after-"), "{got}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no delivery across instances after the failover"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,15 +1,18 @@
 //! The bridge's link to Redis pub/sub: one connection in subscriber mode for the channels with
 //! local interest, one multiplexed connection for `PUBLISH`. A lost connection ends the link;
-//! the bridge reconnects and subscribes again.
+//! the bridge reconnects and subscribes again. With `redis+sentinel://` every connection first
+//! asks the sentinels for the current master, so after a failover the reconnection finds the
+//! promoted replica.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 
 use super::BrokerStatus;
 use super::bridge::Link;
-use super::url::BrokerUrl;
+use super::url::{BrokerUrl, SentinelTarget};
 use super::wire::Subjects;
 
 /// A connected Redis link.
@@ -24,11 +27,38 @@ fn reason(error: &redis::RedisError) -> String {
     error.to_string()
 }
 
+/// A client for the master the sentinels name now.
+async fn master(target: &SentinelTarget) -> Result<redis::Client, String> {
+    let nodes = target.nodes.iter().map(|(host, port)| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        redis::ConnectionAddr::Tcp(host.to_owned(), *port)
+    });
+    let mut builder = SentinelClientBuilder::new(nodes, &target.master, SentinelServerType::Master)
+        .map_err(|e| reason(&e))?;
+    if let Some(db) = target.db {
+        builder = builder.set_client_to_redis_db(db);
+    }
+    if let Some(password) = target.password() {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    let mut sentinel = builder.build().map_err(|e| reason(&e))?;
+    sentinel.async_get_client().await.map_err(|e| {
+        format!(
+            "no master {:?} from the sentinels: {}",
+            target.master,
+            reason(&e)
+        )
+    })
+}
+
 impl Link for RedisLink {
     const SUBJECTS: Subjects = Subjects::Redis;
 
     async fn connect(url: &BrokerUrl, _status: &Arc<BrokerStatus>) -> Result<Self, String> {
-        let client = redis::Client::open(url.as_str()).map_err(|e| reason(&e))?;
+        let client = match &url.sentinel {
+            Some(target) => master(target).await?,
+            None => redis::Client::open(url.as_str()).map_err(|e| reason(&e))?,
+        };
         let (sink, stream) = client
             .get_async_pubsub()
             .await

@@ -7,6 +7,9 @@ use std::str::FromStr;
 /// Redis's port when the URL names none.
 const REDIS_PORT: u16 = 6379;
 
+/// Redis Sentinel's port when a `redis+sentinel://` URL names none.
+const SENTINEL_PORT: u16 = 26379;
+
 /// NATS's client port when the URL names none.
 const NATS_PORT: u16 = 4222;
 
@@ -28,15 +31,39 @@ impl fmt::Display for BrokerKind {
     }
 }
 
-/// A validated broker URL: `redis://[:PASSWORD@]HOST[:PORT][/DB]` or `nats://HOST[:PORT]`.
+/// Where Redis Sentinel is asked for the current master, from a `redis+sentinel://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelTarget {
+    /// The sentinels, host (IPv6 in brackets, as written) and port, in the order to try them.
+    pub nodes: Vec<(String, u16)>,
+    /// The name the sentinels monitor the master under.
+    pub master: String,
+    /// The database number on the master.
+    pub db: Option<i64>,
+    /// The master's password.
+    password: Option<String>,
+}
+
+impl SentinelTarget {
+    /// The master's password, when the URL gives one.
+    pub(crate) fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+}
+
+/// A validated broker URL: `redis://[:PASSWORD@]HOST[:PORT][/DB]`,
+/// `redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]` or
+/// `nats://HOST[:PORT]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
     /// The protocol.
     pub kind: BrokerKind,
-    /// Host name or address (IPv6 in brackets, as written).
+    /// Host name or address (IPv6 in brackets, as written); the first sentinel's with Sentinel.
     pub host: String,
     /// Port, the protocol's default when the URL names none.
     pub port: u16,
+    /// The sentinels to ask for the master, for `redis+sentinel://`.
+    pub sentinel: Option<SentinelTarget>,
     /// The URL as given, handed to the client crate (credentials included).
     text: String,
 }
@@ -51,7 +78,17 @@ impl BrokerUrl {
 impl fmt::Display for BrokerUrl {
     /// The URL without credentials, for logs and `/health`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}:{}", self.kind, self.host, self.port)
+        match &self.sentinel {
+            Some(target) => {
+                let nodes: Vec<String> = target
+                    .nodes
+                    .iter()
+                    .map(|(host, port)| format!("{host}:{port}"))
+                    .collect();
+                write!(f, "redis+sentinel://{}/{}", nodes.join(","), target.master)
+            }
+            None => write!(f, "{}://{}:{}", self.kind, self.host, self.port),
+        }
     }
 }
 
@@ -64,6 +101,7 @@ impl FromStr for BrokerUrl {
             format!("expected redis://HOST:PORT[/DB] or nats://HOST:PORT, not {text:?}")
         })?;
         let kind = match scheme {
+            "redis+sentinel" => return sentinel(text, rest),
             "redis" => BrokerKind::Redis,
             "nats" => BrokerKind::Nats,
             "rediss" | "tls" => {
@@ -115,9 +153,62 @@ impl FromStr for BrokerUrl {
             kind,
             host: host.to_owned(),
             port,
+            sentinel: None,
             text: text.to_owned(),
         })
     }
+}
+
+/// A `redis+sentinel://` URL, `rest` being what follows the scheme.
+fn sentinel(text: &str, rest: &str) -> Result<BrokerUrl, String> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (password, nodes) = match authority.rsplit_once('@') {
+        Some((credentials, nodes)) => {
+            let password = credentials.strip_prefix(':').unwrap_or(credentials);
+            (Some(password.to_owned()), nodes)
+        }
+        None => (None, authority),
+    };
+    let nodes = nodes
+        .split(',')
+        .map(|node| {
+            let (host, port) = split_host_port(node)?;
+            let port = match port {
+                Some(port) => port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| format!("invalid port {port:?} in broker URL {text:?}"))?,
+                None => SENTINEL_PORT,
+            };
+            Ok((host.to_owned(), port))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let (master, db) = path.split_once('/').unwrap_or((path, ""));
+    if master.is_empty() {
+        return Err(format!(
+            "a redis+sentinel:// URL names the master after the sentinels              (redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER_NAME[/DB]), not {text:?}"
+        ));
+    }
+    let db = match db {
+        "" => None,
+        db => Some(db.parse::<i64>().ok().filter(|&n| n >= 0).ok_or_else(|| {
+            format!("the path after the master is the database number, not {db:?}")
+        })?),
+    };
+    let (host, port) = nodes.first().cloned().unwrap_or_default();
+    Ok(BrokerUrl {
+        kind: BrokerKind::Redis,
+        host,
+        port,
+        sentinel: Some(SentinelTarget {
+            nodes,
+            master: master.to_owned(),
+            db,
+            password,
+        }),
+        text: text.to_owned(),
+    })
 }
 
 /// `HOST[:PORT]` or `[V6][:PORT]`, refusing an empty host.
@@ -179,6 +270,41 @@ mod tests {
             let url: BrokerUrl = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!((url.kind, url.host.as_str(), url.port), (kind, host, port));
             assert_eq!(url.as_str(), text);
+        }
+    }
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_and_the_master() {
+        let url: BrokerUrl = "redis+sentinel://:pw@127.0.0.1:26380,[::1],h:7/mymaster/2"
+            .parse()
+            .expect("valid");
+        assert_eq!(url.kind, BrokerKind::Redis);
+        let target = url.sentinel.clone().expect("sentinel");
+        assert_eq!(
+            target.nodes,
+            [
+                ("127.0.0.1".to_owned(), 26380),
+                ("[::1]".to_owned(), 26379),
+                ("h".to_owned(), 7)
+            ]
+        );
+        assert_eq!((target.master.as_str(), target.db), ("mymaster", Some(2)));
+        assert_eq!(target.password(), Some("pw"));
+        assert_eq!(
+            url.to_string(),
+            "redis+sentinel://127.0.0.1:26380,[::1]:26379,h:7/mymaster"
+        );
+        for (text, says) in [
+            ("redis+sentinel://h:1", "names the master"),
+            ("redis+sentinel://h:1/", "names the master"),
+            ("redis+sentinel://h:1,/m", "no host"),
+            ("redis+sentinel://h:0/m", "invalid port"),
+            ("redis+sentinel://h/m/x", "database number"),
+        ] {
+            match text.parse::<BrokerUrl>() {
+                Ok(url) => panic!("{text} accepted as {url:?}"),
+                Err(e) => assert!(e.contains(says), "{text}: {e}"),
+            }
         }
     }
 
