@@ -600,6 +600,11 @@ fn routes_by_interest(kind: Kind, backend: Backend) {
     let mut on_b = Client::connect(b.addr());
     on_b.subscribe("news");
     wait_subscriptions(b.addr(), 2.0);
+    // B reports its new count on the user subject every instance listens on; once A counts
+    // it, nothing else is on its way to A.
+    wait_for("B's count heard on A", || {
+        cluster_subscriptions(a.addr(), "news") == 1
+    });
     let received = |addr| metric(addr, "ringcast_broker_messages_total", r#"direction="in""#);
     let a_before = received(a.addr());
     for n in 0..5 {
@@ -622,6 +627,13 @@ fn routes_by_interest(kind: Kind, backend: Backend) {
     let mut probe = Client::connect(b.addr());
     probe.subscribe("probe");
     wait_subscriptions(b.addr(), 2.0);
+    // B hears its own count report too; a marker published after A heard the report arrives
+    // behind it, so nothing else is on its way to B once the marker is in.
+    wait_for("B's count heard on A", || {
+        cluster_subscriptions(a.addr(), "probe") == 1
+    });
+    publish(a.addr(), "probe", "marker", None);
+    assert_eq!(probe.expect_event("probe").1, "marker");
     let b_before = received(b.addr());
     publish(a.addr(), "news", "nobody", None);
     publish(a.addr(), "probe", "sent-after", None);
