@@ -1403,12 +1403,16 @@ fn counts_span_instances(kind: Kind, backend: Backend) {
     let room = "presence-counted";
     on_a[0].join(room, "ua");
     on_b[1].join(room, "ub");
+    // A presence channel A does not listen on: its roster is B's alone.
+    let elsewhere = "presence-only-b";
+    on_b[2].join(elsewhere, "uc");
 
     for addr in [a.addr(), b_addr] {
         wait_for("the sums on both instances", || {
             channel_counts(addr, "shared") == (5, 0, true)
                 && channel_counts(addr, "only-b") == (1, 0, true)
                 && channel_counts(addr, room) == (2, 2, true)
+                && channel_counts(addr, elsewhere) == (1, 1, true)
         });
     }
     let listed = channel_list(a.addr());
@@ -1432,7 +1436,7 @@ fn counts_span_instances(kind: Kind, backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(
         presence["channels"],
-        json!({ room: { "user_count": 2 } }),
+        json!({ room: { "user_count": 2 }, elsewhere: { "user_count": 1 } }),
         "{presence}"
     );
 
@@ -1440,6 +1444,7 @@ fn counts_span_instances(kind: Kind, backend: Backend) {
     drop(on_b.pop());
     wait_for("one subscriber fewer on A's answer", || {
         channel_counts(a.addr(), "shared") == (4, 0, true)
+            && channel_counts(a.addr(), elsewhere) == (0, 0, false)
     });
 
     // B dies without a word: its subscribers stop counting once its figures are a lease old.

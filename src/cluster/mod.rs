@@ -21,6 +21,11 @@
 //! built with one more lane when a broker is configured); the origin instance ignores its own
 //! messages, having delivered them locally already. Local delivery never waits for, or depends
 //! on, the broker.
+//!
+//! The bridge also reports the process's channel counts to the other instances and keeps
+//! theirs (`counts.rs`), so the HTTP API's channel queries answer for the whole cluster, and a
+//! stopping process asks it to flush ([`Bridge::flush`]) so its last presence leaves go out
+//! before the exit.
 
 mod bridge;
 mod counts;
