@@ -1602,3 +1602,32 @@ fn redis_sentinel_finds_the_master_and_follows_a_failover() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An instance that joins later counts the others' subscribers at once, not only at their next
+/// periodic report (a third of a lease far beyond the test).
+fn newcomer_counts_at_once(kind: Kind, backend: Backend) {
+    let broker = Broker::start(kind);
+    let lease = ["--presence-lease", "3600s"];
+    let a = instance(backend, &broker.url(), &lease);
+    let mut on_a = Client::connect(a.addr());
+    on_a.subscribe("early");
+    wait_subscriptions(a.addr(), 2.0);
+    let b = instance(backend, &broker.url(), &lease);
+    wait_for("A's subscriber counted on the newcomer", || {
+        channel_counts(b.addr(), "early") == (1, 0, true)
+    });
+}
+
+#[test]
+fn redis_newcomer_counts_the_others_at_once() {
+    for backend in backends() {
+        newcomer_counts_at_once(Kind::Redis, backend);
+    }
+}
+
+#[test]
+fn nats_newcomer_counts_the_others_at_once() {
+    for backend in backends() {
+        newcomer_counts_at_once(Kind::Nats, backend);
+    }
+}

@@ -248,7 +248,10 @@ async fn serve<L: Link>(
                     let mut answer = |message: WireMessage| {
                         replies.push(addressed(context, L::SUBJECTS, &message));
                     };
-                    deliver(context, presence, &bytes, &mut shards, &mut answer);
+                    if deliver(context, presence, &bytes, &mut shards, &mut answer) {
+                        // A newcomer counts this instance's subscribers at once.
+                        counts.queue_all(context, L::SUBJECTS, &mut replies);
+                    }
                 }
                 Err(lost) => return lost,
             },
@@ -564,14 +567,15 @@ fn deliver_excluding(
 }
 
 /// Acts on a message from another instance: its publishes and presence frames go to the shards
-/// they concern on the bridge's lane; what this instance must answer goes to `answer`.
+/// they concern on the bridge's lane; what this instance must answer goes to `answer`. `true`
+/// when the sender was unknown until now (new, or taken for dead).
 fn deliver(
     context: &Context,
     presence: &mut Presence,
     bytes: &[u8],
     shards: &mut Vec<usize>,
     answer: &mut impl FnMut(WireMessage),
-) {
+) -> bool {
     let message = match WireMessage::decode(bytes) {
         Ok(message) => message,
         Err(error) => {
@@ -583,26 +587,40 @@ fn deliver(
             {
                 tracing::warn!(%error, "ignoring a broker message that is not ours to read");
             }
-            return;
+            return false;
         }
     };
     let origin = message.origin();
     if origin == context.origin {
-        return;
+        return false;
     }
-    let hub = &context.hub;
-    let index = |app: &str| hub.apps().by_id(app).map(|(index, _)| index);
     let about_presence = !matches!(
         message,
         WireMessage::Publish { .. } | WireMessage::TerminateUser { .. }
     );
-    if about_presence && presence.heard(origin, Instant::now()) {
+    let newcomer = about_presence && presence.heard(origin, Instant::now());
+    if newcomer {
         // Unknown until now (new, or taken for dead): it may have dropped this instance's
         // members meanwhile, so it hears them all again.
         for (app, channel) in presence.announced_channels() {
             answer(state_of(context, presence, app, &channel));
         }
     }
+    deliver_message(context, presence, message, shards, answer);
+    newcomer
+}
+
+/// [`deliver`] once the message is read and known to come from another instance.
+fn deliver_message(
+    context: &Context,
+    presence: &mut Presence,
+    message: WireMessage,
+    shards: &mut Vec<usize>,
+    answer: &mut impl FnMut(WireMessage),
+) {
+    let origin = message.origin();
+    let hub = &context.hub;
+    let index = |app: &str| hub.apps().by_id(app).map(|(index, _)| index);
     match message {
         WireMessage::Publish {
             app,
