@@ -98,7 +98,10 @@ impl FromStr for BrokerUrl {
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let (scheme, rest) = text.split_once("://").ok_or_else(|| {
-            format!("expected redis://HOST:PORT[/DB] or nats://HOST:PORT, not {text:?}")
+            format!(
+                "expected redis://HOST:PORT[/DB], redis+sentinel://HOST:PORT/MASTER_NAME or \
+                 nats://HOST:PORT, not {text:?}"
+            )
         })?;
         let kind = match scheme {
             "redis+sentinel" => return sentinel(text, rest),
@@ -112,7 +115,7 @@ impl FromStr for BrokerUrl {
             }
             other => {
                 return Err(format!(
-                    "unknown broker scheme {other:?}; expected redis:// or nats://"
+                    "unknown broker scheme {other:?}; expected redis://, redis+sentinel:// or nats://"
                 ));
             }
         };

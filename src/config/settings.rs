@@ -355,8 +355,9 @@ settings_table! {
             value_parser = parse_count::<usize>,
         )]
         pub admin_max_feeds: Option<usize>,
-        /// Broker that joins this instance to a cluster: redis://HOST:PORT[/DB] or
-        /// nats://HOST:PORT; without one the instance is standalone.
+        /// Broker that joins this instance to a cluster: redis://HOST:PORT[/DB],
+        /// redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER_NAME[/DB] or nats://HOST:PORT; without
+        /// one the instance is standalone.
         #[arg(
             long,
             env = "RINGCAST_BROKER",
