@@ -34,13 +34,16 @@ export RINGCAST_APP_SECRET=${RINGCAST_APP_SECRET:-$(python3 -c 'import secrets; 
 cargo build --release --locked --bin ringcast >&2
 
 # Children run in their own session (setsid), so a terminal's Ctrl-C reaches only this script,
-# which then stops each of them once with SIGTERM (a second signal would cut ringcast's drain).
+# which then stops each of them once with SIGTERM (a second signal would cut ringcast's drain):
+# the instances first, the broker once they are gone.
 PIDS=()
+BROKER_PID=""
 stop_all() {
     trap - INT TERM EXIT
     local pid
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
@@ -51,7 +54,7 @@ if [ "$BROKER" = redis ]; then
 else
     setsid nats-server --addr 127.0.0.1 --port "$BROKER_PORT" &
 fi
-PIDS+=("$!")
+BROKER_PID=$!
 for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null && break
     sleep 0.05
@@ -68,6 +71,6 @@ for i in $(seq 1 "$N"); do
     echo "cluster: instance $i pid $! admin http://127.0.0.1:$admin (/metrics, /health)"
 done
 echo "cluster: Ctrl-C stops the broker and every instance"
-wait -n "${PIDS[@]}"
+wait -n "$BROKER_PID" "${PIDS[@]}"
 echo "cluster: a process exited; stopping the rest" >&2
 exit 1
