@@ -12,14 +12,15 @@ release-built instances serving one app, measures three figures, and stops every
   through the API of an instance that does not hold it; ringcast_broker_messages_total summed
   over the instances per published event, minus the same idle window's background (lease
   renewals) measured just before;
-- presence: a member on instance 0 and a watcher on instance 1 in one presence channel;
-  instance 0 gets SIGKILL; time until the watcher sees member_removed (default presence lease).
+- presence: a watcher on instance 1 joins a presence channel, then a member on instance 0
+  (the watcher sees its member_added); instance 0 gets SIGKILL; time until the watcher sees member_removed (default presence lease).
 
 Instances listen on four distinct ports (not one SO_REUSEPORT port) so that every connection is
 on a known instance; what crosses the broker is the same. One JSON line per broker per round is
 appended to OUT, rounds alternate brokers.
 
     .venv/bin/python benches/cluster.py --rounds 3 --out benches/results/cluster.jsonl
+    .venv/bin/python benches/cluster.py --summarize benches/results/cluster.jsonl
 """
 
 import argparse
@@ -276,20 +277,14 @@ async def presence_removal(cluster):
         return auth
 
     channel = "presence-bench"
+    watcher, wid = await connect(cluster.url(1))
+    await subscribe(watcher, [channel], auth_for(wid, "watcher"))
     victim, vid = await connect(cluster.url(0))
     await subscribe(victim, [channel], auth_for(vid, "victim"))
-    watcher, wid = await connect(cluster.url(1))
-    await watcher.send(json.dumps({"event": "pusher:subscribe", "data": {
-        "channel": channel, **auth_for(wid, "watcher")(channel)}}))
-    # The victim is in the watcher's roster, or (the watcher's instance only starts listening
-    # on the channel now) arrives in a member_added once the instances exchanged members.
     while True:
         msg = json.loads(await asyncio.wait_for(watcher.recv(), timeout=30))
-        data = json.loads(msg.get("data") or "{}")
-        if msg["event"] == "pusher_internal:subscription_succeeded" and \
-                "victim" in data["presence"]["ids"]:
-            break
-        if msg["event"] == "pusher_internal:member_added" and data["user_id"] == "victim":
+        if msg["event"] == "pusher_internal:member_added" and \
+                json.loads(msg["data"])["user_id"] == "victim":
             break
     await asyncio.sleep(1)
     cluster.procs[0].send_signal(signal.SIGKILL)
@@ -316,8 +311,31 @@ async def round_for(broker, binary, args):
             "latency": lat, "broker_messages": msgs, "presence_removed": pres}
 
 
+def summarize(path):
+    """Medians per broker over the rounds in `path`, as the table in docs/benchmarks.md."""
+    rounds = [json.loads(line) for line in open(path) if line.strip()]
+    print("| broker | rounds | latency p50 ms | latency p99 ms | delivered / expected "
+          "| broker msgs in per event | out per event | vs broadcast (3 in) | member_removed s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for broker in dict.fromkeys(r["broker"] for r in rounds):
+        mine = [r for r in rounds if r["broker"] == broker]
+
+        def med(get):
+            return statistics.median(get(r) for r in mine)
+
+        lat = [r["latency"] for r in mine]
+        print(f"| {broker} | {len(mine)} | {med(lambda r: r['latency']['p50_ms']):.2f} "
+              f"| {med(lambda r: r['latency']['p99_ms']):.2f} "
+              f"| {sum(x['delivered'] for x in lat)} / {sum(x['expected'] for x in lat)} "
+              f"| {med(lambda r: r['broker_messages']['in_per_event']):.3f} "
+              f"| {med(lambda r: r['broker_messages']['out_per_event']):.3f} "
+              f"| {med(lambda r: r['broker_messages']['ratio_to_broadcast']):.3f} "
+              f"| {med(lambda r: r['presence_removed']['seconds']):.2f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--summarize", metavar="FILE", help="print the medians of FILE and exit")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--brokers", default="redis,nats")
     parser.add_argument("--rate", type=float, default=200.0, help="publishes per second")
@@ -326,6 +344,8 @@ def main():
     parser.add_argument("--binary", default="target/release/ringcast")
     parser.add_argument("--out", default="target/bench/cluster.jsonl")
     args = parser.parse_args()
+    if args.summarize:
+        return summarize(args.summarize)
     brokers = args.brokers.split(",")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     for r in range(args.rounds):
