@@ -91,3 +91,19 @@ test-sysctl:
 ## one worker against a release ringcast; BACKEND=auto|uring|epoll.
 bench-loadgen:
 	bash loadgen/bench/idle-density.sh
+.PHONY: cluster bench-cluster
+## A local cluster in the foreground: a broker (BROKER=redis|nats, on BROKER_PORT or a free
+## loopback port) and N (default 4) release instances sharing PORT (default 8080) through
+## SO_REUSEPORT, each with its own admin port (printed). Ctrl-C stops them all.
+N ?= 4
+BROKER ?= redis
+PORT ?= 8080
+cluster:
+	N=$(N) BROKER=$(BROKER) PORT=$(PORT) BROKER_PORT=$(BROKER_PORT) bash benches/cluster.sh
+
+## Figures: cross-instance latency, broker messages per event and presence removal after a
+## SIGKILL, 4 instances, ROUNDS (default 3) rounds alternating redis and nats (docs/benchmarks.md).
+ROUNDS ?= 3
+bench-cluster: test-deps
+	$(CARGO) build --release --locked --bin ringcast
+	.venv/bin/python benches/cluster.py --rounds $(ROUNDS)
