@@ -1812,7 +1812,9 @@ fn rediss_without_the_ca_file_is_refused_by_certificate() {
     assert_eq!(local.expect_event("solo").1, "served");
 }
 
-/// A CA file that is missing or holds no certificate stops the start with the setting named.
+/// A CA file that is missing or holds no certificate stops the start with the setting named
+/// (`--broker-required` makes a start that skipped the check exit too, on the certificate,
+/// rather than serve on).
 #[test]
 fn a_bad_broker_ca_file_stops_the_start() {
     let broker = TlsRedis::start();
@@ -1824,7 +1826,13 @@ fn a_bad_broker_ca_file_stops_the_start() {
         .into_owned();
     for (ca, says) in [(&not_pem, "no PEM certificate"), (&missing, "cannot read")] {
         let output = common::serve_command("epoll", 1)
-            .args(["--broker", &broker.url(), "--broker-ca-file", ca])
+            .args([
+                "--broker",
+                &broker.url(),
+                "--broker-ca-file",
+                ca,
+                "--broker-required",
+            ])
             .output()
             .expect("run ringcast");
         assert!(!output.status.success(), "started with CA file {ca}");
