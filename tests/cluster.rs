@@ -4,7 +4,8 @@
 //! `terminate_connections` must hold across instances, an instance without subscribers of a
 //! channel must receive nothing for it, presence must count a user once across instances and
 //! drop a dead instance's members after the lease, and a broker outage must leave local delivery
-//! alone and heal once the broker is back. A missing broker binary fails the suite with the
+//! alone and heal once the broker is back. Over `rediss://` the instances trust the test's own CA
+//! through `--broker-ca-file` and refuse the broker without it. A missing broker binary fails the suite with the
 //! command that installs it.
 
 #[allow(
@@ -1629,5 +1630,220 @@ fn redis_newcomer_counts_the_others_at_once() {
 fn nats_newcomer_counts_the_others_at_once() {
     for backend in backends() {
         newcomer_counts_at_once(Kind::Nats, backend);
+    }
+}
+
+/// A TLS-only Redis on a free loopback port, its certificate signed by a CA made for the test,
+/// in a directory removed (and the server killed) when dropped.
+struct TlsRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Child,
+}
+
+impl TlsRedis {
+    fn start() -> TlsRedis {
+        let dir = std::env::temp_dir().join(format!(
+            "ringcast-redis-tls-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl; install it with `make system-deps`");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        openssl(
+            &[
+                &["req", "-x509", "-nodes", "-days", "2"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-subj",
+                    "/CN=ringcast test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req", "-nodes"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.crt",
+            "-extfile",
+            "san.ext",
+        ]);
+        let port = free_port();
+        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--tls-cert-file", &file("server.crt")])
+            .args(["--tls-key-file", &file("server.key")])
+            .args(["--tls-ca-cert-file", &file("ca.crt")])
+            .args(["--tls-auth-clients", "no", "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run redis-server; install it with `make system-deps`");
+        let deadline = Instant::now() + SETTLE;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsRedis { port, dir, child }
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+
+    fn ca_file(&self) -> String {
+        self.dir.join("ca.crt").to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Over `rediss://` with the CA that signed the broker's certificate, two instances deliver
+/// each other's API publishes.
+fn crosses_instances_over_tls(backend: Backend) {
+    let broker = TlsRedis::start();
+    let ca = broker.ca_file();
+    let a = instance(backend, &broker.url(), &["--broker-ca-file", &ca]);
+    let b = instance(backend, &broker.url(), &["--broker-ca-file", &ca]);
+    let channel = "tls-room";
+    let mut on_a = Client::connect(a.addr());
+    let mut on_b = Client::connect(b.addr());
+    on_a.subscribe(channel);
+    on_b.subscribe(channel);
+    wait_subscriptions(a.addr(), 2.0);
+    wait_subscriptions(b.addr(), 2.0);
+    assert_eq!(health(a.addr())["status"], "ok");
+    assert_eq!(
+        health(a.addr())["broker"]["url"],
+        format!("rediss://127.0.0.1:{}", broker.port)
+    );
+
+    publish(a.addr(), channel, "from-a", None);
+    assert_eq!(on_b.expect_event(channel).1, "from-a");
+    assert_eq!(on_a.expect_event(channel).1, "from-a");
+    publish(b.addr(), channel, "from-b", None);
+    assert_eq!(on_a.expect_event(channel).1, "from-b");
+    assert_eq!(on_b.expect_event(channel).1, "from-b");
+}
+
+#[test]
+fn rediss_with_the_ca_file_crosses_instances() {
+    for backend in backends() {
+        crosses_instances_over_tls(backend);
+    }
+}
+
+/// Without the CA file the broker's certificate is checked against the system's roots, which
+/// never signed it: the instance stays degraded, saying why, and serves its own clients.
+#[test]
+fn rediss_without_the_ca_file_is_refused_by_certificate() {
+    let broker = TlsRedis::start();
+    let a = instance(Backend::Epoll, &broker.url(), &[]);
+    wait_for("the broker reported unreachable", || {
+        health(a.addr())["broker"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty() && r != "connecting")
+    });
+    let report = health(a.addr());
+    assert_eq!(report["status"], "degraded", "{report}");
+    let reason = report["broker"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("certificate") || reason.contains("TLS"),
+        "{report}"
+    );
+    assert_eq!(metric(a.addr(), "ringcast_broker_up", ""), 0.0);
+    let mut local = Client::connect(a.addr());
+    local.subscribe("solo");
+    publish(a.addr(), "solo", "served", None);
+    assert_eq!(local.expect_event("solo").1, "served");
+}
+
+/// A CA file that is missing or holds no certificate stops the start with the setting named
+/// (`--broker-required` makes a start that skipped the check exit too, on the certificate,
+/// rather than serve on).
+#[test]
+fn a_bad_broker_ca_file_stops_the_start() {
+    let broker = TlsRedis::start();
+    let not_pem = broker.dir.join("server.csr").to_string_lossy().into_owned();
+    let missing = broker
+        .dir
+        .join("missing.crt")
+        .to_string_lossy()
+        .into_owned();
+    for (ca, says) in [(&not_pem, "no PEM certificate"), (&missing, "cannot read")] {
+        let output = common::serve_command("epoll", 1)
+            .args([
+                "--broker",
+                &broker.url(),
+                "--broker-ca-file",
+                ca,
+                "--broker-required",
+            ])
+            .output()
+            .expect("run ringcast");
+        assert!(!output.status.success(), "started with CA file {ca}");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            said.contains("broker_ca_file") && said.contains(says),
+            "{said}"
+        );
     }
 }

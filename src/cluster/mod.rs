@@ -33,6 +33,7 @@ mod nats;
 mod presence;
 mod redis;
 mod status;
+mod tls;
 mod url;
 mod wire;
 
@@ -44,6 +45,7 @@ use tokio::sync::{Notify, mpsc};
 
 pub(crate) use counts::RemoteCounts;
 pub(crate) use status::{BrokerSnapshot, BrokerStatus};
+pub(crate) use tls::ca_problem;
 pub use url::{BrokerKind, BrokerUrl};
 
 use crate::config::Config;

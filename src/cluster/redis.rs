@@ -2,7 +2,7 @@
 //! local interest, one multiplexed connection for `PUBLISH`. A lost connection ends the link;
 //! the bridge reconnects and subscribes again. With `redis+sentinel://` every connection first
 //! asks the sentinels for the current master, so after a failover the reconnection finds the
-//! promoted replica.
+//! promoted replica. With `rediss://` both connections run TLS (see [`super::tls`]).
 
 use std::sync::Arc;
 
@@ -57,7 +57,7 @@ impl Link for RedisLink {
     async fn connect(url: &BrokerUrl, _status: &Arc<BrokerStatus>) -> Result<Self, String> {
         let client = match &url.sentinel {
             Some(target) => master(target).await?,
-            None => redis::Client::open(url.as_str()).map_err(|e| reason(&e))?,
+            None => super::tls::client(url)?,
         };
         let (sink, stream) = client
             .get_async_pubsub()

@@ -2,6 +2,7 @@
 //! typo is a clear configuration error rather than a retry loop against nothing.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// Redis's port when the URL names none.
@@ -51,7 +52,7 @@ impl SentinelTarget {
     }
 }
 
-/// A validated broker URL: `redis://[:PASSWORD@]HOST[:PORT][/DB]`,
+/// A validated broker URL: `redis://[:PASSWORD@]HOST[:PORT][/DB]` (`rediss://` for TLS),
 /// `redis+sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]` or
 /// `nats://HOST[:PORT]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,11 @@ pub struct BrokerUrl {
     pub port: u16,
     /// The sentinels to ask for the master, for `redis+sentinel://`.
     pub sentinel: Option<SentinelTarget>,
+    /// Whether the connection runs TLS (`rediss://`).
+    pub tls: bool,
+    /// The PEM file of the CA that signs the broker's certificate (`broker_ca_file`); `None`:
+    /// the system's roots.
+    ca_file: Option<PathBuf>,
     /// The URL as given, handed to the client crate (credentials included).
     text: String,
 }
@@ -72,6 +78,17 @@ impl BrokerUrl {
     /// The URL to hand to the broker's client.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// This URL, its TLS connections verified against the CA in `ca_file` instead of the
+    /// system's roots.
+    pub(crate) fn trusting(self, ca_file: Option<PathBuf>) -> Self {
+        Self { ca_file, ..self }
+    }
+
+    /// The CA file the TLS connections are verified against, when one is set.
+    pub(crate) fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
     }
 }
 
@@ -87,7 +104,10 @@ impl fmt::Display for BrokerUrl {
                     .collect();
                 write!(f, "redis+sentinel://{}/{}", nodes.join(","), target.master)
             }
-            None => write!(f, "{}://{}:{}", self.kind, self.host, self.port),
+            None => {
+                let tls = if self.tls { "s" } else { "" };
+                write!(f, "{}{tls}://{}:{}", self.kind, self.host, self.port)
+            }
         }
     }
 }
@@ -99,23 +119,26 @@ impl FromStr for BrokerUrl {
         let text = text.trim();
         let (scheme, rest) = text.split_once("://").ok_or_else(|| {
             format!(
-                "expected redis://HOST:PORT[/DB], redis+sentinel://HOST:PORT/MASTER_NAME or \
+                "expected redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB], redis+sentinel://HOST:PORT/MASTER_NAME or \
                  nats://HOST:PORT, not {text:?}"
             )
         })?;
-        let kind = match scheme {
+        let (kind, tls) = match scheme {
             "redis+sentinel" => return sentinel(text, rest),
-            "redis" => BrokerKind::Redis,
-            "nats" => BrokerKind::Nats,
-            "rediss" | "tls" => {
-                return Err(format!(
-                    "{scheme}:// (TLS) is not supported by this build; use redis:// or nats:// \
-                     on a private network or through a TLS tunnel"
-                ));
+            "redis" => (BrokerKind::Redis, false),
+            "rediss" => (BrokerKind::Redis, true),
+            "nats" => (BrokerKind::Nats, false),
+            "tls" => {
+                return Err(
+                    "tls:// (NATS over TLS) is not supported by this build; use rediss:// for \
+                     Redis over TLS, or nats:// on a private network or through a TLS tunnel"
+                        .to_owned(),
+                );
             }
             other => {
                 return Err(format!(
-                    "unknown broker scheme {other:?}; expected redis://, redis+sentinel:// or nats://"
+                    "unknown broker scheme {other:?}; expected redis://, rediss://, \
+                     redis+sentinel:// or nats://"
                 ));
             }
         };
@@ -144,7 +167,7 @@ impl FromStr for BrokerUrl {
                 BrokerKind::Redis if path.parse::<u32>().is_ok() => {}
                 BrokerKind::Redis => {
                     return Err(format!(
-                        "the path of a redis:// URL is the database number, not {path:?}"
+                        "the path of a {scheme}:// URL is the database number, not {path:?}"
                     ));
                 }
                 BrokerKind::Nats => {
@@ -157,6 +180,8 @@ impl FromStr for BrokerUrl {
             host: host.to_owned(),
             port,
             sentinel: None,
+            tls,
+            ca_file: None,
             text: text.to_owned(),
         })
     }
@@ -210,6 +235,8 @@ fn sentinel(text: &str, rest: &str) -> Result<BrokerUrl, String> {
             db,
             password,
         }),
+        tls: false,
+        ca_file: None,
         text: text.to_owned(),
     })
 }
@@ -265,6 +292,8 @@ mod tests {
             ("redis://localhost", BrokerKind::Redis, "localhost", 6379),
             ("redis://h:1/3", BrokerKind::Redis, "h", 1),
             ("redis://:secret@h:7", BrokerKind::Redis, "h", 7),
+            ("rediss://h", BrokerKind::Redis, "h", 6379),
+            ("rediss://:secret@h:6380/1", BrokerKind::Redis, "h", 6380),
             ("nats://127.0.0.1:4223", BrokerKind::Nats, "127.0.0.1", 4223),
             ("nats://n", BrokerKind::Nats, "n", 4222),
             ("nats://[::1]:5", BrokerKind::Nats, "[::1]", 5),
@@ -273,6 +302,7 @@ mod tests {
             let url: BrokerUrl = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!((url.kind, url.host.as_str(), url.port), (kind, host, port));
             assert_eq!(url.as_str(), text);
+            assert_eq!(url.tls, text.starts_with("rediss://"), "{text}");
         }
     }
 
@@ -315,6 +345,8 @@ mod tests {
     fn display_hides_credentials() {
         let url: BrokerUrl = "redis://:secret@h:7/2".parse().expect("valid");
         assert_eq!(url.to_string(), "redis://h:7");
+        let url: BrokerUrl = "rediss://:secret@h:7".parse().expect("valid");
+        assert_eq!(url.to_string(), "rediss://h:7");
     }
 
     #[test]
@@ -322,7 +354,8 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("127.0.0.1:6379", "expected redis://"),
             ("http://h", "unknown broker scheme"),
-            ("rediss://h", "not supported"),
+            ("tls://h", "not supported"),
+            ("rediss://h/db", "database number"),
             ("redis://", "no host"),
             ("redis://h:0", "invalid port"),
             ("redis://h:99999", "invalid port"),

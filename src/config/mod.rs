@@ -104,6 +104,8 @@ pub struct Config {
     pub admin_max_feeds: usize,
     /// The broker joining this instance to a cluster; `None`: standalone, nothing extra runs.
     pub broker: Option<crate::cluster::BrokerUrl>,
+    /// The CA a `rediss://` broker's certificate is checked against; `None`: the system's roots.
+    pub broker_ca_file: Option<std::path::PathBuf>,
     /// Prefix of every broker subject, so several clusters can share a broker.
     pub broker_prefix: String,
     /// Refuse to start when the broker cannot be reached at start (else start degraded).

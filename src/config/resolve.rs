@@ -121,7 +121,10 @@ impl Settings {
             // A few operators watching; the rest of the 64 admin connections stay for scrapes
             // and probes.
             admin_max_feeds: self.admin_max_feeds.unwrap_or(8),
-            broker: self.broker,
+            broker: self
+                .broker
+                .map(|url| url.trusting(self.broker_ca_file.clone())),
+            broker_ca_file: self.broker_ca_file,
             broker_prefix: self
                 .broker_prefix
                 .unwrap_or_else(|| crate::cluster::DEFAULT_PREFIX.to_owned()),
@@ -335,6 +338,11 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             "broker_queue_capacity",
             "0 would drop every publish to the broker; set 1 or more (default 4096)".to_owned(),
         );
+    }
+    if config.broker_ca_file.is_some()
+        && let Some(reason) = crate::cluster::ca_problem(config.broker.as_ref())
+    {
+        return invalid("broker_ca_file", reason);
     }
     if config.broker_required && config.broker.is_none() {
         return invalid(

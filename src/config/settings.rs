@@ -355,8 +355,8 @@ settings_table! {
             value_parser = parse_count::<usize>,
         )]
         pub admin_max_feeds: Option<usize>,
-        /// Broker that joins this instance to a cluster: redis://HOST:PORT[/DB],
-        /// redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER_NAME[/DB] or nats://HOST:PORT; without
+        /// Broker that joins this instance to a cluster: redis://HOST:PORT[/DB] (rediss:// for
+        /// TLS), redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER_NAME[/DB] or nats://HOST:PORT; without
         /// one the instance is standalone.
         #[arg(
             long,
@@ -365,6 +365,10 @@ settings_table! {
             value_parser = BrokerUrl::from_str,
         )]
         pub broker: Option<BrokerUrl>,
+        /// PEM file of the CA that signs a rediss:// broker's certificate; without it the
+        /// system's roots are trusted.
+        #[arg(long, env = "RINGCAST_BROKER_CA_FILE", value_name = "PATH")]
+        pub broker_ca_file: Option<PathBuf>,
         /// Prefix of every broker subject, so several clusters can share one broker
         /// [default: ringcast].
         #[arg(long, env = "RINGCAST_BROKER_PREFIX", value_name = "PREFIX")]

@@ -568,3 +568,42 @@ fn bad_broker_settings_are_refused_with_the_reason() {
         assert!(error.contains("broker_prefix"), "{prefix:?}: {error}");
     }
 }
+
+#[test]
+fn a_broker_ca_file_needs_rediss_and_a_certificate() {
+    let dir = std::env::temp_dir().join(format!("ringcast-ca-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbled = dir.join("garbled.crt");
+    std::fs::write(
+        &garbled,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let env = [
+        ("RINGCAST_BROKER", "rediss://127.0.0.1:6380"),
+        ("RINGCAST_BROKER_CA_FILE", garbled.to_str().unwrap()),
+    ]
+    .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+    let (layer, _) = Settings::from_env(env).unwrap();
+    assert_eq!(layer.broker_ca_file.as_deref(), Some(garbled.as_path()));
+    let message = error_of(layer.resolve());
+    assert!(
+        message.contains("broker_ca_file") && message.contains("certificate"),
+        "{message}"
+    );
+    let text = format!("broker_ca_file = {:?}", garbled.to_str().unwrap());
+    let message = error_of(file(&format!("broker = \"redis://h\"\n{text}")).resolve());
+    assert!(message.contains("not rediss://"), "{message}");
+    let message = error_of(file(&text).resolve());
+    assert!(message.contains("not rediss://"), "{message}");
+    let message = error_of(
+        file("broker = \"rediss://h\"\nbroker_ca_file = \"/nonexistent/ca.crt\"").resolve(),
+    );
+    assert!(message.contains("cannot read"), "{message}");
+    let (config, _) = file("broker = \"rediss://h\"").resolve().unwrap();
+    assert!(
+        config.broker.is_some_and(|url| url.tls),
+        "system roots without a CA file"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
