@@ -1175,6 +1175,55 @@ fn presence_spans_instances(kind: Kind, backend: Backend) {
     assert_eq!(users(a.addr(), room), ["u1"]);
 }
 
+/// A watcher joining a presence channel on an instance that does not listen on it yet gets the
+/// other instance's member in its roster, and no `member_added` for it afterwards; several
+/// fresh channels in a row, as the race is between the two instances' bridges.
+fn roster_is_complete_on_a_new_instance(kind: Kind, backend: Backend) {
+    let broker = Broker::start(kind);
+    let a = instance(backend, &broker.url(), &[]);
+    let b = instance(backend, &broker.url(), &[]);
+    // B has heard from A (its counts) before the rounds: the instances are up and joined.
+    let mut warm = Client::connect(a.addr());
+    warm.subscribe("warm-up");
+    wait_for("A's subscriber counted on B", || {
+        cluster_subscriptions(b.addr(), "warm-up") == 1
+    });
+    for round in 0..6 {
+        let room = format!("presence-fresh-{round}");
+        let mut member = Client::connect(a.addr());
+        assert_eq!(member.join(&room, "member"), ["member"]);
+        let mut watcher = Client::connect(b.addr());
+        assert_eq!(
+            watcher.join(&room, "watcher"),
+            ["member", "watcher"],
+            "round {round}: the roster lacks the other instance's member"
+        );
+        member.expect_member(&room, "member_added", "watcher");
+        // Anything the watcher gets before this marker is a presence change it should not see.
+        publish(a.addr(), &room, "marker", None);
+        let (event, data) = watcher.expect_event(&room);
+        assert_eq!(
+            (event.as_str(), data.as_str()),
+            ("e", "marker"),
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn redis_roster_is_complete_on_a_new_instance() {
+    for backend in backends() {
+        roster_is_complete_on_a_new_instance(Kind::Redis, backend);
+    }
+}
+
+#[test]
+fn nats_roster_is_complete_on_a_new_instance() {
+    for backend in backends() {
+        roster_is_complete_on_a_new_instance(Kind::Nats, backend);
+    }
+}
+
 #[test]
 fn redis_presence_spans_instances() {
     presence_spans_instances(Kind::Redis, Backend::Epoll);
