@@ -443,12 +443,7 @@ fn addressed(context: &Context, subjects: Subjects, message: &WireMessage) -> (S
 }
 
 /// This instance's members of a presence channel, as the `PresenceState` to publish.
-fn state_of(
-    context: &Context,
-    presence: &mut Presence,
-    app: AppIndex,
-    channel: &str,
-) -> WireMessage {
+fn state_of(context: &Context, presence: &Presence, app: AppIndex, channel: &str) -> WireMessage {
     WireMessage::PresenceState {
         origin: context.origin,
         app: context
@@ -469,7 +464,7 @@ async fn subscribe_all<L: Link>(
     link: &mut L,
     context: &Context,
     subscribed: &mut HashSet<String>,
-    presence: &mut Presence,
+    presence: &Presence,
     holds: &mut Holds,
     interest: &Interest,
 ) -> Result<(), String> {

@@ -197,27 +197,21 @@ impl Presence {
         frames
     }
 
-    /// The members this instance holds on the channel, for a `PresenceState`: read from the
-    /// hub's roster, so a member whose join the bridge has not announced yet is listed too
-    /// (and taken as announced, so its last leave is announced).
-    pub(super) fn local_members(&mut self, hub: &Hub, app: AppIndex, channel: &str) -> Vec<Member> {
-        let mut members = Vec::new();
-        for user_id in hub.users(app, channel) {
-            let Some((connections, info)) = hub.presence_member(app, channel, &user_id) else {
-                continue;
-            };
-            let users = self.channels.entry((app, channel.into())).or_default();
-            let holders = users.entry(user_id.as_str().into()).or_default();
-            if connections as usize > holders.remote.len() {
-                holders.announced = true;
-                members.push(Member {
-                    user_id: user_id.clone(),
-                    user_info: info.map(|i| i.to_string()),
-                });
-            }
-            self.tidy(app, channel, &user_id);
-        }
-        members
+    /// The members this instance holds on the channel, for a `PresenceState`.
+    pub(super) fn local_members(&self, hub: &Hub, app: AppIndex, channel: &str) -> Vec<Member> {
+        let Some(users) = self.channels.get(&(app, channel.into())) else {
+            return Vec::new();
+        };
+        users
+            .iter()
+            .filter(|(_, h)| h.announced)
+            .map(|(id, _)| Member {
+                user_id: id.to_string(),
+                user_info: hub
+                    .presence_member(app, channel, id)
+                    .and_then(|(_, info)| info.map(|i| i.to_string())),
+            })
+            .collect()
     }
 
     /// The other instances heard from within the lease: those whose answer a sync awaits.
