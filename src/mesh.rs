@@ -57,6 +57,14 @@ pub(crate) enum MeshMessage {
         /// `socket_id` of an API call).
         exclude: Option<crate::pusher::SocketId>,
     },
+    /// The cluster bridge finished asking the other instances for a presence channel's members
+    /// (or stopped waiting): answer the joins of the channel held meanwhile with the roster.
+    PresenceReady {
+        /// The app.
+        app: crate::pusher::AppIndex,
+        /// The presence channel.
+        channel: std::sync::Arc<str>,
+    },
     /// Close every connection of this shard signed in as the user (4009).
     TerminateUser {
         /// The app.
@@ -176,7 +184,9 @@ impl MailboxSender {
                 self.inbox.lanes.get(from).ok_or(SendError::NoLane)?,
                 &self.inbox.dropped_data,
             ),
-            MeshMessage::TerminateUser { .. } => (&self.inbox.control, &self.inbox.dropped_control),
+            MeshMessage::TerminateUser { .. } | MeshMessage::PresenceReady { .. } => {
+                (&self.inbox.control, &self.inbox.dropped_control)
+            }
         };
         {
             let mut queue = lock(queue);

@@ -13,11 +13,12 @@ use crate::pusher::{AppIndex, ChannelKind, Frame, SocketId};
 use crate::shard::hub::Hub;
 
 use super::counts::{ChannelCount, RemoteCounts, parts};
+use super::hold::Holds;
 use super::presence::{Announce, Presence};
 use super::status::BrokerStatus;
 use super::url::BrokerUrl;
 use super::wire::{Subjects, WireMessage};
-use super::{Command, Inbox, PresenceKey};
+use super::{Command, Inbox, Interest, PresenceKey};
 
 /// How long one connection attempt to the broker may take.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -155,7 +156,33 @@ async fn serve<L: Link>(
     presence: &mut Presence,
 ) -> String {
     let mut subscribed: HashSet<String> = HashSet::new();
-    if let Err(lost) = subscribe_all(link, context, &mut subscribed, presence).await {
+    let mut holds = Holds::default();
+    let interest = Arc::clone(&inbox.interest);
+    let lost = serve_subscribed(link, context, inbox, presence, &mut subscribed, &mut holds).await;
+    // Nothing answers the held joins on this connection any more: they get their rosters now,
+    // and every presence channel is synced again once the broker is back.
+    for (app, channel) in holds.take_expired(None) {
+        ready(context, &interest, app, &channel, false);
+    }
+    interest
+        .synced
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    lost
+}
+
+/// [`serve`] with its subscriptions and presence waits.
+async fn serve_subscribed<L: Link>(
+    link: &mut L,
+    context: &Context,
+    inbox: &mut Inbox,
+    presence: &mut Presence,
+    subscribed: &mut HashSet<String>,
+    holds: &mut Holds,
+) -> String {
+    let subscribing = subscribe_all(link, context, subscribed, presence, holds, &inbox.interest);
+    if let Err(lost) = subscribing.await {
         return lost;
     }
     let mut sweep = tokio::time::interval(INTEREST_SWEEP);
@@ -177,8 +204,13 @@ async fn serve<L: Link>(
             .drain()
             .collect();
         for (app, channel) in changed {
-            let reconciled =
-                reconcile(link, context, &mut subscribed, presence, app, &channel).await;
+            let mut channel_state = ChannelState {
+                subscribed: &mut *subscribed,
+                presence: &mut *presence,
+                holds: &mut *holds,
+                interest: &inbox.interest,
+            };
+            let reconciled = reconcile(link, context, &mut channel_state, app, &channel).await;
             if let Err(lost) = reconciled {
                 return lost;
             }
@@ -208,8 +240,18 @@ async fn serve<L: Link>(
                 let _ = ack.send(());
             }
         }
+        let deadline = holds.deadline();
+        let far = tokio::time::Instant::now() + INTEREST_SWEEP;
         tokio::select! {
             () = inbox.interest.wake.notified() => {}
+            () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                // Instances that did not answer in time: the joins go out without their
+                // members, and the request goes again (its answers then come as member_added).
+                for (app, channel) in holds.take_expired(Some(tokio::time::Instant::now())) {
+                    ready(context, &inbox.interest, app, &channel, true);
+                    replies.push(addressed(context, L::SUBJECTS, &sync_of(context, app, &channel)));
+                }
+            }
             _ = sweep.tick() => {}
             _ = debounce.tick() => counts.queue_changed(context, L::SUBJECTS, &mut replies),
             _ = lease.tick() => {
@@ -248,7 +290,8 @@ async fn serve<L: Link>(
                     let mut answer = |message: WireMessage| {
                         replies.push(addressed(context, L::SUBJECTS, &message));
                     };
-                    if deliver(context, presence, &bytes, &mut shards, &mut answer) {
+                    let mut state = Receiving { presence: &mut *presence, holds: &mut *holds, interest: &inbox.interest };
+                    if deliver(context, &mut state, &bytes, &mut shards, &mut answer) {
                         // A newcomer counts this instance's subscribers at once.
                         counts.queue_all(context, L::SUBJECTS, &mut replies);
                     }
@@ -385,12 +428,14 @@ fn addressed(context: &Context, subjects: Subjects, message: &WireMessage) -> (S
     let subject = match message {
         WireMessage::PresenceJoin { app, channel, .. }
         | WireMessage::PresenceLeave { app, channel, .. }
-        | WireMessage::PresenceSync { app, channel, .. }
         | WireMessage::PresenceState { app, channel, .. }
         | WireMessage::Publish { app, channel, .. } => {
             subjects.channel(&context.prefix, app, channel)
         }
+        // Every instance hears a sync, whether it listens on the channel or not, so the asker
+        // knows whose answers to wait for: all it has heard from.
         WireMessage::TerminateUser { app, .. }
+        | WireMessage::PresenceSync { app, .. }
         | WireMessage::Lease { app, .. }
         | WireMessage::Counts { app, .. } => subjects.users(&context.prefix, app),
     };
@@ -413,12 +458,15 @@ fn state_of(context: &Context, presence: &Presence, app: AppIndex, channel: &str
 }
 
 /// Subscribes to every app's user subject and every channel with local subscribers; for each
-/// presence channel asks for the other instances' members and tells them this one's.
+/// presence channel asks for the other instances' members (holding its new joins until they
+/// answer) and tells them this one's.
 async fn subscribe_all<L: Link>(
     link: &mut L,
     context: &Context,
     subscribed: &mut HashSet<String>,
     presence: &Presence,
+    holds: &mut Holds,
+    interest: &Interest,
 ) -> Result<(), String> {
     let hub = &context.hub;
     let mut wanted = Vec::new();
@@ -442,6 +490,11 @@ async fn subscribe_all<L: Link>(
         }
     }
     for (app, channel) in presence_channels {
+        // Its subscribers already have their rosters: what the answers change goes out to them.
+        let now = tokio::time::Instant::now();
+        if !holds.start(app, &channel, presence.alive(), false, now) {
+            ready(context, interest, app, &channel, true);
+        }
         for message in [
             sync_of(context, app, &channel),
             state_of(context, presence, app, &channel),
@@ -467,17 +520,53 @@ fn sync_of(context: &Context, app: AppIndex, channel: &str) -> WireMessage {
     }
 }
 
+/// The joins of a presence channel may have their rosters: marked synced (when the bridge
+/// knows the other instances' members) and every shard told to answer the held joins.
+fn ready(context: &Context, interest: &Interest, app: AppIndex, channel: &str, synced: bool) {
+    if synced {
+        interest
+            .synced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((app, channel.into()));
+    }
+    let channel: Arc<str> = channel.into();
+    for shard in 0..context.hub.shards() {
+        if let Some(peer) = context.hub.peer(shard) {
+            let message = MeshMessage::PresenceReady {
+                app,
+                channel: Arc::clone(&channel),
+            };
+            let _ = peer.send(context.lane, message);
+        }
+    }
+}
+
+/// What [`reconcile`] changes besides the link.
+struct ChannelState<'a> {
+    subscribed: &'a mut HashSet<String>,
+    presence: &'a mut Presence,
+    holds: &'a mut Holds,
+    interest: &'a Interest,
+}
+
 /// Makes the subscription to one channel's subject match whether the process has subscribers.
-/// A presence channel newly listened to asks for the other instances' members; one no longer
-/// listened to drops them, as their leaves will not arrive.
+/// A presence channel newly listened to asks every instance for its members, once the
+/// subscription is confirmed so no answer is missed, and holds its joins until they answer; one
+/// no longer listened to drops them, as their leaves will not arrive.
 async fn reconcile<L: Link>(
     link: &mut L,
     context: &Context,
-    subscribed: &mut HashSet<String>,
-    presence: &mut Presence,
+    state: &mut ChannelState<'_>,
     app: AppIndex,
     channel: &str,
 ) -> Result<(), String> {
+    let ChannelState {
+        subscribed,
+        presence,
+        holds,
+        interest,
+    } = state;
     let Some(config) = context.hub.apps().app(app) else {
         return Ok(());
     };
@@ -489,13 +578,25 @@ async fn reconcile<L: Link>(
         subscribed.insert(subject);
         context.status.subscriptions.fetch_add(1, Ordering::Relaxed);
         if is_presence {
-            let (subject, body) = addressed(context, L::SUBJECTS, &sync_of(context, app, channel));
-            publish_counted(link, context, &subject, body).await?;
+            let now = tokio::time::Instant::now();
+            if holds.start(app, channel, presence.alive(), true, now) {
+                let (subject, body) =
+                    addressed(context, L::SUBJECTS, &sync_of(context, app, channel));
+                publish_counted(link, context, &subject, body).await?;
+            } else {
+                ready(context, interest, app, channel, true);
+            }
         }
     } else if !wanted && subscribed.remove(&subject) {
         link.unsubscribe(&subject).await?;
         context.status.subscriptions.fetch_sub(1, Ordering::Relaxed);
         if is_presence {
+            holds.cancel(app, channel);
+            interest
+                .synced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&(app, Box::from(channel)));
             presence.forget_remote(&context.hub, app, channel);
         }
     }
@@ -569,9 +670,16 @@ fn deliver_excluding(
 /// Acts on a message from another instance: its publishes and presence frames go to the shards
 /// they concern on the bridge's lane; what this instance must answer goes to `answer`. `true`
 /// when the sender was unknown until now (new, or taken for dead).
+/// What [`deliver`] changes.
+struct Receiving<'a> {
+    presence: &'a mut Presence,
+    holds: &'a mut Holds,
+    interest: &'a Interest,
+}
+
 fn deliver(
     context: &Context,
-    presence: &mut Presence,
+    state: &mut Receiving<'_>,
     bytes: &[u8],
     shards: &mut Vec<usize>,
     answer: &mut impl FnMut(WireMessage),
@@ -598,22 +706,22 @@ fn deliver(
         message,
         WireMessage::Publish { .. } | WireMessage::TerminateUser { .. }
     );
-    let newcomer = about_presence && presence.heard(origin, Instant::now());
+    let newcomer = about_presence && state.presence.heard(origin, Instant::now());
     if newcomer {
         // Unknown until now (new, or taken for dead): it may have dropped this instance's
         // members meanwhile, so it hears them all again.
-        for (app, channel) in presence.announced_channels() {
-            answer(state_of(context, presence, app, &channel));
+        for (app, channel) in state.presence.announced_channels() {
+            answer(state_of(context, state.presence, app, &channel));
         }
     }
-    deliver_message(context, presence, message, shards, answer);
+    deliver_message(context, state, message, shards, answer);
     newcomer
 }
 
 /// [`deliver`] once the message is read and known to come from another instance.
 fn deliver_message(
     context: &Context,
-    presence: &mut Presence,
+    state: &mut Receiving<'_>,
     message: WireMessage,
     shards: &mut Vec<usize>,
     answer: &mut impl FnMut(WireMessage),
@@ -621,6 +729,14 @@ fn deliver_message(
     let origin = message.origin();
     let hub = &context.hub;
     let index = |app: &str| hub.apps().by_id(app).map(|(index, _)| index);
+    let presence = &mut *state.presence;
+    // A presence change of a channel whose subscribers all wait for their rosters goes into
+    // those rosters only.
+    let deliver_presence = |holds: &Holds, app, channel: &str, frame, shards: &mut Vec<usize>| {
+        if !holds.is_quiet(app, channel) {
+            deliver_local(context, app, channel, frame, shards);
+        }
+    };
     match message {
         WireMessage::Publish {
             app,
@@ -677,7 +793,7 @@ fn deliver_message(
                 return;
             };
             if let Some(frame) = presence.remote_join(hub, origin, app, &channel, &member) {
-                deliver_local(context, app, &channel, frame, shards);
+                deliver_presence(state.holds, app, &channel, frame, shards);
             }
         }
         WireMessage::PresenceLeave {
@@ -690,7 +806,7 @@ fn deliver_message(
                 return;
             };
             if let Some(frame) = presence.remote_leave(hub, origin, app, &channel, &user_id) {
-                deliver_local(context, app, &channel, frame, shards);
+                deliver_presence(state.holds, app, &channel, frame, shards);
             }
         }
         WireMessage::PresenceSync { app, channel, .. } => {
@@ -708,7 +824,10 @@ fn deliver_message(
                 return;
             };
             for frame in presence.remote_state(hub, origin, app, &channel, &members) {
-                deliver_local(context, app, &channel, frame, shards);
+                deliver_presence(state.holds, app, &channel, frame, shards);
+            }
+            if state.holds.answered(app, &channel, origin) {
+                ready(context, state.interest, app, &channel, true);
             }
         }
     }

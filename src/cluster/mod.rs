@@ -29,6 +29,7 @@
 
 mod bridge;
 mod counts;
+mod hold;
 mod nats;
 mod presence;
 mod redis;
@@ -147,11 +148,15 @@ pub(crate) struct Bridge {
 type PresenceKey = (AppIndex, Box<str>, Box<str>);
 
 /// Channels whose local interest may have changed, presence members whose local connections
-/// may have, and the bridge's wake-up.
+/// may have, the presence channels whose other members the bridge knows, and the bridge's
+/// wake-up.
 #[derive(Debug, Default)]
 struct Interest {
     changed: Mutex<HashSet<(AppIndex, Box<str>)>>,
     presence: Mutex<HashSet<PresenceKey>>,
+    /// Presence channels the bridge listens on and has asked the other instances about: a
+    /// join on any other one waits for the answers before its roster goes out.
+    synced: Mutex<HashSet<(AppIndex, Box<str>)>>,
     wake: Notify,
 }
 
@@ -227,6 +232,20 @@ impl Bridge {
         if inserted {
             self.interest.wake.notify_one();
         }
+    }
+
+    /// Whether a join of the presence channel must wait for its `subscription_succeeded`: the
+    /// broker is up and the bridge has not yet learned the other instances' members of the
+    /// channel. The bridge then answers within [`hold::ROSTER_WAIT`] with
+    /// [`crate::mesh::MeshMessage::PresenceReady`].
+    pub(crate) fn holds_roster(&self, app: AppIndex, channel: &str) -> bool {
+        self.status.is_up()
+            && !self
+                .interest
+                .synced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&(app, Box::from(channel)))
     }
 
     /// A shard's subscriber count of the channel crossed zero: the bridge checks whether the

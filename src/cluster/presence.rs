@@ -214,6 +214,11 @@ impl Presence {
             .collect()
     }
 
+    /// The other instances heard from within the lease: those whose answer a sync awaits.
+    pub(super) fn alive(&self) -> HashSet<u64> {
+        self.leases.keys().copied().collect()
+    }
+
     /// Presence channels on which this instance announced members.
     pub(super) fn announced_channels(&self) -> Vec<(AppIndex, Box<str>)> {
         self.channels

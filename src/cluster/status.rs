@@ -90,7 +90,7 @@ impl BrokerStatus {
         }
     }
 
-    fn is_up(&self) -> bool {
+    pub(super) fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
 

@@ -474,6 +474,22 @@ impl Hub {
         first.then(|| protocol::member_added(channel, member))
     }
 
+    /// `subscription_succeeded` for a presence channel with its roster as it is now (for a join
+    /// whose answer was held while the cluster bridge learned the other instances' members).
+    pub(crate) fn presence_subscription_succeeded(&self, app: AppIndex, channel: &str) -> Frame {
+        let roster = self
+            .stripe(app, channel)
+            .and_then(|(_, stripe)| {
+                let stripe = stripe.read().unwrap_or_else(|e| e.into_inner());
+                stripe
+                    .get(channel)
+                    .and_then(|entry| entry.roster.as_ref())
+                    .map(PresenceRoster::snapshot)
+            })
+            .unwrap_or_default();
+        protocol::presence_subscription_succeeded(channel, roster.members())
+    }
+
     /// The user's connections in the channel's roster (remote instances holding it counted
     /// once each) and its `user_info`, when present.
     pub(crate) fn presence_member(

@@ -239,6 +239,7 @@ impl<D: Driver> Shard<D> {
                     exclude,
                 } => core.deliver_local(app, &channel, frame, exclude),
                 MeshMessage::TerminateUser { app, user_id } => core.terminate_user(app, &user_id),
+                MeshMessage::PresenceReady { app, channel } => core.answer_held(app, &channel),
             }
         }
         core.mail = mail;

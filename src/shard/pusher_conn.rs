@@ -62,6 +62,9 @@ pub(super) struct PusherState {
     targets: Vec<ConnKey>,
     /// Reused buffer of shards for one publish.
     shards: Vec<usize>,
+    /// Presence joins whose `subscription_succeeded` waits for the cluster bridge to learn the
+    /// other instances' members of the channel ([`MeshMessage::PresenceReady`]).
+    held: Vec<(ConnKey, AppIndex, Arc<str>)>,
 }
 
 impl PusherState {
@@ -78,6 +81,7 @@ impl PusherState {
             actions: Vec::new(),
             targets: Vec::new(),
             shards: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -197,9 +201,18 @@ impl Core {
                     member,
                     ..
                 } => {
+                    // Asked before the join's roster is read: a roster read first could miss
+                    // the other instances' members the bridge adds before it answers.
+                    let held = hub
+                        .bridge()
+                        .is_some_and(|bridge| bridge.holds_roster(app, &channel_name));
                     if let Some(join) = hub.join_presence(app, &channel_name, &member) {
-                        self.out
-                            .extend_from_slice(join.subscription_succeeded.as_bytes());
+                        if held {
+                            self.pusher.held.push((key, app, Arc::from(&*channel_name)));
+                        } else {
+                            self.out
+                                .extend_from_slice(join.subscription_succeeded.as_bytes());
+                        }
                         if let Some(bridge) = hub.bridge() {
                             bridge.presence_changed(app, &channel_name, &member.user_id);
                         }
@@ -369,8 +382,38 @@ impl Core {
         }
     }
 
+    /// Answers the presence joins of the channel held for the cluster bridge with the roster as
+    /// it is now, the other instances' members included; a connection that left the channel
+    /// (or closed) meanwhile gets nothing.
+    pub(super) fn answer_held(&mut self, app: AppIndex, channel: &str) {
+        let held = std::mem::take(&mut self.pusher.held);
+        let (ready, waiting): (Vec<_>, Vec<_>) = held
+            .into_iter()
+            .partition(|(_, a, c)| *a == app && &**c == channel);
+        self.pusher.held = waiting;
+        if ready.is_empty() {
+            return;
+        }
+        let frame = frame_bytes(
+            self.pusher
+                .hub
+                .presence_subscription_succeeded(app, channel),
+        );
+        let mut targets = std::mem::take(&mut self.pusher.targets);
+        self.pusher.channels.subscribers(app, channel, &mut targets);
+        for (key, _, _) in ready {
+            let open = self.conns.get(key).is_some_and(|c| !c.ws.is_close_sent());
+            if open && targets.contains(&key) {
+                self.enqueue(key, frame.clone());
+            }
+        }
+        targets.clear();
+        self.pusher.targets = targets;
+    }
+
     /// The connection is gone: undo its subscriptions, presence and sign-in.
     pub(super) fn forget_pusher(&mut self, key: ConnKey) {
+        self.pusher.held.retain(|(held, _, _)| *held != key);
         let Some(mut session) = self.pusher.sessions.remove(&key) else {
             return;
         };
