@@ -4,7 +4,8 @@
 //! `LimitReached` while the connection stays usable, and counted in
 //! `ringcast_pusher_limit_refusals_total`. Pusher's own defaults (100 members, 1 KiB
 //! `user_info`) are crossed too. Then a churn test: a client subscribing to and leaving unique
-//! channel names must not slow another client's deliveries more than a small factor.
+//! channel names on the same app must not slow another client's deliveries more than a small
+//! factor beyond what the same churn on another app costs (the CPU it takes).
 
 #[allow(
     dead_code,
@@ -378,9 +379,14 @@ const ROUNDS: usize = 9;
 /// Attempts before the churn test fails: a real cost of churn shows in every one, a burst of
 /// load from elsewhere on the machine rarely spans three.
 const ATTEMPTS: usize = 3;
-/// How much slower the p99 delivery may be while another client churns channels: generous,
-/// since the churning client's shard competes with the others for the CPUs.
+/// How much slower the p99 delivery may be under churn on the probe's own app than under the
+/// same churn on another app. The two cost the machine the same CPU; only the first shares the
+/// app's channel index with the probe, so this ratio is what the index's locking costs.
 const CHURN_FACTOR: f64 = 5.0;
+/// How much slower the p99 delivery may be under churn on the probe's app than with no churn at
+/// all: looser, since with three shards on a small machine the churning shard takes CPU time
+/// from the probe's shards whatever app it churns (measured: about 5x on two cores).
+const QUIET_FACTOR: f64 = 20.0;
 /// Subscribe and unsubscribe pairs the churn client writes at once.
 const CHURN_BATCH: usize = 50;
 /// The churn client's pause after each batch.
@@ -512,8 +518,8 @@ fn channel_churn_leaves_other_deliveries_alone(backend: &str) {
         probe.receiver.shard().to_owned(),
     ];
     let avoid = [probe_shards[0].as_str(), probe_shards[1].as_str()];
-    let within = |churning: Duration, baseline: Duration| {
-        churning.as_secs_f64() <= baseline.as_secs_f64() * CHURN_FACTOR
+    let within = |churning: Duration, baseline: Duration, factor: f64| {
+        churning.as_secs_f64() <= baseline.as_secs_f64() * factor
     };
     let mut attempts = Vec::new();
     for _ in 0..ATTEMPTS {
@@ -523,7 +529,8 @@ fn channel_churn_leaves_other_deliveries_alone(backend: &str) {
             p99.same_app_channels >= (ROUNDS * CHURN_BATCH) as u64,
             "every round churns at least one batch: {p99:?}"
         );
-        let passed = within(p99.same_app, p99.quiet) && within(p99.same_app, p99.other_app);
+        let passed = within(p99.same_app, p99.other_app, CHURN_FACTOR)
+            && within(p99.same_app, p99.quiet, QUIET_FACTOR);
         attempts.push(p99);
         if passed {
             return;
@@ -531,8 +538,8 @@ fn channel_churn_leaves_other_deliveries_alone(backend: &str) {
     }
     panic!(
         "in each of {ATTEMPTS} attempts, churn on the probe's app moved p99 delivery more than \
-         {CHURN_FACTOR}x from the quiet one or from the one under the same churn on another \
-         app: {attempts:#?}"
+         {CHURN_FACTOR}x from the one under the same churn on another app, or more than \
+         {QUIET_FACTOR}x from the quiet one: {attempts:#?}"
     );
 }
 
