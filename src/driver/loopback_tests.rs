@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::epoll::EpollDriver;
-use super::uring::{self, UringConfig, UringDriver};
+use super::uring::{self, UringConfig};
 use super::{ConnKey, Driver, Event};
 
 fn listener() -> (OwnedFd, SocketAddr) {
@@ -87,14 +87,6 @@ fn round_trip(driver: &mut impl Driver, payload: &[u8]) -> Seen {
     seen
 }
 
-fn uring_or_skip(config: UringConfig) -> Option<UringDriver> {
-    if let Err(why) = uring::probe() {
-        eprintln!("skipping io_uring test: {why}");
-        return None;
-    }
-    Some(UringDriver::new(config).expect("io_uring driver"))
-}
-
 const SMALL: &[u8] = b"hello over loopback";
 
 #[test]
@@ -109,7 +101,7 @@ fn uring_echoes_over_loopback() {
         recv_buffers: 16,
         recv_buffer_size: 4096,
     };
-    let Some(mut driver) = uring_or_skip(config) else {
+    let Some(mut driver) = uring::test_driver(config) else {
         return;
     };
     assert_eq!(round_trip(&mut driver, SMALL).echoed, SMALL.len());
@@ -123,7 +115,7 @@ fn uring_rearms_after_buffer_ring_runs_dry_without_losing_bytes() {
         recv_buffers: 2,
         recv_buffer_size: 64,
     };
-    let Some(mut driver) = uring_or_skip(config) else {
+    let Some(mut driver) = uring::test_driver(config) else {
         return;
     };
     let payload: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
@@ -202,7 +194,7 @@ fn uring_adopts_a_connecting_socket() {
         recv_buffers: 4,
         recv_buffer_size: 4096,
     };
-    let Some(mut driver) = uring_or_skip(config) else {
+    let Some(mut driver) = uring::test_driver(config) else {
         return;
     };
     adopted_connect(&mut driver);
@@ -235,7 +227,7 @@ fn uring_reports_nothing_after_close() {
         recv_buffers: 4,
         recv_buffer_size: 4096,
     };
-    let Some(mut driver) = uring_or_skip(config) else {
+    let Some(mut driver) = uring::test_driver(config) else {
         return;
     };
     closed_connection_reports_nothing_more(&mut driver);
@@ -263,7 +255,7 @@ fn uring_stops_accepting() {
         recv_buffers: 4,
         recv_buffer_size: 4096,
     };
-    let Some(mut driver) = uring_or_skip(config) else {
+    let Some(mut driver) = uring::test_driver(config) else {
         return;
     };
     stops_accepting(&mut driver);
@@ -339,7 +331,7 @@ fn uring_queued_send_never_reaches_a_reused_descriptor() {
         recv_buffers: 4,
         recv_buffer_size: 4096,
     };
-    let Some(mut driver) = uring_or_skip(config) else {
+    let Some(mut driver) = uring::test_driver(config) else {
         return;
     };
     queued_ops_never_reach_a_reused_descriptor(&mut driver, true);
@@ -351,7 +343,7 @@ fn uring_queued_receive_never_takes_a_reused_descriptors_bytes() {
         recv_buffers: 4,
         recv_buffer_size: 4096,
     };
-    let Some(mut driver) = uring_or_skip(config) else {
+    let Some(mut driver) = uring::test_driver(config) else {
         return;
     };
     queued_ops_never_reach_a_reused_descriptor(&mut driver, false);

@@ -28,6 +28,8 @@ use super::{
     ConnKey, Driver, Event, MAX_SEND_FRAMES, MAX_SLOTS, OpKind, RecvBuf, UserData, slot_mut,
 };
 use buf_ring::{BUF_GROUP, BufRing};
+#[cfg(test)]
+pub(crate) use probe::test_driver;
 pub use probe::{Unavailable, probe};
 
 mod buf_ring;
@@ -653,15 +655,13 @@ mod tests {
 
     #[test]
     fn teardown_ends_every_op_in_a_few_waits() {
-        if let Err(why) = probe() {
-            eprintln!("skipping io_uring test: {why}");
-            return;
-        }
         let config = UringConfig {
             recv_buffers: 64,
             recv_buffer_size: 4096,
         };
-        let mut driver = UringDriver::new(config).expect("io_uring driver");
+        let Some(mut driver) = test_driver(config) else {
+            return;
+        };
         let mut peers = Vec::new();
         for slot in 0..PAIRS {
             let (ours, theirs) = UnixStream::pair().expect("socket pair");
@@ -687,15 +687,10 @@ mod tests {
     }
 
     fn small_driver() -> Option<UringDriver> {
-        if let Err(why) = probe() {
-            eprintln!("skipping io_uring test: {why}");
-            return None;
-        }
-        let config = UringConfig {
+        test_driver(UringConfig {
             recv_buffers: 4,
             recv_buffer_size: 4096,
-        };
-        Some(UringDriver::new(config).expect("io_uring driver"))
+        })
     }
 
     /// Events until `want` says stop or a few waits pass.

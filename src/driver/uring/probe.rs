@@ -106,3 +106,20 @@ fn setup_refused(err: &io::Error) -> String {
         _ => format!("io_uring_setup failed: {err}"),
     }
 }
+
+/// A driver for the unit tests, or `None` (with a line saying why) when this kernel refuses
+/// io_uring itself: disabled by sysctl, blocked by seccomp, or not built in; a missing kernel
+/// feature is the one reason a test may skip. Any other failure of the probe fails the test.
+#[cfg(test)]
+pub(crate) fn test_driver(config: UringConfig) -> Option<UringDriver> {
+    if let Err(err) = IoUring::new(8)
+        && matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS))
+    {
+        eprintln!("skipping io_uring test: {}", setup_refused(&err));
+        return None;
+    }
+    if let Err(why) = probe() {
+        panic!("the kernel offers io_uring but the driver's probe failed: {why}");
+    }
+    Some(UringDriver::new(config).expect("io_uring driver"))
+}
