@@ -350,11 +350,9 @@ impl Core {
             let bytes = frame_bytes(frame);
             let mut delivered = 0;
             for &key in &targets {
-                // A connection whose close frame is queued takes no more data (RFC 6455 5.5.1):
-                // it is neither sent to nor counted.
-                let open = self.conns.get(key).is_some_and(|c| !c.ws.is_close_sent());
-                if open && Some(key) != skip {
-                    self.enqueue(key, bytes.clone());
+                // A connection whose close frame is queued takes no more data (RFC 6455 5.5.1)
+                // and is not counted.
+                if Some(key) != skip && self.enqueue(key, bytes.clone()) {
                     delivered += 1;
                 }
             }

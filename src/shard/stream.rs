@@ -281,9 +281,10 @@ impl Core {
     }
 
     /// Queues one buffer (a frame shared with other connections, or this connection's own
-    /// bytes) on the connection's outbox, enforcing the outbox limit (never lossy).
-    pub(super) fn enqueue(&mut self, key: ConnKey, bytes: Bytes) {
-        self.push_frame(key, bytes, false);
+    /// bytes) on the connection's outbox, enforcing the outbox limit (never lossy); `false` when
+    /// the connection takes no more data (see [`Core::push_frame`]).
+    pub(super) fn enqueue(&mut self, key: ConnKey, bytes: Bytes) -> bool {
+        self.push_frame(key, bytes, false)
     }
 
     /// Queues an encoded `frame` (whole WebSocket frames) to the connection, enforcing the
@@ -292,11 +293,16 @@ impl Core {
     /// oldest queued frames instead of closing; anything else over the cap closes the
     /// connection as a slow consumer (1008; the code follows [`slow_consumer_code`]). Once our
     /// close frame is queued, frames are dropped: no data follows Close (RFC 6455 5.5.1).
-    pub(super) fn push_frame(&mut self, key: ConnKey, frame: Bytes, lossy: bool) {
-        if self.conns.get(key).is_some_and(|c| c.ws.is_close_sent()) {
-            return;
+    /// `false` when the frame was dropped so: the connection is gone, closing, or closed.
+    pub(super) fn push_frame(&mut self, key: ConnKey, frame: Bytes, lossy: bool) -> bool {
+        let open = self
+            .conns
+            .get(key)
+            .is_some_and(|c| !c.ws.is_close_sent() && !c.has(flags::CLOSE_NOW));
+        if open {
+            self.queue(key, frame, lossy);
         }
-        self.queue(key, frame, lossy);
+        open
     }
 
     /// [`Core::push_frame`] without the check for our close frame, for the callers that queue
