@@ -164,9 +164,7 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-            // SAFETY: kill has no memory effects; `pid` is our own child, not yet reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let _ = ringcast::driver::sys::signal(self.child.id(), libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
             while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(20));

@@ -246,6 +246,15 @@ pub fn die_with_parent() -> io::Result<()> {
     check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) }).map(drop)
 }
 
+/// Sends `signal` to the process `pid`: the test harness stops and drains the servers it
+/// started with it, so the tests need no `unsafe` of their own.
+pub fn signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill takes a process id and a signal number, no pointers.
+    check(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
 /// The size of a memory page in bytes.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf takes no pointers.

@@ -89,20 +89,7 @@ pub fn uring_available() -> bool {
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit, so one test can hold many
 /// sockets, and returns the new soft limit. Never above the hard limit the box allows.
 pub fn raise_nofile_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into `limit`, a live rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        panic!("getrlimit: {}", io::Error::last_os_error());
-    }
-    limit.rlim_cur = limit.rlim_max;
-    // SAFETY: setrlimit only reads `limit`.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        panic!("setrlimit: {}", io::Error::last_os_error());
-    }
-    limit.rlim_cur
+    ringcast::driver::sys::raise_nofile_limit().expect("raise RLIMIT_NOFILE")
 }
 
 /// Serialises the tests that hold thousands of sockets, so that together they stay under the
@@ -267,10 +254,7 @@ impl Server {
 
     /// Sends `signal` to the server.
     pub fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
-        // SAFETY: kill has no memory effects; `pid` is our own child, not yet reaped.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill: {}", io::Error::last_os_error());
+        ringcast::driver::sys::signal(self.pid(), signal).expect("kill");
     }
 
     /// Waits for the server to exit, up to `timeout`.
