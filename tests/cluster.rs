@@ -161,6 +161,26 @@ fn backends() -> Vec<Backend> {
     list
 }
 
+/// Two tests, `$redis` and `$nats`, each running `$body(kind, backend)` against its broker on
+/// every backend this machine runs.
+macro_rules! on_each_broker {
+    ($body:ident: $redis:ident, $nats:ident) => {
+        #[test]
+        fn $redis() {
+            for backend in backends() {
+                $body(Kind::Redis, backend);
+            }
+        }
+
+        #[test]
+        fn $nats() {
+            for backend in backends() {
+                $body(Kind::Nats, backend);
+            }
+        }
+    };
+}
+
 /// `GET path` on the instance; the body.
 fn get(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
@@ -575,19 +595,7 @@ fn crosses_instances(kind: Kind, backend: Backend) {
     assert_eq!(order, sent);
 }
 
-#[test]
-fn redis_api_and_client_events_cross_instances() {
-    for backend in backends() {
-        crosses_instances(Kind::Redis, backend);
-    }
-}
-
-#[test]
-fn nats_api_and_client_events_cross_instances() {
-    for backend in backends() {
-        crosses_instances(Kind::Nats, backend);
-    }
-}
+on_each_broker!(crosses_instances: redis_api_and_client_events_cross_instances, nats_api_and_client_events_cross_instances);
 
 /// An instance subscribes to a channel's subject only while it has subscribers of it: with
 /// none it receives nothing of the channel's publishes.
@@ -646,19 +654,7 @@ fn routes_by_interest(kind: Kind, backend: Backend) {
     );
 }
 
-#[test]
-fn redis_routes_by_interest() {
-    for backend in backends() {
-        routes_by_interest(Kind::Redis, backend);
-    }
-}
-
-#[test]
-fn nats_routes_by_interest() {
-    for backend in backends() {
-        routes_by_interest(Kind::Nats, backend);
-    }
-}
+on_each_broker!(routes_by_interest: redis_routes_by_interest, nats_routes_by_interest);
 
 /// `terminate_connections` on one instance closes the user's connections on the other.
 fn terminates_across_instances(kind: Kind, backend: Backend) {
@@ -679,19 +675,7 @@ fn terminates_across_instances(kind: Kind, backend: Backend) {
     assert_eq!(on_b.close_code(), 4009);
 }
 
-#[test]
-fn redis_terminates_connections_across_instances() {
-    for backend in backends() {
-        terminates_across_instances(Kind::Redis, backend);
-    }
-}
-
-#[test]
-fn nats_terminates_connections_across_instances() {
-    for backend in backends() {
-        terminates_across_instances(Kind::Nats, backend);
-    }
-}
+on_each_broker!(terminates_across_instances: redis_terminates_connections_across_instances, nats_terminates_connections_across_instances);
 
 /// The JSON of `/health`.
 fn health(addr: SocketAddr) -> Value {
@@ -1213,19 +1197,7 @@ fn roster_is_complete_on_a_new_instance(kind: Kind, backend: Backend) {
     }
 }
 
-#[test]
-fn redis_roster_is_complete_on_a_new_instance() {
-    for backend in backends() {
-        roster_is_complete_on_a_new_instance(Kind::Redis, backend);
-    }
-}
-
-#[test]
-fn nats_roster_is_complete_on_a_new_instance() {
-    for backend in backends() {
-        roster_is_complete_on_a_new_instance(Kind::Nats, backend);
-    }
-}
+on_each_broker!(roster_is_complete_on_a_new_instance: redis_roster_is_complete_on_a_new_instance, nats_roster_is_complete_on_a_new_instance);
 
 #[test]
 fn redis_presence_spans_instances() {
@@ -1386,19 +1358,7 @@ fn drains_while_publishing(kind: Kind, backend: Backend) {
     );
 }
 
-#[test]
-fn redis_drain_while_publishing_moves_clients_without_a_gap() {
-    for backend in backends() {
-        drains_while_publishing(Kind::Redis, backend);
-    }
-}
-
-#[test]
-fn nats_drain_while_publishing_moves_clients_without_a_gap() {
-    for backend in backends() {
-        drains_while_publishing(Kind::Nats, backend);
-    }
-}
+on_each_broker!(drains_while_publishing: redis_drain_while_publishing_moves_clients_without_a_gap, nats_drain_while_publishing_moves_clients_without_a_gap);
 
 /// One channel's `subscription_count` and `user_count` (presence only) as an instance answers.
 fn channel_counts(addr: SocketAddr, channel: &str) -> (u64, u64, bool) {
@@ -1518,19 +1478,7 @@ fn counts_span_instances(kind: Kind, backend: Backend) {
     });
 }
 
-#[test]
-fn redis_channel_counts_span_instances() {
-    for backend in backends() {
-        counts_span_instances(Kind::Redis, backend);
-    }
-}
-
-#[test]
-fn nats_channel_counts_span_instances() {
-    for backend in backends() {
-        counts_span_instances(Kind::Nats, backend);
-    }
-}
+on_each_broker!(counts_span_instances: redis_channel_counts_span_instances, nats_channel_counts_span_instances);
 
 /// A child process killed when dropped.
 struct Reaped {
@@ -1670,19 +1618,7 @@ fn newcomer_counts_at_once(kind: Kind, backend: Backend) {
     });
 }
 
-#[test]
-fn redis_newcomer_counts_the_others_at_once() {
-    for backend in backends() {
-        newcomer_counts_at_once(Kind::Redis, backend);
-    }
-}
-
-#[test]
-fn nats_newcomer_counts_the_others_at_once() {
-    for backend in backends() {
-        newcomer_counts_at_once(Kind::Nats, backend);
-    }
-}
+on_each_broker!(newcomer_counts_at_once: redis_newcomer_counts_the_others_at_once, nats_newcomer_counts_the_others_at_once);
 
 /// A TLS-only Redis on a free loopback port, its certificate signed by a CA made for the test,
 /// in a directory removed (and the server killed) when dropped.
