@@ -94,13 +94,7 @@ fn api_trigger(c: &mut Criterion) {
     let apps = Apps::new(vec![app]).unwrap_or_else(|e| panic!("{e}"));
     let body = r#"{"name":"news","channels":["chat"],"data":"{\"headline\":\"hello\"}"}"#;
     let now = 1_700_000_000u64;
-    let md5 = {
-        use md5::Digest;
-        md5::Md5::digest(body.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let md5 = ringcast::pusher::api::signature::body_md5(body.as_bytes());
     let query = format!("auth_key=key&auth_timestamp={now}&auth_version=1.0&body_md5={md5}");
     let sig = auth::sign("secret", &["POST", "\n", "/apps/1/events", "\n", &query]);
     let target = format!("/apps/1/events?{query}&auth_signature={sig}");

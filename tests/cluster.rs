@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Backend, Server, uring_available};
-use md5::{Digest, Md5};
+use ringcast::pusher::api::signature::body_md5;
 use ringcast::pusher::auth::sign;
 use ringcast::ws::{self, OpCode};
 use serde_json::{Value, json};
@@ -457,10 +457,7 @@ fn api_with(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         .to_string();
-    let md5: String = Md5::digest(body.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let md5 = body_md5(body.as_bytes());
     let mut params: Vec<(&str, &str)> = vec![
         ("auth_key", APP_KEY),
         ("auth_timestamp", &now),

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Backend, Server, heavy_lock, raise_nofile_limit, uring_available};
-use md5::{Digest, Md5};
+use ringcast::pusher::api::signature::body_md5;
 use ringcast::pusher::auth::sign;
 use ringcast::ws::{self, OpCode};
 use serde_json::{Value, json};
@@ -464,10 +464,7 @@ fn publish(addr: SocketAddr, channels: &[String], data: &str, tally: &Tally) {
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let md5: String = Md5::digest(body.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let md5 = body_md5(body.as_bytes());
     let query =
         format!("auth_key={APP_KEY}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={md5}");
     let signature = sign(APP_SECRET, &[&format!("POST\n{path}\n{query}")]);

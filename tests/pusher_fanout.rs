@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::pusher::{APP_ID, APP_KEY, APP_SECRET, Server};
 use common::uring_available;
-use md5::{Digest, Md5};
+use ringcast::pusher::api::signature::body_md5;
 use ringcast::pusher::auth::sign;
 use ringcast::ws::{self, OpCode};
 use serde_json::{Value, json};
@@ -154,10 +154,7 @@ fn api(port: u16, method: &str, path: &str, query: &[(&str, &str)], body: &str) 
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         .to_string();
-    let md5: String = Md5::digest(body.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let md5 = body_md5(body.as_bytes());
     let mut params: Vec<(&str, &str)> = vec![
         ("auth_key", APP_KEY),
         ("auth_timestamp", &now),

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 
-use md5::{Digest, Md5};
+use ringcast::pusher::api::signature::body_md5;
 use ringcast::pusher::auth::sign;
 
 use super::abuse::{APP_ID, APP_KEY, APP_SECRET, connect};
@@ -31,10 +31,7 @@ fn post_signed(addr: SocketAddr, path: &str, body: &str) -> u16 {
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let md5: String = Md5::digest(body.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let md5 = body_md5(body.as_bytes());
     // Sorted by key, as the signature requires.
     let query =
         format!("auth_key={APP_KEY}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={md5}");
