@@ -400,8 +400,8 @@ impl Core {
         let mut targets = std::mem::take(&mut self.pusher.targets);
         self.pusher.channels.subscribers(app, channel, &mut targets);
         for (key, _, _) in ready {
-            let open = self.conns.get(key).is_some_and(|c| !c.ws.is_close_sent());
-            if open && targets.contains(&key) {
+            // A closing connection takes nothing: enqueue drops it.
+            if targets.contains(&key) {
                 self.enqueue(key, frame.clone());
             }
         }
