@@ -579,13 +579,14 @@ async fn reconcile<L: Link>(
         context.status.subscriptions.fetch_add(1, Ordering::Relaxed);
         if is_presence {
             let now = tokio::time::Instant::now();
-            if holds.start(app, channel, presence.alive(), true, now) {
-                let (subject, body) =
-                    addressed(context, L::SUBJECTS, &sync_of(context, app, channel));
-                publish_counted(link, context, &subject, body).await?;
-            } else {
+            if !holds.start(app, channel, presence.alive(), true, now) {
                 ready(context, interest, app, channel, true);
             }
+            // Asked even when no instance is known to wait for: one not heard from yet (started
+            // at about the same time) still answers, and its members then follow as
+            // `member_added` instead of never.
+            let (subject, body) = addressed(context, L::SUBJECTS, &sync_of(context, app, channel));
+            publish_counted(link, context, &subject, body).await?;
         }
     } else if !wanted && subscribed.remove(&subject) {
         link.unsubscribe(&subject).await?;
